@@ -1,0 +1,79 @@
+"""From a finished simulation to the common result format.
+
+Turns the requests of a ``RunOutput`` into the per-request table and the
+devices, links and batchers into a ``ResourceUsage``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sim.metrics.records import OUTCOMES, request_frame
+from sim.metrics.usage import ResourceUsage
+from sim.model.system import RunOutput
+
+
+def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, ResourceUsage]:
+    requests = output.requests
+    stages = [s.name for s in output.plan.stages]
+    width = len(stages)
+
+    def matrix(attr: str, dtype=float) -> np.ndarray:
+        values = [getattr(r, attr) for r in requests]
+        return np.array(values, dtype=dtype).reshape(len(requests), width)
+
+    arrivals = output.arrivals
+    n = len(requests)
+    frame = request_frame(
+        replication=replication,
+        ids=np.arange(n),
+        source=arrivals.source[:n],
+        klass=arrivals.klass[:n],
+        priority=arrivals.priority[:n],
+        arrival=arrivals.time[:n],
+        deadline=arrivals.deadline[:n],
+        size=arrivals.size[:n],
+        done=np.array([r.done for r in requests], dtype=float),
+        outcome=[OUTCOMES[r.outcome] for r in requests],
+        source_names=arrivals.source_names,
+        class_names=arrivals.class_names,
+        stage_names=stages,
+        enqueued=matrix("enqueued"),
+        start=matrix("start"),
+        end=matrix("end"),
+        device=matrix("instance", dtype=np.int64),
+        device_names=[d.name for d in output.devices],
+    )
+    return frame, _usage(output)
+
+
+def _usage(output: RunOutput) -> ResourceUsage:
+    window = output.window.end - output.window.start
+    busy: dict[str, float] = {}
+    queue: dict[str, float] = {}
+    capacity: dict[str, float] = {}
+    batches: dict[int, list[int]] = {}
+    for device in output.devices:
+        device._account_queue()
+        busy[device.pool] = busy.get(device.pool, 0.0) + device.busy_time
+        queue[device.pool] = queue.get(device.pool, 0.0) + device.queue_area / window
+        capacity[device.pool] = capacity.get(device.pool, 0.0) + device.servers * window
+        for stage, sq in device.stage_queues.items():
+            counts = batches.setdefault(stage, [0, 0])
+            counts[0] += sq.batches
+            counts[1] += sq.batched_jobs
+    stages = output.plan.stages
+    return ResourceUsage(
+        window=window,
+        pool_utilisation={pool: busy[pool] / capacity[pool] for pool in busy},
+        pool_queue=queue,
+        link_utilisation={
+            name: max((c.busy_time for c in channels), default=0.0) / window
+            for name, channels in output.channels.items()
+        },
+        link_throughput={
+            name: sum(c.bytes_moved for c in channels) / window for name, channels in output.channels.items()
+        },
+        stage_batch={stages[s].name: jobs / count for s, (count, jobs) in batches.items() if count},
+    )

@@ -1,0 +1,70 @@
+"""A request, and the jobs it puts into device queues.
+
+A request is born at its arrival time and ends in exactly one outcome. On
+its way it records, for every stage, when it reached the device's queue,
+when service started and ended, and which device instance served it; these
+become the per-request columns of the results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import simpy
+
+
+class Outcome(IntEnum):
+    PENDING = -1
+    COMPLETED = 0
+    DEADLINE_MISSED = 1
+    FILTERED = 2
+    DROPPED = 3
+    UNFINISHED = 4
+    FAILED = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    id: int
+    source: int
+    klass: int
+    priority: int
+    arrival: float
+    deadline: float
+    size: float
+    enqueued: list[float]
+    start: list[float]
+    end: list[float]
+    instance: list[int]
+    out_bytes: list[float]
+    waiting_preds: list[int]
+    sinks_left: int
+    outcome: Outcome = Outcome.PENDING
+    done: float = math.nan
+
+    @classmethod
+    def blank(cls, id: int, source: int, klass: int, priority: int, arrival: float,
+              deadline: float, size: float, preds: list[int], sinks: int) -> "Request":
+        n = len(preds)
+        nan = math.nan
+        return cls(id, source, klass, priority, arrival, deadline, size,
+                   [nan] * n, [nan] * n, [nan] * n, [-1] * n, [0.0] * n, list(preds), sinks)
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A request waiting at one stage on one device (satisfies ``JobView``)."""
+
+    request: Request
+    stage: int
+    seq: int
+    enqueued: float
+    deadline: float
+    priority: int
+    on_done: object = field(default=None)  # callable(job) when service ends

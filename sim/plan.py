@@ -1,0 +1,344 @@
+"""A scenario resolved into a design the simulator or the harness can run.
+
+``compile_plan`` resolves profile names into numbers, applies the placement
+policy to every stage, drops skipped stages (their predecessors feed their
+successors), orders the stage DAG topologically and finds the links each
+hop needs. It checks every cross-reference on the way and reports all
+problems at once, each with the field it concerns. The plan is plain data:
+the SimPy model and the hardware harness are both built from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from sim import profiles
+from sim.costs import CostSpec, Deterministic
+from sim.policies.placement import SKIP, Placement, PlacementError
+from sim.scenario.errors import Problem, ScenarioError
+from sim.scenario.schema import CLIENT, BatchingSpec, Scenario, TraceSource
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    name: str
+    kind: str
+    profile: str
+    count: int
+    servers: int
+    speed: float
+
+    def instance_names(self) -> list[str]:
+        return [f"{self.name}[{i}]" for i in range(self.count)]
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    name: str
+    kind: str
+    ends: tuple[str, str]
+    bandwidth: float
+    latency: CostSpec
+    overhead: float
+    contention: str
+    sharing: str
+
+    def joins(self, a: str, b: str) -> bool:
+        return {a, b} == set(self.ends) if a != b else self.ends == (a, a)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    name: str
+    pools: tuple[str, ...]
+    costs: Mapping[str, CostSpec]
+    output: Optional[float]
+    pass_probability: float
+    preds: tuple[int, ...]
+    succs: tuple[int, ...]
+    batching: BatchingSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    pools: Mapping[str, PoolPlan]
+    links: tuple[LinkPlan, ...]
+    stages: tuple[StagePlan, ...]  # topological order; index == position
+    reply_bytes: Optional[float]
+    base_dir: Path
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        return tuple(s.index for s in self.stages if not s.preds)
+
+    @property
+    def sinks(self) -> tuple[int, ...]:
+        return tuple(s.index for s in self.stages if not s.succs)
+
+    def links_between(self, a: str, b: str) -> list[LinkPlan]:
+        return [link for link in self.links if link.joins(a, b)]
+
+    def has_client_links(self) -> bool:
+        return any(CLIENT in link.ends for link in self.links)
+
+
+def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")) -> Plan:
+    """Resolve and check ``scenario``; raise ScenarioError listing every problem."""
+    problems: list[Problem] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append(Problem(label, path, message))
+
+    pools = _pools(scenario, problem)
+    links = _links(scenario, pools, problem)
+    stages = _stages(scenario, pools, problem)
+    if not problems:
+        _check_hops(scenario, stages, pools, links, problem)
+    _check_references(scenario, stages, pools, links, base_dir, problem)
+    if problems:
+        raise ScenarioError(problems)
+    reply = scenario.pipeline.reply
+    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir)
+
+
+def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
+    pools: dict[str, PoolPlan] = {}
+    for name, spec in scenario.hardware.pools.items():
+        if name == CLIENT:
+            problem(f"hardware.pools.{name}", f"'{CLIENT}' is reserved for the network side")
+            continue
+        profile = profiles.DEVICES.get(spec.profile)
+        if profile is None:
+            problem(
+                f"hardware.pools.{name}.profile",
+                f"unknown device profile '{spec.profile}'; expected one of: {', '.join(profiles.DEVICES)}",
+            )
+            continue
+        pools[name] = PoolPlan(
+            name=name,
+            kind=profile.kind,
+            profile=spec.profile,
+            count=spec.count,
+            servers=spec.servers or profile.servers,
+            speed=spec.speed or profile.speed,
+        )
+    return pools
+
+
+def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[LinkPlan]:
+    links: list[LinkPlan] = []
+    names: set[str] = set()
+    for i, spec in enumerate(scenario.hardware.links):
+        path = f"hardware.links[{i}]"
+        if spec.name in names:
+            problem(f"{path}.name", f"duplicate link name '{spec.name}'")
+        names.add(spec.name)
+        for end in spec.between:
+            if end != CLIENT and end not in scenario.hardware.pools:
+                problem(f"{path}.between", f"unknown endpoint '{end}'; expected a pool name or '{CLIENT}'")
+        base = profiles.LINKS.get(spec.profile) if spec.profile else None
+        if spec.profile and base is None:
+            problem(f"{path}.profile", f"unknown link profile '{spec.profile}'; expected one of: {', '.join(profiles.LINKS)}")
+            continue
+        kind = spec.kind or (base.kind if base else None)
+        bandwidth = spec.bandwidth or (base.bandwidth if base else None)
+        if kind is None:
+            problem(f"{path}.kind", "required when no profile is given (pcie, rdma, tcp, shm, nvlink, wan)")
+        if bandwidth is None:
+            problem(f"{path}.bandwidth", "required when no profile is given, e.g. '25 Gbit/s'")
+        if kind is None or bandwidth is None:
+            continue
+        latency = spec.latency or Deterministic(value=base.latency if base else 0.0)
+        overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
+        contention = spec.contention or (base.contention if base else "fifo")
+        links.append(LinkPlan(spec.name, kind, spec.between, bandwidth, latency, overhead, contention, spec.sharing))
+    return links
+
+
+def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[StagePlan]:
+    specs = scenario.pipeline.stages
+    names = [s.name for s in specs]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problem(f"pipeline.stages[{i}].name", f"duplicate stage name '{name}'")
+    after = {
+        spec.name: (list(spec.after) if spec.after is not None else ([names[i - 1]] if i else []))
+        for i, spec in enumerate(specs)
+    }
+    for i, spec in enumerate(specs):
+        for pred in after[spec.name]:
+            if pred not in names:
+                problem(f"pipeline.stages[{i}].after", f"unknown stage '{pred}'; expected one of: {', '.join(names)}")
+    if find_cycle(after, names):
+        problem("pipeline.stages", f"the stages form a cycle: {' -> '.join(find_cycle(after, names))}")
+        return []
+
+    placement_spec = scenario.policies.placement
+    overrides = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in placement_spec.map.items()}
+    for stage, targets in overrides.items():
+        if stage not in names:
+            problem(f"policies.placement.map.{stage}", f"unknown stage; expected one of: {', '.join(names)}")
+        for target in targets:
+            if target != SKIP and target not in scenario.hardware.pools:
+                problem(
+                    f"policies.placement.map.{stage}",
+                    f"unknown pool '{target}'; expected one of: {', '.join(scenario.hardware.pools)} or '{SKIP}'",
+                )
+    placement = Placement(placement_spec.strategy, overrides)
+    pool_kinds = {name: p.kind for name, p in pools.items()}
+    placed: dict[str, tuple[str, ...]] = {}
+    unplaced = False
+    for i, spec in enumerate(specs):
+        try:
+            targets = placement.place(spec.name, list(spec.costs), pool_kinds)
+        except PlacementError as error:
+            problem("policies.placement", str(error))
+            unplaced = True
+            continue
+        for target in targets:
+            pool = pools.get(target)
+            if pool is not None and pool.kind not in spec.costs:
+                problem(
+                    f"pipeline.stages[{i}].costs",
+                    f"stage '{spec.name}' is placed on pool '{target}' ({pool.kind}) but has no "
+                    f"{pool.kind} cost; it has costs for: {', '.join(spec.costs)}",
+                )
+        placed[spec.name] = targets
+
+    # Skipped stages vanish: their predecessors feed their successors.
+    if unplaced:
+        return []
+    active = [n for n in _topological(after, names) if placed.get(n)]
+    if not active:
+        problem("policies.placement", "every stage is skipped: nothing to run")
+        return []
+
+    def active_preds(name: str) -> list[str]:
+        out: list[str] = []
+        for pred in after[name]:
+            for p in ([pred] if placed.get(pred) else active_preds(pred)):
+                if p not in out:
+                    out.append(p)
+        return out
+
+    index = {name: i for i, name in enumerate(active)}
+    preds = {name: tuple(index[p] for p in active_preds(name)) for name in active}
+    by_name = {s.name: s for s in specs}
+    stages = []
+    for name in active:
+        spec = by_name[name]
+        stages.append(
+            StagePlan(
+                index=index[name],
+                name=name,
+                pools=placed[name],
+                costs=dict(spec.costs),
+                output=spec.output,
+                pass_probability=spec.pass_probability,
+                preds=preds[name],
+                succs=tuple(index[n] for n in active if index[name] in preds[n]),
+                batching=scenario.policies.batching.get(name, BatchingSpec()),
+            )
+        )
+    return stages
+
+
+def find_cycle(after: Mapping[str, list[str]], names: list[str]) -> list[str]:
+    """A cycle in the ``after`` relation as a list of names, or [] if none."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for pred in after.get(node, []):
+            if pred not in after:
+                continue
+            if state.get(pred) == 1:
+                return stack[stack.index(pred):] + [pred]
+            if pred not in state:
+                found = visit(pred)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for name in names:
+        if name not in state:
+            cycle = visit(name)
+            if cycle:
+                return cycle
+    return []
+
+
+def _topological(after: Mapping[str, list[str]], names: list[str]) -> list[str]:
+    """Names in an order where each comes after its predecessors (stable)."""
+    done: list[str] = []
+    remaining = list(names)
+    while remaining:
+        for name in remaining:
+            if all(p in done or p not in after for p in after[name]):
+                done.append(name)
+                remaining.remove(name)
+                break
+    return done
+
+
+def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan], problem) -> None:
+    """Every hop between pools needs a link; client hops use one if declared."""
+    client_links = any(CLIENT in link.ends for link in links)
+
+    def needs(a: str, b: str, what: str) -> None:
+        if a == b or any(link.joins(a, b) for link in links):
+            return
+        if CLIENT in (a, b) and not client_links:
+            return
+        problem("hardware.links", f"no link between '{a}' and '{b}' for {what}; add one to hardware.links")
+
+    for stage in stages:
+        sources = [pool for p in stage.preds for pool in stages[p].pools] if stage.preds else [CLIENT]
+        for src in dict.fromkeys(sources):
+            if stage.preds and src in stage.pools:
+                continue
+            for dst in stage.pools:
+                frm = f"'{stages[stage.preds[0]].name}'" if stage.preds else "the client"
+                needs(src, dst, f"{frm} -> '{stage.name}'")
+        if not stage.succs:
+            for src in stage.pools:
+                needs(src, CLIENT, f"the reply from '{stage.name}'")
+
+
+def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, problem) -> None:
+    names = {s.name for s in scenario.pipeline.stages}
+    for stage in scenario.policies.batching:
+        if stage not in names:
+            problem(f"policies.batching.{stage}", f"unknown stage; expected one of: {', '.join(sorted(names))}")
+    targets = set(scenario.hardware.pools) | {link.name for link in scenario.hardware.links}
+    budgets = [("slo", scenario.slo)] + [(f"slo.classes.{c}", b) for c, b in scenario.slo.classes.items()]
+    for path, budget in budgets:
+        for target in budget.utilisation_max:
+            if target not in targets:
+                problem(f"{path}.utilisation_max.{target}", f"unknown pool or link; expected one of: {', '.join(sorted(targets))}")
+    classes = {s.class_ for s in scenario.workload.sources}
+    for name in scenario.slo.classes:
+        if name not in classes:
+            problem(f"slo.classes.{name}", f"no source has this class; classes: {', '.join(sorted(classes))}")
+    run = scenario.run
+    if run.warmup >= run.duration:
+        problem("run.warmup", f"must be shorter than run.duration ({run.duration:g} s)")
+    for i, source in enumerate(scenario.workload.sources):
+        path = f"workload.sources[{i}]"
+        if getattr(source, "kind", "") == "mmpp" and len(source.rates) != len(source.dwell):
+            problem(f"{path}.dwell", f"expected one mean dwell time per rate ({len(source.rates)}), got {len(source.dwell)}")
+        if isinstance(source, TraceSource) and not (base_dir / source.file).is_file():
+            problem(f"{path}.file", f"trace file not found: {base_dir / source.file}")
+    seen: set[str] = set()
+    for i, source in enumerate(scenario.workload.sources):
+        if source.name in seen:
+            problem(f"workload.sources[{i}].name", f"duplicate source name '{source.name}'")
+        seen.add(source.name)

@@ -1,0 +1,162 @@
+"""Built-in hardware profiles: devices and links with cited defaults.
+
+A scenario names a profile ("bluefield-3", "a100", "pcie-gen4-x16") instead
+of repeating numbers, and may override any field. Every default below
+carries its source beside it; the rows come from
+``shared/reference/hardware-facts.md`` unless another source is named.
+"derived" means arithmetic on published numbers, "proxy" a similar part
+measured instead of the part itself.
+
+Device speed is relative to the reference part of its kind, in which stage
+costs are stated: the generic host CPU for ``cpu``, BlueField-3 for
+``dpu``, A100 for ``gpu``. A stage that costs 2 ms on the reference takes
+``2 ms / speed`` on another part of that kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+DeviceKind = Literal["cpu", "dpu", "gpu"]
+LinkKind = Literal["pcie", "rdma", "tcp", "shm", "nvlink", "wan"]
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    kind: DeviceKind
+    servers: int
+    speed: float
+    description: str
+    source: str
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    kind: LinkKind
+    bandwidth: float  # bytes per second, one direction
+    latency: float  # seconds, per message, not occupying the link
+    overhead: float  # seconds, per message, occupying the link
+    contention: Literal["fifo", "shared"]
+    description: str
+    source: str
+
+
+GB = 1e9
+Gbit = 1e9 / 8
+us = 1e-6
+
+DEVICES: Mapping[str, DeviceProfile] = MappingProxyType({
+    "host-cpu": DeviceProfile(
+        kind="cpu", servers=32, speed=1.0,
+        description="generic x86 host CPU, 32 cores (set servers to your core count)",
+        source="reference part for cpu costs; core count is a user setting",
+    ),
+    "bluefield-2": DeviceProfile(
+        kind="dpu", servers=8, speed=0.085,
+        description="NVIDIA BlueField-2 DPU, 8x Arm Cortex-A72",
+        source="cores: BlueField-2 DPU user manual; speed (proxy, low confidence): ncnn ResNet-18 "
+        "4 threads, Raspberry Pi 4 A72 123 ms vs Jetson AGX Orin A78AE 10.4 ms = 0.085 "
+        "(Tencent/ncnn benchmark/README.md)",
+    ),
+    "bluefield-3": DeviceProfile(
+        kind="dpu", servers=16, speed=1.0,
+        description="NVIDIA BlueField-3 DPU, 16x Arm Cortex-A78",
+        source="cores: DOCA SDK 'Hardware Architecture'; reference part for dpu costs",
+    ),
+    "t4": DeviceProfile(
+        kind="gpu", servers=1, speed=0.115,
+        description="NVIDIA T4, one execution stream",
+        source="derived: TensorRT BERT-base FP16 batch 32, A100 3.85 ms vs T4 33.7 ms "
+        "(NVIDIA/TensorRT demo/BERT README)",
+    ),
+    "l4": DeviceProfile(
+        kind="gpu", servers=1, speed=0.30,
+        description="NVIDIA L4, one execution stream",
+        source="derived: MLPerf ResNet-50 offline, L4 12,882/s vs A100-SXM 42,379/s "
+        "(mlcommons inference_results v3.0/v3.1)",
+    ),
+    "a100": DeviceProfile(
+        kind="gpu", servers=1, speed=1.0,
+        description="NVIDIA A100, one execution stream",
+        source="reference part for gpu costs",
+    ),
+    "h100": DeviceProfile(
+        kind="gpu", servers=1, speed=2.09,
+        description="NVIDIA H100 SXM, one execution stream",
+        source="derived: MLPerf ResNet-50 offline, H100-SXM 88,714/s vs A100-SXM 42,379/s "
+        "(mlcommons inference_results v4.0)",
+    ),
+})
+
+_CUDA_MEMCPY = 6.5 * us  # cudaMemcpy fixed overhead 6-7 us (NVIDIA/gdrcopy README)
+_RC_SEND_LAT = 0.83 * us  # ib_send_lat RC at 32 B (published thesis table, NIC unstated)
+
+LINKS: Mapping[str, LinkProfile] = MappingProxyType({
+    "pcie-gen3-x16": LinkProfile(
+        kind="pcie", bandwidth=12 * GB, latency=0.0, overhead=_CUDA_MEMCPY, contention="fifo",
+        description="PCIe Gen3 x16, pinned host memory, DMA copies serialised per direction",
+        source="~12 GB/s pinned (CUDA C++ Best Practices Guide 9.1.1; gearshifft PR 82); "
+        "overhead: cudaMemcpy 6-7 us (NVIDIA/gdrcopy README)",
+    ),
+    "pcie-gen4-x16": LinkProfile(
+        kind="pcie", bandwidth=25 * GB, latency=0.0, overhead=_CUDA_MEMCPY, contention="fifo",
+        description="PCIe Gen4 x16, pinned host memory",
+        source="~25 GB/s pinned (NVIDIA/nvbandwidth issues 42, 15); overhead: NVIDIA/gdrcopy README",
+    ),
+    "pcie-gen5-x16": LinkProfile(
+        kind="pcie", bandwidth=35 * GB, latency=0.0, overhead=_CUDA_MEMCPY, contention="fifo",
+        description="PCIe Gen5 x16 (H100), host to device",
+        source="35 GB/s H2D (NVIDIA/nvbandwidth issue 24); overhead: NVIDIA/gdrcopy README",
+    ),
+    "nvlink4": LinkProfile(
+        kind="nvlink", bandwidth=378 * GB, latency=0.0, overhead=0.0, contention="shared",
+        description="NVLink 4 (H100 SXM), one direction",
+        source="~376-380 GB/s one way measured (NVIDIA/nccl issue 1264)",
+    ),
+    "roce-100g": LinkProfile(
+        kind="rdma", bandwidth=95.4 * Gbit, latency=_RC_SEND_LAT, overhead=0.0, contention="shared",
+        description="RoCE / InfiniBand 100G, RDMA (GPUDirect capable)",
+        source="95.4 Gb/s at >= 8 KB, ConnectX-5 EDR (linux-rdma/perftest PR 98); "
+        "latency: ib_send_lat RC 0.83 us at 32 B",
+    ),
+    "roce-200g": LinkProfile(
+        kind="rdma", bandwidth=0.992 * 200 * Gbit, latency=_RC_SEND_LAT, overhead=0.0,
+        contention="shared",
+        description="RoCE 200G (BlueField-3 B3220 port), RDMA",
+        source="derived: 99.2% of line rate as measured at 400G (NVIDIA/daqiri PR 162); "
+        "latency: ib_send_lat RC 0.83 us at 32 B",
+    ),
+    "roce-400g": LinkProfile(
+        kind="rdma", bandwidth=396.9 * Gbit, latency=_RC_SEND_LAT, overhead=0.0, contention="shared",
+        description="RoCE 400G (BlueField-3 B3240 port), RDMA",
+        source="396.9 Gb/s sustained with 8 MB messages (NVIDIA/daqiri PR 162); "
+        "latency: ib_send_lat RC 0.83 us at 32 B",
+    ),
+    "tcp-25g": LinkProfile(
+        kind="tcp", bandwidth=25 * Gbit, latency=5.3 * us, overhead=0.0, contention="shared",
+        description="kernel TCP over 25 GbE",
+        source="line rate; latency: kernel socket half round trip 5.3 us, ConnectX-3 sockperf "
+        "(Mellanox/libvma issue 371), low confidence",
+    ),
+    "tcp-100g": LinkProfile(
+        kind="tcp", bandwidth=100 * Gbit, latency=5.3 * us, overhead=0.0, contention="shared",
+        description="kernel TCP over 100 GbE (one core cannot reach line rate: lower bandwidth "
+        "if one core serves the socket)",
+        source="line rate (Cai et al., SIGCOMM 2021, on the single-core limit); latency: "
+        "Mellanox/libvma issue 371, low confidence",
+    ),
+    "grpc-localhost": LinkProfile(
+        kind="tcp", bandwidth=25 * Gbit, latency=73.5 * us, overhead=0.0, contention="shared",
+        description="gRPC unary call on one host (per-call cost dominates small messages)",
+        source="~73.5 us per unary call, Go, localhost (github abba5/grpc-unary-vs-http1-1); "
+        "bandwidth as tcp-25g",
+    ),
+    "shm": LinkProfile(
+        kind="shm", bandwidth=5.0 * GB, latency=2 * us, overhead=0.0, contention="fifo",
+        description="shared-memory ring between processes on one host (one copy in)",
+        source="order of magnitude of one memcpy stream; measured figures for this project's "
+        "ring are in reports/transports.md (benchmarks/transports.py)",
+    ),
+})

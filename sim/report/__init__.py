@@ -1,0 +1,1 @@
+"""Readable views of results: the console table comparing variants."""

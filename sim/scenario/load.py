@@ -1,0 +1,245 @@
+"""Reading scenario files: YAML, variants, overrides, and readable errors.
+
+A file holds a base design and named ``variants``; each variant is the base
+with the variant's keys merged over it (dicts merge key by key; lists of
+named items, such as stages, merge item by item on ``name``; other values
+replace). Command-line overrides (``--set policies.batching.infer.max_batch=8``)
+apply last, to every variant; a list of named items can be addressed by
+name (``pipeline.stages.infer.output=20 KB``).
+
+Each variant is validated in full (schema, then cross-references through
+``sim.plan``), and every problem found is reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sim.scenario.errors import Problem, ScenarioError
+from sim.scenario.schema import Scenario
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    """A scenario file as read, before any variant is chosen."""
+
+    path: Path
+    document: dict[str, Any]
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def variant_names(self) -> list[str]:
+        return list(self.document.get("variants") or {}) or [BASE]
+
+    def resolve(self, variant: str) -> Scenario:
+        """The validated scenario of one variant (raises ScenarioError)."""
+        from sim.plan import compile_plan
+
+        label = str(self.path) if variant == BASE else f"{self.path} (variant {variant})"
+        merged = self._merged(variant)
+        try:
+            scenario = Scenario.model_validate(merged)
+        except ValidationError as error:
+            raise ScenarioError([_problem(label, e) for e in error.errors()]) from None
+        compile_plan(scenario, label=label, base_dir=self.path.parent)
+        return scenario
+
+    def _merged(self, variant: str) -> dict[str, Any]:
+        base = {k: v for k, v in self.document.items() if k != "variants"}
+        if variant != BASE:
+            variants = self.document.get("variants") or {}
+            if variant not in variants:
+                known = ", ".join(variants) or "none"
+                raise ScenarioError([Problem(str(self.path), "variants", f"no variant '{variant}' (known: {known})")])
+            base = merge(base, variants[variant] or {})
+        for override in self.overrides:
+            base = apply_override(base, override)
+        return base
+
+
+def load_scenario_file(path: str | Path, overrides: Sequence[str] = ()) -> ScenarioFile:
+    """Read a scenario and validate every variant; raise ScenarioError listing all problems."""
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ScenarioError([Problem(label, "", "file not found")]) from None
+    except OSError as error:
+        raise ScenarioError([Problem(label, "", f"cannot read: {error.strerror}")]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ScenarioError([Problem(label, where, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
+    if not isinstance(document, dict):
+        raise ScenarioError([Problem(label, "", "expected a mapping of sections (hardware, workload, ...)")])
+    variants = document.get("variants")
+    if variants is not None and not (
+        isinstance(variants, dict) and all(isinstance(v, (dict, type(None))) for v in variants.values())
+    ):
+        raise ScenarioError([Problem(label, "variants", "expected a mapping of variant name to overrides")])
+    override_problems = [p for o in overrides for p in _check_override_syntax(o)]
+    if override_problems:
+        raise ScenarioError(override_problems)
+    scenario_file = ScenarioFile(path, document, tuple(overrides))
+    problems: list[Problem] = []
+    for name in scenario_file.variant_names:
+        try:
+            scenario_file.resolve(name)
+        except ScenarioError as error:
+            problems.extend(p for p in error.problems if p not in problems)
+    if problems:
+        raise ScenarioError(problems)
+    return scenario_file
+
+
+# --- merging ----------------------------------------------------------------
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value)
+
+
+def merge(base: Any, override: Any) -> Any:
+    """``override`` laid over ``base`` without changing either."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    if _named_list(base) and _named_list(override):
+        by_name = {item["name"]: item for item in override}
+        out = [merge(item, by_name.pop(item["name"])) if item["name"] in by_name else item for item in base]
+        return out + [copy.deepcopy(item) for item in by_name.values()]
+    return copy.deepcopy(override)
+
+
+def _check_override_syntax(override: str) -> list[Problem]:
+    key, sep, _ = override.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.split(".")):
+        return [Problem("--set", override, "expected dotted.path=value, e.g. run.duration='30 s'")]
+    return []
+
+
+def apply_override(document: dict[str, Any], override: str) -> dict[str, Any]:
+    """Set one ``dotted.path=value`` in a copy of ``document``."""
+    key, _, text = override.partition("=")
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    document = copy.deepcopy(document)
+    node: Any = document
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part)
+            if index is None:
+                raise ScenarioError([Problem("--set", ".".join(parts[: depth + 1]), f"no item '{part}' in this list")])
+            if last:
+                node[index] = value
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ScenarioError([Problem("--set", ".".join(parts[:depth]), "is a value, not a section")])
+    return document
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return index
+    return None
+
+
+# --- error messages ---------------------------------------------------------
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(label: str, error: dict[str, Any]) -> Problem:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(Scenario, loc[:-1])
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        message = f"unknown key '{loc[-1]}'{hint}"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind not in ("value_error", "union_tag_invalid", "union_tag_not_found"):
+        message = f"{message}, got {error.get('input')!r}"
+    return Problem(label, _path(loc), message)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the model found by walking ``loc`` (best effort)."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            if part in fields:
+                current = fields[part].annotation
+                continue
+        candidates = _model_types(current)
+        match = [m for m in candidates if typing.get_type_hints(m).get("kind") is not None
+                 and part in typing.get_args(typing.get_type_hints(m)["kind"])]
+        if match:
+            current = match[0]
+            continue
+        dicts_or_lists = [a for a in _args(current)]
+        models = [a for a in dicts_or_lists if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            current = models[0]
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            if part in fields:
+                current = fields[part].annotation
+                continue
+    models = _model_types(current)
+    if len(models) == 1:
+        return [f.alias or n for n, f in models[0].model_fields.items()]
+    return []
+
+
+def _args(annotation: Any) -> list[Any]:
+    import typing
+
+    out: list[Any] = []
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        args = typing.get_args(item)
+        if args:
+            stack.extend(args)
+        else:
+            out.append(item)
+    return out
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [a for a in _args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
