@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 a check failed, 2 invalid input.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -52,30 +53,35 @@ def scenario_overrides(seed: Optional[int], duration: Optional[str], replication
 
 @app.command()
 def run(
-    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    scenario: Optional[str] = typer.Argument(
+        None, help="scenario YAML file, or the name of a shipped one [default: video-analytics-64]"
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder [default: results/<scenario name>]"),
     seed: Optional[int] = typer.Option(None, help="override run.seed"),
     duration: Optional[str] = typer.Option(None, help="override run.duration, e.g. '30 s'"),
     replications: Optional[int] = typer.Option(None, help="override run.replications"),
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="run only these variants"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
     from sim.experiment import simulate
     from sim.report.table import comparison_table
     from sim.results import write_results
+    from sim.scenario.builtin import scenario_path
     from sim.scenario.load import load_scenario_file
 
+    path = scenario_path(scenario)
     try:
-        scenario_file = load_scenario_file(scenario, scenario_overrides(seed, duration, replications, set_))
+        scenario_file = load_scenario_file(path, scenario_overrides(seed, duration, replications, set_))
         chosen = variant or None
         if chosen:
             unknown = [v for v in chosen if v not in scenario_file.variant_names]
             if unknown:
-                fail_input([f"{scenario}: variants: no variant {', '.join(map(repr, unknown))} "
+                fail_input([f"{path}: variants: no variant {', '.join(map(repr, unknown))} "
                             f"(known: {', '.join(scenario_file.variant_names)})"])
         with _progress() as report:
-            result = simulate(scenario_file, chosen, report)
+            result = simulate(scenario_file, chosen, report, jobs)
     except ScenarioError as error:
         fail_input([str(p) for p in error.problems])
     folder = out or Path("results") / result.scenario

@@ -152,7 +152,7 @@ def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[L
             problem(f"{path}.bandwidth", "required when no profile is given, e.g. '25 Gbit/s'")
         if kind is None or bandwidth is None:
             continue
-        latency = spec.latency or Deterministic(value=base.latency if base else 0.0)
+        latency = spec.latency or Deterministic.model_construct(value=base.latency if base else 0.0)
         overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
         contention = spec.contention or (base.contention if base else "fifo")
         links.append(LinkPlan(spec.name, kind, spec.between, bandwidth, latency, overhead, contention, spec.sharing))

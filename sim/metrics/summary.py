@@ -63,8 +63,9 @@ def _request_metrics(rows: pd.DataFrame, length: float, prefix: str) -> dict[str
     latency = rows["latency"].to_numpy()[outcome.isin(SERVED).to_numpy()]
     out = {f"{prefix}requests.{name}": float(count) for name, count in counts.items()}
     out[f"{prefix}requests.arrived"] = float(arrived)
-    out[f"{prefix}throughput"] = served / length
-    out[f"{prefix}goodput"] = counts["completed"] / length
+    out[f"{prefix}throughput"] = (served + counts["filtered"]) / length
+    out[f"{prefix}goodput"] = (counts["completed"] + counts["filtered"]) / length
+    out[f"{prefix}replies"] = served / length
     nan = math.nan
     out[f"{prefix}rate.filter"] = counts["filtered"] / arrived if arrived else nan
     out[f"{prefix}rate.drop"] = counts["dropped"] / arrived if arrived else nan

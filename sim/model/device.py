@@ -16,8 +16,7 @@ accumulated inside the measurement window as the run goes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import simpy
 
@@ -91,7 +90,8 @@ class DeviceInstance:
 
     def _account_queue(self) -> None:
         now = self.env.now
-        self.queue_area += self.waiting * self.window.overlap(self._queue_changed, now)
+        if self.waiting:
+            self.queue_area += self.waiting * self.window.overlap(self._queue_changed, now)
         self._queue_changed = now
 
     def _dispatch(self, _event=None) -> None:
@@ -99,8 +99,9 @@ class DeviceInstance:
         now = env.now
         if _event is not None and now >= self._wake_at:
             self._wake_at = math.inf
+        queues = list(self.stage_queues.values())
         while self.free and self.waiting:
-            ready = [sq for sq in self.stage_queues.values() if len(sq.queue)]
+            ready = [sq for sq in queues if sq.queue] if len(queues) > 1 else queues
             if len(ready) > 1:
                 ready.sort(key=lambda sq: sq.queue.head_key())
             chosen, count, wake = None, 0, math.inf
@@ -120,10 +121,12 @@ class DeviceInstance:
             self.waiting -= len(jobs)
             self.free -= 1
             service = chosen.sampler.sample(len(jobs))
-            self.busy_time += self.window.overlap(now, now + service)
-            if self.window.start <= now < self.window.end:
-                chosen.batches += 1
-                chosen.batched_jobs += len(jobs)
+            window = self.window
+            if now < window.end and now + service > window.start:
+                self.busy_time += min(now + service, window.end) - max(now, window.start)
+                if now >= window.start:
+                    chosen.batches += 1
+                    chosen.batched_jobs += len(jobs)
             for job in jobs:
                 job.request.start[job.stage] = now
                 job.request.instance[job.stage] = self.uid

@@ -132,7 +132,10 @@ class _State:
             )
         self.admission = policy_build.admission_policy(policies.admission)
         self.channel_policy = policy_build.channel_policy(policies.channel)
-        self.client_links = plan.has_client_links()
+        self._hops = {
+            (a, b): plan.links_between(a, b)
+            for a in [CLIENT, *plan.pools] for b in [CLIENT, *plan.pools]
+        }
         self._channels: dict[tuple, Channel] = {}
         self._latency: dict[str, Sampler] = {
             link.name: make_sampler(link.latency, rng(f"latency:{link.name}")) for link in plan.links
@@ -231,7 +234,7 @@ class _State:
               deliver: Callable[[], None]) -> None:
         a = source.pool if source else CLIENT
         b = target.pool if target else CLIENT
-        links = self.plan.links_between(a, b)
+        links = self._hops[a, b]
         if not links:  # a client hop with no client links declared, or a same-pool hop
             deliver()
             return

@@ -5,8 +5,10 @@ bandwidth, so the best channel depends on size. ``BySize`` walks a list of
 size bands and picks the first band's link kind that the message fits
 under; the seed design's bands are: below 512 KB RPC over TCP, 512 KB to
 4 MB shared memory, above that RDMA. When the preferred kind is not among
-the links available between the two endpoints, the first available one in
-the caller's order is used.
+the links available between the two endpoints, the kinds of the larger
+bands are tried in order, then those of the smaller bands, then the first
+available link (a message too big for its favourite channel is better
+served by a bulkier one than by a chattier one).
 """
 
 from __future__ import annotations
@@ -37,15 +39,10 @@ SEED_BANDS = (
 class BySize:
     bands: tuple[SizeBand, ...] = SEED_BANDS
 
-    def preferred(self, size_bytes: float) -> str:
-        for band in self.bands:
-            if size_bytes < band.below:
-                return band.use
-        return self.bands[-1].use
-
     def choose(self, size_bytes: float, available: Sequence[str]) -> str:
-        wanted = self.preferred(size_bytes)
-        return wanted if wanted in available else available[0]
+        band = next((i for i, b in enumerate(self.bands) if size_bytes < b.below), len(self.bands) - 1)
+        order = [b.use for b in self.bands[band:]] + [b.use for b in reversed(self.bands[:band])]
+        return next((kind for kind in order if kind in available), available[0])
 
 
 @dataclass(frozen=True)

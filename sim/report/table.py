@@ -1,7 +1,8 @@
 """The table ``dgsim run`` prints: variants side by side, metrics as rows.
 
 Each cell is the mean over replications with its 95% confidence half-width;
-latencies in milliseconds, rates in percent. A budget column shows the
+the row label carries the unit (latencies in milliseconds, rates and
+utilisation in percent). A budget column shows the
 scenario's SLO where it sets one for that metric.
 """
 
@@ -17,30 +18,31 @@ from sim.metrics.summary import Estimate
 from sim.scenario.schema import Slo
 
 
-def _cell(e: Estimate | None, scale: float, unit: str, digits: int) -> str:
+def _cell(e: Estimate | None, scale: float, digits: int) -> str:
     if e is None or math.isnan(e.mean):
         return "-"
     text = f"{e.mean * scale:.{digits}f}"
     if not math.isnan(e.half_width):
-        text += f" ± {e.half_width * scale:.{digits}f}"
-    return f"{text}{unit}"
+        text += f" ±{e.half_width * scale:.{digits}f}"
+    return text
 
 
 def _rows(names: list[str]) -> list[tuple[str, str, float, str, int]]:
     """(label, metric, scale, unit, digits) for every metric worth a row."""
-    rows = [("throughput", "throughput", 1.0, "/s", 1), ("goodput", "goodput", 1.0, "/s", 1)]
+    rows = [("throughput /s", "throughput", 1.0, "", 1), ("goodput /s", "goodput", 1.0, "", 1),
+            ("replies /s", "replies", 1.0, "", 1)]
     for p, label in (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9")):
-        rows.append((f"latency {label}", f"latency.{p}", 1e3, " ms", 2))
+        rows.append((f"latency {label} ms", f"latency.{p}", 1e3, "", 2))
     for rate in ("filter", "drop", "miss", "unfinished"):
-        rows.append((f"{rate} rate", f"rate.{rate}", 100.0, " %", 1))
+        rows.append((f"{rate} %", f"rate.{rate}", 100.0, "", 1))
     for prefix, label, scale, unit, digits in (
-        ("utilisation.", "util", 100.0, " %", 1),
-        ("batch.", "mean batch", 1.0, "", 2),
-        ("queue.", "mean queue", 1.0, "", 2),
+        ("utilisation.", "util % ", 100.0, "", 1),
+        ("batch.", "batch ", 1.0, "", 2),
+        ("queue.", "queue ", 1.0, "", 2),
     ):
         for name in names:
             if name.startswith(prefix):
-                rows.append((f"{label} {name.removeprefix(prefix)}", name, scale, unit, digits))
+                rows.append((f"{label}{name.removeprefix(prefix)}", name, scale, unit, digits))
     return rows
 
 
@@ -72,7 +74,10 @@ def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], 
     for label, metric, scale, unit, digits in _rows(names):
         if not any(metric in m for m in variants.values()):
             continue
-        cells = [_cell(m.get(metric), scale, unit, digits) for m in variants.values()]
+        found = [m[metric] for m in variants.values() if metric in m]
+        if metric.startswith("batch.") and all(e.mean <= 1.0 for e in found):
+            continue  # a stage that never batched: nothing to see
+        cells = [_cell(m.get(metric), scale, digits) for m in variants.values()]
         table.add_row(label, *cells, *([_budget(slo, metric)] if slo is not None else []))
     return table
 

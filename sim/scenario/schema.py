@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from sim.costs import CostSpec
 from sim.units import Bandwidth, Duration, Rate, Size
@@ -37,7 +37,9 @@ class PoolSpec(Strict):
     profile: str
     count: PositiveInt = 1
     servers: Optional[PositiveInt] = Field(
-        None, description="cores (cpu, dpu) or execution streams (gpu) per device; default from profile"
+        None,
+        validation_alias=AliasChoices("servers", "cores", "streams"),
+        description="cores (cpu, dpu) or execution streams (gpu) per device; default from profile",
     )
     speed: Optional[float] = Field(None, gt=0, description="relative to the kind's reference part")
 

@@ -1,0 +1,111 @@
+"""The baseline: accepted results, to catch a change that makes things worse.
+
+``dgsim check --write-baseline FILE`` records every metric of every
+scenario and variant checked (mean, 95 % interval and the per-replication
+values) in a versioned JSON file with sorted keys and no timestamps, so the
+same run writes the same bytes and the file reviews well in a diff.
+
+``dgsim check --baseline FILE --max-regression 5%`` then adds, per variant,
+one regression check for each budgeted metric and for the headline metrics
+(mean and p99 latency, throughput). With tolerance ``tol``:
+
+- lower is better (latency, rates, utilisation): regressed when the
+  current mean is significantly above ``baseline mean x (1 + tol)``;
+- higher is better (throughput): regressed when it is significantly below
+  ``baseline mean x (1 - tol)``.
+
+"Significantly" is Welch's one-sided t-test at 2.5 % between the current
+replications and the scaled baseline replications (``verdict.against``):
+the noise of both runs is counted, so neither can fail a change alone.
+A check whose interval straddles the threshold is INCONCLUSIVE, like any
+budget. A zero baseline (no drops) regresses on any significant increase.
+
+Scenarios are keyed by name and variants by name. A scenario, variant or
+metric absent from the baseline (a new one) is not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+from sim.check.budgets import MAX, Budget, budget
+from sim.metrics.summary import Estimate
+
+FORMAT = "dgsim-baseline/1"
+HEADLINE = ("latency.mean", "latency.p99", "throughput")
+Baseline = dict[str, dict[str, dict[str, Estimate]]]  # scenario -> variant -> metric -> estimate
+
+
+class BaselineError(ValueError):
+    """A baseline file or tolerance that cannot be used."""
+
+
+def parse_tolerance(text: str) -> float:
+    """'5%' or '0.05' -> 0.05; from 0 up to (not including) 100 %."""
+    body = text.strip()
+    try:
+        value = float(body[:-1]) / 100 if body.endswith("%") else float(body)
+    except ValueError:
+        raise BaselineError(f"--max-regression: expected a percentage such as '5%', got {text!r}") from None
+    if not 0 <= value < 1:
+        raise BaselineError(f"--max-regression: must be at least 0% and below 100%, got {text!r}")
+    return value
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def write_baseline(path: Path, results: Baseline) -> None:
+    document = {"format": FORMAT, "scenarios": {
+        scenario: {variant: {metric: {"mean": _number(e.mean), "ci95": [_number(e.low), _number(e.high)],
+                                      "values": [_number(v) for v in e.values]}
+                             for metric, e in metrics.items()}
+                   for variant, metrics in variants.items()}
+        for scenario, variants in results.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, sort_keys=True, indent=1, allow_nan=False) + "\n")
+
+
+def read_baseline(path: Path) -> Baseline:
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: baseline not found (write one with --write-baseline)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BaselineError(f"{path}: cannot read baseline ({error})") from None
+    except json.JSONDecodeError as error:
+        raise BaselineError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise BaselineError(f"{path}: expected format '{FORMAT}', got {found!r}")
+
+    def value(v) -> float:
+        return math.nan if v is None else float(v)
+
+    try:
+        return {scenario: {variant: {metric: Estimate(value(m["mean"]), value(m["ci95"][0]), value(m["ci95"][1]),
+                                                      tuple(value(v) for v in m["values"]))
+                                     for metric, m in metrics.items()}
+                           for variant, metrics in variants.items()}
+                for scenario, variants in document["scenarios"].items()}
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:
+        raise BaselineError(f"{path}: malformed baseline ({type(error).__name__}: {error})") from None
+
+
+def regression_budgets(budgets: list[Budget], reference: Mapping[str, Estimate], tolerance: float) -> list[Budget]:
+    """One regression check per budgeted or headline metric that the baseline has."""
+    out = []
+    for metric in dict.fromkeys([b.metric for b in budgets] + list(HEADLINE)):
+        base = reference.get(metric)
+        if base is None or math.isnan(base.mean):
+            continue
+        plain = budget(metric, 0.0)
+        factor = 1 + tolerance if plain.direction == MAX else 1 - tolerance
+        sign = "+" if plain.direction == MAX else "-"
+        out.append(Budget(metric, factor * base.mean, plain.direction,
+                          f"{plain.label} vs baseline {sign}{tolerance * 100:g}%", reference=base, factor=factor))
+    return out

@@ -1,0 +1,60 @@
+"""Checking one variant: its budgets and regressions on simulated or measured data.
+
+A simulated variant starts with the scenario's ``run.replications`` and
+adds replications while a check is undecided (``verdict.replicate``).
+Measured results (``dgsim hil run``, or any results folder) are judged as
+they are: they cannot be extended, so what their interval leaves open is
+INCONCLUSIVE. Either way the result is a ``VariantCheck``, which the
+reports, the JUnit file and the baseline are written from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from sim.check.baseline import regression_budgets
+from sim.check.budgets import Budget, budgets_of
+from sim.check.diagnose import diagnose
+from sim.check.verdict import Outcome, judge, replicate
+from sim.metrics.summary import Estimate, combine
+from sim.scenario.load import ScenarioFile
+from sim.scenario.schema import Scenario
+
+
+@dataclass(frozen=True)
+class VariantCheck:
+    scenario: str
+    file: str  # the scenario file or results folder it came from
+    variant: str
+    source: str  # "simulation" or "measurement"
+    seed: int
+    replications: int
+    outcomes: tuple[Outcome, ...]
+    findings: tuple[str, ...]
+    estimates: Mapping[str, Estimate]
+
+
+def checks_for(scenario: Scenario, reference: Optional[Mapping[str, Estimate]], tolerance: float) -> list[Budget]:
+    """The scenario's budgets, then regression checks when there is a baseline."""
+    budgets = budgets_of(scenario.slo)
+    return budgets + (regression_budgets(budgets, reference, tolerance) if reference is not None else [])
+
+
+def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int) -> VariantCheck:
+    from sim.experiment import run_variant
+
+    scenario = scenario_file.resolve(variant)
+    runs, outcomes = replicate(lambda reps: run_variant(scenario_file, variant, replications=reps).runs,
+                               checks, scenario.run.replications, cap)
+    estimates = combine(runs)
+    return VariantCheck(scenario.name, str(scenario_file.path), variant, "simulation", scenario.run.seed, len(runs),
+                        tuple(outcomes), tuple(diagnose(scenario, estimates, outcomes)), estimates)
+
+
+def check_measured(scenario: Scenario, file: str, source: str, seed: int, variant: str,
+                   estimates: Mapping[str, Estimate], checks: list[Budget]) -> VariantCheck:
+    replications = max((len(e.values) for e in estimates.values()), default=0)
+    outcomes = [judge(b, estimates, replications) for b in checks]
+    return VariantCheck(scenario.name, file, variant, source, seed, replications, tuple(outcomes),
+                        tuple(diagnose(scenario, estimates, outcomes)), estimates)

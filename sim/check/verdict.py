@@ -1,0 +1,134 @@
+"""Verdicts that respect noise, and the replications it takes to reach them.
+
+A simulated p99 is a random number: run it again with other seeds and it
+moves. So a budget is judged on the 95 % confidence interval over
+replications, never on the mean alone:
+
+- PASS when the whole interval is inside the budget (for a ceiling: the
+  upper bound is at or under it);
+- FAIL when the whole interval is outside (the lower bound is over it);
+- otherwise the data cannot tell yet. ``replicate`` then adds replications,
+  doubling their number up to a cap, and stops as soon as every budget is
+  decided; one still undecided at the cap is INCONCLUSIVE, reported with
+  its numbers and counted as pass or fail by the user's policy.
+
+Replication ``r`` always uses the same seed material, so the same scenario
+and seed give the same replications, the same intervals and the same
+verdicts. Each look at the data is a 95 % interval; doubling keeps the
+looks few (3 -> 6 -> 12 -> 20 with the defaults), so repeated looking adds
+little to the chance of a wrong decision, and a wrong FAIL needs the whole
+interval on the wrong side of the budget (a one-sided 2.5 % error per look).
+
+A regression check compares with a baseline estimate instead of a fixed
+number (``against``): the interval is widened by the baseline's own noise
+so that its decision is Welch's one-sided t-test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from sim.check.budgets import MIN, Budget
+from sim.metrics.summary import Estimate, combine
+
+NO_DATA = Estimate(math.nan, math.nan, math.nan, ())
+
+
+class Verdict(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    budget: Budget
+    verdict: Verdict
+    estimate: Estimate  # as judged: for a regression check, widened by the baseline's noise
+    replications: int
+
+    @property
+    def margin(self) -> float:
+        """Headroom of the mean inside the bound, in the metric's unit; negative: over budget."""
+        gap = self.budget.bound - self.estimate.mean
+        return -gap if self.budget.direction == MIN else gap
+
+    @property
+    def word(self) -> str:
+        return "REGRESSED" if self.verdict is Verdict.FAIL and self.budget.reference else self.verdict.value
+
+    def fails(self, inconclusive_fails: bool) -> bool:
+        return self.verdict is Verdict.FAIL or (inconclusive_fails and self.verdict is Verdict.INCONCLUSIVE)
+
+
+def decide(estimate: Estimate, bound: float, direction: str) -> Verdict:
+    """PASS, FAIL or INCONCLUSIVE from where the confidence interval lies."""
+    low, high = estimate.low, estimate.high
+    if math.isnan(low) or math.isnan(high):
+        return Verdict.INCONCLUSIVE
+    if direction == MIN:
+        low, high, bound = -high, -low, -bound
+    if high <= bound:
+        return Verdict.PASS
+    if low > bound:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE
+
+
+def against(current: Estimate, reference: Estimate, factor: float, confidence: float = 0.95) -> Estimate:
+    """``current`` with an interval that also holds ``factor`` x the reference's noise.
+
+    With ``se`` the Welch standard error of ``current - factor * reference``
+    and ``t`` its Welch-Satterthwaite quantile, the interval is
+    ``current.mean +- t * se``; it lies wholly beyond ``factor *
+    reference.mean`` exactly when Welch's one-sided test at (1 - confidence)/2
+    says the current mean is beyond it. A reference of one replication is
+    taken as exact. Replications that share seeds with the baseline are
+    positively correlated, which makes this test conservative: it fails
+    fewer changes, never more.
+    """
+    c = _finite(current.values)
+    r = _finite(reference.values)
+    if len(c) < 2:
+        return Estimate(current.mean, math.nan, math.nan, current.values)
+    var_c = float(np.var(c, ddof=1)) / len(c)
+    var_r = factor**2 * float(np.var(r, ddof=1)) / len(r) if len(r) >= 2 else 0.0
+    se = math.sqrt(var_c + var_r)
+    if se == 0:
+        return Estimate(current.mean, current.mean, current.mean, current.values)
+    df = (var_c + var_r) ** 2 / (var_c**2 / (len(c) - 1) + (var_r**2 / (len(r) - 1) if len(r) >= 2 else 0.0))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Estimate(current.mean, current.mean - half, current.mean + half, current.values)
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+
+
+def judge(budget: Budget, estimates: Mapping[str, Estimate], replications: int) -> Outcome:
+    estimate = estimates.get(budget.metric, NO_DATA)
+    if budget.reference is not None:
+        estimate = against(estimate, budget.reference, budget.factor)
+    return Outcome(budget, decide(estimate, budget.bound, budget.direction), estimate, replications)
+
+
+def replicate(run: Callable[[range], Sequence[Mapping[str, float]]], budgets: Sequence[Budget],
+              start: int, cap: int) -> tuple[list[Mapping[str, float]], list[Outcome]]:
+    """Run ``start`` replications, then double them up to ``cap`` while a budget is undecided.
+
+    ``run(range(a, b))`` returns the metrics of replications a..b-1. Returns
+    every replication's metrics and the final outcome of each budget.
+    """
+    runs = list(run(range(start)))
+    while True:
+        n, estimates = len(runs), combine(runs)
+        outcomes = [judge(b, estimates, n) for b in budgets]
+        if n >= cap or all(o.verdict is not Verdict.INCONCLUSIVE for o in outcomes):
+            return runs, outcomes
+        runs += run(range(n, min(cap, 2 * n)))
