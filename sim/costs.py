@@ -85,9 +85,8 @@ def _shorthand(value: object) -> object:
 
 
 CostSpec = Annotated[
-    Union[Deterministic, Exponential, Lognormal, Empirical, Affine],
+    Annotated[Union[Deterministic, Exponential, Lognormal, Empirical, Affine], Field(discriminator="kind")],
     BeforeValidator(_shorthand),
-    Field(discriminator="kind"),
 ]
 
 

@@ -2,8 +2,9 @@
 
 ``dgsim check --write-baseline FILE`` records every metric of every
 scenario and variant checked (mean, 95 % interval and the per-replication
-values) in a versioned JSON file with sorted keys and no timestamps, so the
-same run writes the same bytes and the file reviews well in a diff.
+values), with the seed and source they came from, in a versioned JSON file
+with sorted keys and no timestamps: the same run writes the same bytes, and
+the file reviews well in a diff (one line per metric).
 
 ``dgsim check --baseline FILE --max-regression 5%`` then adds, per variant,
 one regression check for each budgeted metric and for the headline metrics
@@ -14,11 +15,13 @@ one regression check for each budgeted metric and for the headline metrics
 - higher is better (throughput): regressed when it is significantly below
   ``baseline mean x (1 - tol)``.
 
-"Significantly" is Welch's one-sided t-test at 2.5 % between the current
-replications and the scaled baseline replications (``verdict.against``):
-the noise of both runs is counted, so neither can fail a change alone.
-A check whose interval straddles the threshold is INCONCLUSIVE, like any
-budget. A zero baseline (no drops) regresses on any significant increase.
+"Significantly" is a one-sided t-test at 2.5 % that counts the noise of
+both runs (``verdict.against``). When the baseline was simulated with the
+same seed, replication ``r`` of both runs saw the same random numbers, and
+the test is paired replication by replication (much more sensitive);
+otherwise (another seed, measured data) it is Welch's test. A check whose
+interval straddles the threshold is INCONCLUSIVE, like any budget. A zero
+baseline (no drops) regresses on any significant increase.
 
 Scenarios are keyed by name and variants by name. A scenario, variant or
 metric absent from the baseline (a new one) is not compared.
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -36,7 +41,18 @@ from sim.metrics.summary import Estimate
 
 FORMAT = "dgsim-baseline/1"
 HEADLINE = ("latency.mean", "latency.p99", "throughput")
-Baseline = dict[str, dict[str, dict[str, Estimate]]]  # scenario -> variant -> metric -> estimate
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One variant's results as the baseline holds them."""
+
+    source: str  # "simulation" or "measurement"
+    seed: int
+    metrics: Mapping[str, Estimate]
+
+
+Baseline = dict[str, dict[str, Recorded]]  # scenario name -> variant -> results
 
 
 class BaselineError(ValueError):
@@ -59,15 +75,19 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def write_baseline(path: Path, results: Baseline) -> None:
+def write_baseline(path: Path, baseline: Baseline) -> None:
     document = {"format": FORMAT, "scenarios": {
-        scenario: {variant: {metric: {"mean": _number(e.mean), "ci95": [_number(e.low), _number(e.high)],
-                                      "values": [_number(v) for v in e.values]}
-                             for metric, e in metrics.items()}
-                   for variant, metrics in variants.items()}
-        for scenario, variants in results.items()}}
+        scenario: {variant: {"source": r.source, "seed": r.seed, "metrics": {
+            metric: {"mean": _number(e.mean), "ci95": [_number(e.low), _number(e.high)],
+                     "values": [_number(v) for v in e.values]}
+            for metric, e in r.metrics.items()}}
+            for variant, r in variants.items()}
+        for scenario, variants in baseline.items()}}
+    text = json.dumps(document, sort_keys=True, indent=1, allow_nan=False)
+    text = re.sub(r"\{\s+(\"ci95\": \[[^]]*\],\s+\"mean\": [^,]+,\s+\"values\": \[[^]]*\])\s+\}",
+                  lambda m: "{" + " ".join(m.group(1).split()).replace("[ ", "[").replace(" ]", "]") + "}", text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, sort_keys=True, indent=1, allow_nan=False) + "\n")
+    path.write_text(text + "\n")
 
 
 def read_baseline(path: Path) -> Baseline:
@@ -87,25 +107,27 @@ def read_baseline(path: Path) -> Baseline:
         return math.nan if v is None else float(v)
 
     try:
-        return {scenario: {variant: {metric: Estimate(value(m["mean"]), value(m["ci95"][0]), value(m["ci95"][1]),
-                                                      tuple(value(v) for v in m["values"]))
-                                     for metric, m in metrics.items()}
-                           for variant, metrics in variants.items()}
-                for scenario, variants in document["scenarios"].items()}
+        return {scenario: {variant: Recorded(str(r["source"]), int(r["seed"]), {
+            metric: Estimate(value(m["mean"]), value(m["ci95"][0]), value(m["ci95"][1]),
+                             tuple(value(v) for v in m["values"]))
+            for metric, m in r["metrics"].items()})
+            for variant, r in variants.items()}
+            for scenario, variants in document["scenarios"].items()}
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:
         raise BaselineError(f"{path}: malformed baseline ({type(error).__name__}: {error})") from None
 
 
-def regression_budgets(budgets: list[Budget], reference: Mapping[str, Estimate], tolerance: float) -> list[Budget]:
+def regression_budgets(budgets: list[Budget], recorded: Recorded, tolerance: float, paired: bool) -> list[Budget]:
     """One regression check per budgeted or headline metric that the baseline has."""
     out = []
     for metric in dict.fromkeys([b.metric for b in budgets] + list(HEADLINE)):
-        base = reference.get(metric)
+        base = recorded.metrics.get(metric)
         if base is None or math.isnan(base.mean):
             continue
         plain = budget(metric, 0.0)
         factor = 1 + tolerance if plain.direction == MAX else 1 - tolerance
         sign = "+" if plain.direction == MAX else "-"
         out.append(Budget(metric, factor * base.mean, plain.direction,
-                          f"{plain.label} vs baseline {sign}{tolerance * 100:g}%", reference=base, factor=factor))
+                          f"{plain.label} vs baseline {sign}{tolerance * 100:g}%", reference=base, factor=factor,
+                          paired=paired))
     return out

@@ -37,6 +37,7 @@ class Budget:
     label: str
     reference: Optional[Estimate] = None  # regression checks: the baseline's estimate
     factor: float = 1.0  # regression checks: bound = factor * reference.mean
+    paired: bool = False  # regression checks: compare replication r with the reference's r
 
     @property
     def text(self) -> str:

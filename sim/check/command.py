@@ -20,6 +20,7 @@ in DIR is judged on the budgets of the scenario it was run with
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -28,10 +29,12 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from sim.check.baseline import BaselineError, parse_tolerance, read_baseline, write_baseline
+from sim.check.baseline import Baseline, BaselineError, Recorded, parse_tolerance, read_baseline, write_baseline
+from sim.check.budgets import Budget
 from sim.check.gate import VariantCheck, check_measured, check_simulated, checks_for
 from sim.check.junit import write_junit
 from sim.check.report import console_text, markdown_text, tally
+from sim.results import ResultsError, SummaryFile, read_summary
 from sim.scenario.errors import ScenarioError
 from sim.scenario.load import apply_override, load_scenario_file
 from sim.scenario.schema import Scenario
@@ -78,16 +81,16 @@ def check_command(
         fail_input(problems)
 
     checks: list[VariantCheck] = []
-    for name, variant_name, scenario, run in jobs:
-        base = None if reference is None else reference.get(name, {}).get(variant_name)
-        if reference is not None and base is None:
-            notes.append(f"{name} / {variant_name}: not in the baseline {baseline}; no regression checks")
-        plan = checks_for(scenario, base, tolerance)
+    for job in jobs:
+        recorded = None if reference is None else reference.get(job.scenario, {}).get(job.variant)
+        if reference is not None and recorded is None:
+            notes.append(f"{job.scenario} / {job.variant}: not in the baseline {baseline}; no regression checks")
+        plan = checks_for(job.resolved, recorded, tolerance, job.source, job.seed)
         if not plan:
-            notes.append(f"{name} / {variant_name}: no budgets in slo; nothing to check")
+            notes.append(f"{job.scenario} / {job.variant}: no budgets in slo; nothing to check")
             if write_baseline_to is None:
                 continue
-        checks.append(run(plan))
+        checks.append(job.run(plan))
     inconclusive_fails = inconclusive is Inconclusive.fail
     typer.echo(console_text(checks, notes, inconclusive_fails))
     try:
@@ -101,23 +104,30 @@ def check_command(
             with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
                 summary.write(text)
         if write_baseline_to:
-            recorded: dict = {}
+            results_now: Baseline = {}
             for c in checks:
-                recorded.setdefault(c.scenario, {})[c.variant] = dict(c.estimates)
-            write_baseline(write_baseline_to, recorded)
+                results_now.setdefault(c.scenario, {})[c.variant] = Recorded(c.source, c.seed, c.estimates)
+            write_baseline(write_baseline_to, results_now)
     except OSError as error:
         fail_input([f"{error.filename}: cannot write ({error.strerror})"])
     raise typer.Exit(0 if tally(checks, inconclusive_fails).ok else 1)
 
 
-Job = tuple[str, str, Scenario, Callable[[list], VariantCheck]]  # scenario name, variant, scenario, check(plan)
+@dataclass(frozen=True)
+class Job:
+    """One variant to check: where its data comes from, and how to check it against a list of budgets."""
+
+    scenario: str
+    variant: str
+    resolved: Scenario
+    source: str
+    seed: int
+    run: Callable[[list[Budget]], VariantCheck]
 
 
 def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only: Optional[List[str]],
           cap: int, problems: list[str]) -> list[Job]:
     """What to check, variant by variant; problems are collected, not raised."""
-    from sim.results import ResultsError, read_summary
-
     if results is not None and not results.is_dir():
         problems.append(f"{results}: no such results folder")
         return []
@@ -142,7 +152,8 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
             problems.append(f"{path}: name: '{name}' is also the name of {seen[name]}; scenario names must be unique")
         seen[name] = path
         if results is None:
-            jobs += [(name, v, resolved[v], lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap))
+            jobs += [Job(name, v, resolved[v], "simulation", resolved[v].run.seed,
+                         lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap))
                      for v in names if wanted(v)]
             continue
         folder = results if (results / "summary.json").exists() or not (results / name).is_dir() else results / name
@@ -179,8 +190,8 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
     return jobs
 
 
-def _measured(name, variant, scenario, summary, estimates) -> Job:
-    return (name, variant, scenario, lambda plan: check_measured(
+def _measured(name: str, variant: str, scenario: Scenario, summary: SummaryFile, estimates) -> Job:
+    return Job(name, variant, scenario, summary.source, summary.seed, lambda plan: check_measured(
         scenario, str(summary.path.parent), summary.source, summary.seed, variant, estimates, plan))
 
 

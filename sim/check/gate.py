@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from sim.check.baseline import regression_budgets
+from sim.check.baseline import Recorded, regression_budgets
 from sim.check.budgets import Budget, budgets_of
 from sim.check.diagnose import diagnose
 from sim.check.verdict import Outcome, judge, replicate
@@ -35,10 +35,18 @@ class VariantCheck:
     estimates: Mapping[str, Estimate]
 
 
-def checks_for(scenario: Scenario, reference: Optional[Mapping[str, Estimate]], tolerance: float) -> list[Budget]:
-    """The scenario's budgets, then regression checks when there is a baseline."""
+def checks_for(scenario: Scenario, recorded: Optional[Recorded], tolerance: float, source: str, seed: int
+               ) -> list[Budget]:
+    """The scenario's budgets, then regression checks when the baseline has this variant.
+
+    Regression checks are paired when both runs are simulations with the
+    same seed (common random numbers), and unpaired otherwise.
+    """
     budgets = budgets_of(scenario.slo)
-    return budgets + (regression_budgets(budgets, reference, tolerance) if reference is not None else [])
+    if recorded is None:
+        return budgets
+    paired = recorded.source == source == "simulation" and recorded.seed == seed
+    return budgets + regression_budgets(budgets, recorded, tolerance, paired)
 
 
 def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int) -> VariantCheck:

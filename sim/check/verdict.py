@@ -20,8 +20,9 @@ little to the chance of a wrong decision, and a wrong FAIL needs the whole
 interval on the wrong side of the budget (a one-sided 2.5 % error per look).
 
 A regression check compares with a baseline estimate instead of a fixed
-number (``against``): the interval is widened by the baseline's own noise
-so that its decision is Welch's one-sided t-test.
+number (``against``): its interval also carries the baseline's noise, so
+that its decision is a one-sided t-test (paired on common random numbers
+when the seeds match, Welch's otherwise).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from sim.check.budgets import MIN, Budget
-from sim.metrics.summary import Estimate, combine
+from sim.metrics.summary import Estimate, combine, estimate
 
 NO_DATA = Estimate(math.nan, math.nan, math.nan, ())
 
@@ -81,18 +82,29 @@ def decide(estimate: Estimate, bound: float, direction: str) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def against(current: Estimate, reference: Estimate, factor: float, confidence: float = 0.95) -> Estimate:
-    """``current`` with an interval that also holds ``factor`` x the reference's noise.
+def against(current: Estimate, reference: Estimate, factor: float, paired: bool = False,
+            confidence: float = 0.95) -> Estimate:
+    """``current`` with an interval for comparing it with ``factor`` x the reference's mean.
 
-    With ``se`` the Welch standard error of ``current - factor * reference``
-    and ``t`` its Welch-Satterthwaite quantile, the interval is
-    ``current.mean +- t * se``; it lies wholly beyond ``factor *
-    reference.mean`` exactly when Welch's one-sided test at (1 - confidence)/2
-    says the current mean is beyond it. A reference of one replication is
-    taken as exact. Replications that share seeds with the baseline are
-    positively correlated, which makes this test conservative: it fails
-    fewer changes, never more.
+    The interval lies wholly beyond ``factor * reference.mean`` exactly when
+    a one-sided t-test at (1 - confidence)/2 says the current mean is beyond
+    it, with the noise of both runs counted:
+
+    - ``paired`` (same seed, so replication ``r`` of both saw the same
+      arrivals and service draws): the t interval of the differences
+      ``current[r] - factor * reference[r]`` over the replications both
+      have, placed around ``factor * reference.mean``. Common random numbers
+      cancel most of the noise, so small changes are decided quickly;
+    - otherwise Welch: ``current.mean +- t * se`` with ``se`` the Welch
+      standard error of ``current - factor * reference`` and ``t`` its
+      Welch-Satterthwaite quantile. A reference of one replication is
+      taken as exact.
     """
+    if paired:
+        pairs = [(c, r) for c, r in zip(current.values, reference.values) if _ok(c) and _ok(r)]
+        d = estimate([c - factor * r for c, r in pairs], confidence)
+        centre = factor * reference.mean
+        return Estimate(centre + d.mean, centre + d.low, centre + d.high, tuple(c for c, _ in pairs))
     c = _finite(current.values)
     r = _finite(reference.values)
     if len(c) < 2:
@@ -107,15 +119,20 @@ def against(current: Estimate, reference: Estimate, factor: float, confidence: f
     return Estimate(current.mean, current.mean - half, current.mean + half, current.values)
 
 
+def _ok(value: float) -> bool:
+    return value is not None and not math.isnan(value)
+
+
 def _finite(values: Sequence[float]) -> np.ndarray:
-    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    return np.asarray([v for v in values if _ok(v)], dtype=float)
 
 
 def judge(budget: Budget, estimates: Mapping[str, Estimate], replications: int) -> Outcome:
-    estimate = estimates.get(budget.metric, NO_DATA)
+    e = estimates.get(budget.metric, NO_DATA)
     if budget.reference is not None:
-        estimate = against(estimate, budget.reference, budget.factor)
-    return Outcome(budget, decide(estimate, budget.bound, budget.direction), estimate, replications)
+        e = against(e, budget.reference, budget.factor, budget.paired)
+        replications = min(replications, len(e.values))
+    return Outcome(budget, decide(e, budget.bound, budget.direction), e, replications)
 
 
 def replicate(run: Callable[[range], Sequence[Mapping[str, float]]], budgets: Sequence[Budget],

@@ -1,0 +1,157 @@
+"""Properties that hold for any scenario, checked on random ones (Hypothesis).
+
+- every arrival ends in exactly one outcome, none left pending;
+- a served request's latency is at least the sum of its stages' service
+  times plus the least time each hop over a link can take;
+- a request's timestamps are ordered: arrival <= enqueued <= start <= end
+  of each stage <= the next stage's enqueue <= done;
+- the same scenario and seed give identical results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.experiment import run_replication
+from sim.metrics.records import OUTCOMES
+from sim.plan import compile_plan
+from sim.scenario.schema import Scenario
+
+KINDS = ("cpu", "dpu", "gpu")
+PROFILES = {"cpu": "host-cpu", "dpu": "bluefield-3", "gpu": "a100"}
+
+
+@st.composite
+def scenarios(draw) -> Scenario:
+    stage_count = draw(st.integers(1, 4))
+    stages = []
+    for i in range(stage_count):
+        kind = draw(st.sampled_from(KINDS))
+        mean = draw(st.sampled_from(["50 us", "200 us", "1 ms"]))
+        cost = draw(st.sampled_from([
+            mean,
+            {"kind": "exponential", "mean": mean},
+            {"kind": "lognormal", "mean": mean, "cv": 0.5},
+            {"kind": "affine", "base": mean, "per_item": "20 us"},
+        ]))
+        stage = {"name": f"s{i}", "costs": {kind: cost},
+                 "pass_probability": draw(st.sampled_from([1.0, 1.0, 0.5]))}
+        if draw(st.booleans()):
+            stage["output"] = draw(st.sampled_from(["1 KB", "600 KB", "5 MB"]))
+        stages.append(stage)
+    used = sorted({next(iter(s["costs"])) for s in stages})
+    pools = {k: {"profile": PROFILES[k], "servers": draw(st.integers(1, 3)),
+                 "count": draw(st.integers(1, 2))} for k in used}
+    links = []
+    for a in used:
+        for b in used:
+            if a < b:
+                for kind, bw in draw(st.sampled_from([[("tcp", "10 Gbit/s")], [("tcp", "10 Gbit/s"), ("rdma", "100 Gbit/s")]])):
+                    links.append({"name": f"{a}-{b}-{kind}", "between": [a, b], "kind": kind, "bandwidth": bw,
+                                  "latency": draw(st.sampled_from(["0 s", "5 us"])),
+                                  "overhead": draw(st.sampled_from(["0 s", "2 us"])),
+                                  "contention": draw(st.sampled_from(["fifo", "shared"])),
+                                  "sharing": draw(st.sampled_from(["per-pair", "shared"]))})
+    links.append({"name": "net", "between": ["client", next(iter(stages[0]["costs"]))], "kind": "tcp",
+                  "bandwidth": "25 Gbit/s", "latency": "5 us"})
+    links.append({"name": "net-out", "between": [next(iter(stages[-1]["costs"])), "client"], "kind": "tcp",
+                  "bandwidth": "25 Gbit/s", "latency": "5 us"})
+    batching = {}
+    for s in stages:
+        choice = draw(st.sampled_from(["none", "dynamic", "fixed", "deadline"]))
+        if choice != "none":
+            batching[s["name"]] = {"kind": choice, "max_batch": draw(st.integers(2, 8)), "max_delay": "1 ms",
+                                   "timeout": "2 ms"}
+    placement_map = {s["name"]: next(iter(s["costs"])) for s in stages}
+    document = {
+        "name": "random",
+        "hardware": {"pools": pools, "links": links},
+        "workload": {"sources": [{
+            "name": "load", "kind": draw(st.sampled_from(["poisson", "gamma"])), "cv": 2.0,
+            "rate": draw(st.sampled_from(["200/s", "800/s", "3000/s"])), "payload": "10 KB",
+            "deadline": draw(st.sampled_from(["2 ms", "50 ms"])),
+            "priority": 1,
+        }]},
+        "pipeline": {"stages": stages},
+        "policies": {
+            "placement": {"strategy": "explicit", "map": placement_map},
+            "routing": {"kind": draw(st.sampled_from(["round-robin", "shortest-queue", "power-of-two", "random"]))},
+            "batching": batching,
+            "queue": {"kind": draw(st.sampled_from(["fifo", "priority", "edf"]))},
+            "admission": {"kind": draw(st.sampled_from(["none", "queue-cap", "deadline"])), "cap": 4},
+        },
+        "run": {"duration": "0.3 s", "warmup": "0.05 s", "drain": "0.5 s",
+                "seed": draw(st.integers(0, 1000)), "replications": 1},
+    }
+    if document["workload"]["sources"][0]["kind"] == "poisson":
+        del document["workload"]["sources"][0]["cv"]
+    return Scenario.model_validate(document)
+
+
+def _run(scenario: Scenario):
+    plan = compile_plan(scenario)
+    frame, _ = run_replication(plan, 0)
+    return plan, frame
+
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(scenarios())
+def test_every_arrival_ends_in_exactly_one_outcome(scenario):
+    _, frame = _run(scenario)
+    assert frame["id"].is_unique
+    assert frame["outcome"].notna().all()
+    assert set(frame["outcome"].unique()) <= set(OUTCOMES) - {"failed"}
+    finished = frame["outcome"] != "unfinished"
+    assert frame.loc[finished, "done"].notna().all()
+    assert frame.loc[~finished, "done"].isna().all()
+
+
+@SETTINGS
+@given(scenarios())
+def test_latency_covers_service_and_transfers(scenario):
+    plan, frame = _run(scenario)
+    served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
+    if served.empty:
+        return
+    stages = [s.name for s in plan.stages]
+    service = sum(served[f"{s}.end"] - served[f"{s}.start"] for s in stages)
+    # the least any hop can take: the fastest link's overhead + bytes / bandwidth + latency
+    hop_floor = np.zeros(len(served))
+    previous_pool, size = "client", served["size"].to_numpy()
+    for stage in plan.stages + (None,):
+        pool = stage.pools[0] if stage else "client"
+        links = plan.links_between(previous_pool, pool) if pool != previous_pool else []
+        if links:
+            hop_floor += min(link.overhead + link.latency.mean() for link in links) + size / max(
+                link.bandwidth for link in links)
+        if stage is not None:
+            size = np.full(len(served), stage.output) if stage.output is not None else size
+            previous_pool = pool
+    assert (served["latency"].to_numpy() + 1e-12 >= service.to_numpy() + hop_floor * 0.999).all()
+
+
+@SETTINGS
+@given(scenarios())
+def test_timestamps_are_ordered(scenario):
+    plan, frame = _run(scenario)
+    served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
+    previous = served["arrival"].to_numpy()
+    for stage in plan.stages:
+        enqueued, start, end = (served[f"{stage.name}.{c}"].to_numpy() for c in ("enqueued", "start", "end"))
+        assert (enqueued >= previous - 1e-12).all()
+        assert (start >= enqueued).all() and (end >= start).all()
+        previous = end
+    assert (served["done"].to_numpy() >= previous - 1e-12).all()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_same_seed_same_results(scenario):
+    _, first = _run(scenario)
+    _, second = _run(scenario)
+    assert first.equals(second)
