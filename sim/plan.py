@@ -82,9 +82,6 @@ class Plan:
     def links_between(self, a: str, b: str) -> list[LinkPlan]:
         return [link for link in self.links if link.joins(a, b)]
 
-    def has_client_links(self) -> bool:
-        return any(CLIENT in link.ends for link in self.links)
-
 
 def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")) -> Plan:
     """Resolve and check ``scenario``; raise ScenarioError listing every problem."""

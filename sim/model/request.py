@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-import simpy
-
 
 class Outcome(IntEnum):
     PENDING = -1

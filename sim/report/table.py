@@ -27,22 +27,22 @@ def _cell(e: Estimate | None, scale: float, digits: int) -> str:
     return text
 
 
-def _rows(names: list[str]) -> list[tuple[str, str, float, str, int]]:
-    """(label, metric, scale, unit, digits) for every metric worth a row."""
-    rows = [("throughput /s", "throughput", 1.0, "", 1), ("goodput /s", "goodput", 1.0, "", 1),
-            ("replies /s", "replies", 1.0, "", 1)]
+def _rows(names: list[str]) -> list[tuple[str, str, float, int]]:
+    """(label with unit, metric, scale, digits) for every metric worth a row."""
+    rows = [("throughput /s", "throughput", 1.0, 1), ("goodput /s", "goodput", 1.0, 1),
+            ("replies /s", "replies", 1.0, 1)]
     for p, label in (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9")):
-        rows.append((f"latency {label} ms", f"latency.{p}", 1e3, "", 2))
-    for rate in ("filter", "drop", "miss", "unfinished"):
-        rows.append((f"{rate} %", f"rate.{rate}", 100.0, "", 1))
-    for prefix, label, scale, unit, digits in (
-        ("utilisation.", "util % ", 100.0, "", 1),
-        ("batch.", "batch ", 1.0, "", 2),
-        ("queue.", "queue ", 1.0, "", 2),
+        rows.append((f"latency {label} ms", f"latency.{p}", 1e3, 2))
+    for rate in ("filter", "drop", "miss", "unfinished", "fail"):
+        rows.append((f"{rate} %", f"rate.{rate}", 100.0, 1))
+    for prefix, label, scale, digits in (
+        ("utilisation.", "util % ", 100.0, 1),
+        ("batch.", "batch ", 1.0, 2),
+        ("queue.", "queue ", 1.0, 2),
     ):
         for name in names:
             if name.startswith(prefix):
-                rows.append((f"{label}{name.removeprefix(prefix)}", name, scale, unit, digits))
+                rows.append((f"{label}{name.removeprefix(prefix)}", name, scale, digits))
     return rows
 
 
@@ -71,12 +71,14 @@ def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], 
         table.add_column(variant, justify="right")
     if slo is not None:
         table.add_column("budget", justify="right")
-    for label, metric, scale, unit, digits in _rows(names):
+    for label, metric, scale, digits in _rows(names):
         if not any(metric in m for m in variants.values()):
             continue
         found = [m[metric] for m in variants.values() if metric in m]
         if metric.startswith("batch.") and all(e.mean <= 1.0 for e in found):
             continue  # a stage that never batched: nothing to see
+        if metric == "rate.fail" and all(not e.mean for e in found):
+            continue  # only measured runs can fail
         cells = [_cell(m.get(metric), scale, digits) for m in variants.values()]
         table.add_row(label, *cells, *([_budget(slo, metric)] if slo is not None else []))
     return table

@@ -172,6 +172,8 @@ def _list_index(items: list[Any], part: str) -> int | None:
 def _path(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad mapping key: the key is already named
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -186,6 +188,8 @@ def _problem(label: str, error: dict[str, Any]) -> Problem:
         message = f"unknown key '{loc[-1]}'{hint}"
     elif kind == "missing":
         message = "required field is missing"
+    elif "[key]" in loc:
+        message = f"unknown key {error.get('input')!r}; {message[0].lower()}{message[1:]}"
     elif kind not in ("value_error", "union_tag_invalid", "union_tag_not_found"):
         message = f"{message}, got {error.get('input')!r}"
     return Problem(label, _path(loc), message)

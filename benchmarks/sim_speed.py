@@ -1,0 +1,188 @@
+"""Simulator speed: dgsim against a minimal hand-written SimPy model.
+
+Both simulate the same pipeline of ``video-analytics-64`` (each variant),
+from the same arrivals, with every link made FIFO (the minimal model has no
+bandwidth sharing). The minimal model is what an engineer would write in an
+afternoon: a SimPy process per request, ``Resource`` per device and link, a
+tiny dynamic batcher for the GPU, latencies recorded in a list. dgsim
+additionally runs its policy objects, records every per-stage timestamp and
+accounts utilisation, queue lengths and batch sizes.
+
+Reported, for each variant: simulated requests per wall-second of each model
+(median of ``--repeat`` alternating runs in one process), the ratio of
+dgsim's time to the minimal model's (goal: <= 1.5), and both models' mean
+latency (they must agree: same semantics, different random streams).
+
+    python benchmarks/sim_speed.py [--repeat 3] [--out reports/sim-speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from sim.experiment import run_replication
+from sim.model.system import System
+from sim.plan import Plan, compile_plan
+from sim.scenario.builtin import scenario_path
+from sim.scenario.load import load_scenario_file
+from sim.workload import Arrivals, generate_arrivals
+
+FIFO_LINKS = [f"hardware.links.{name}.contention=fifo" for name in ("net-host", "net-dpu", "pcie", "rdma")]
+
+
+def minimal_model(plan: Plan, arrivals: Arrivals, seed: int) -> list[float]:
+    """The same pipeline, written directly in SimPy. Returns served latencies."""
+    env = simpy.Environment()
+    rng = np.random.default_rng(seed)
+    pools = {p.name: simpy.Resource(env, capacity=p.servers) for p in plan.pools.values()}
+    links = {link.name: simpy.Resource(env, capacity=1) for link in plan.links}
+    latencies: list[float] = []
+    stages = plan.stages
+
+    def link_between(a: str, b: str):
+        found = plan.links_between(a, b)
+        return found[-1] if found else None
+
+    def hop(a: str, b: str, size: float):
+        link = link_between(a, b)
+        if link is None:
+            return
+        with links[link.name].request() as turn:
+            yield turn
+            yield env.timeout(link.overhead + size / link.bandwidth)
+        yield env.timeout(link.latency.mean())
+
+    def service(stage, pool_name: str, batch: int = 1) -> float:
+        spec = stage.costs[plan.pools[pool_name].kind]
+        mean = spec.mean(batch) / plan.pools[pool_name].speed
+        cv = getattr(spec, "cv", 0.0)
+        if cv:
+            sigma = np.sqrt(np.log1p(cv * cv))
+            return mean * rng.lognormal(-sigma * sigma / 2, sigma)
+        return mean
+
+    batch_stage = next((s for s in stages if s.batching.kind == "dynamic"), None)
+    waiting: list = []
+    wakeup = [env.event()]
+
+    def batcher(pool_name: str):
+        spec = batch_stage.batching
+        while True:
+            if not waiting:
+                yield wakeup[0]
+                continue
+            due = waiting[0][0] + spec.max_delay
+            if len(waiting) < spec.max_batch and env.now < due:
+                yield wakeup[0] | env.timeout(due - env.now)
+                continue
+            batch = waiting[: spec.max_batch]
+            del waiting[: spec.max_batch]
+            yield env.timeout(service(batch_stage, pool_name, len(batch)))
+            for _, done in batch:
+                done.succeed()
+
+    def request(i: int):
+        arrival = env.now
+        where, size = "client", float(arrivals.size[i])
+        for stage in stages:
+            pool = stage.pools[0]
+            yield from hop(where, pool, size)
+            if stage is batch_stage:
+                done = env.event()
+                waiting.append((env.now, done))
+                old, wakeup[0] = wakeup[0], env.event()
+                old.succeed()
+                yield done
+            else:
+                with pools[pool].request() as turn:
+                    yield turn
+                    yield env.timeout(service(stage, pool))
+            if stage.pass_probability < 1 and rng.random() >= stage.pass_probability:
+                return
+            where = pool
+            size = stage.output if stage.output is not None else size
+        yield from hop(where, "client", plan.reply_bytes if plan.reply_bytes is not None else size)
+        latencies.append(env.now - arrival)
+
+    def source():
+        for i, t in enumerate(arrivals.time):
+            yield env.timeout(t - env.now)
+            env.process(request(i))
+
+    if batch_stage is not None:
+        pool = batch_stage.pools[0]
+        for _ in range(plan.pools[pool].servers):
+            env.process(batcher(pool))
+    env.process(source())
+    env.run(until=plan.scenario.run.duration + plan.scenario.run.drain)
+    return latencies
+
+
+def measure(variant: str, repeat: int) -> dict[str, float]:
+    scenario_file = load_scenario_file(scenario_path(None), ["run.replications=1", *FIFO_LINKS])
+    plan = compile_plan(scenario_file.resolve(variant))
+    run = plan.scenario.run
+    arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0)
+    times: dict[str, list[float]] = {"dgsim model": [], "dgsim with metrics": [], "minimal": []}
+    latency = {}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        output = System(plan, arrivals, run.seed, 0).run()
+        times["dgsim model"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        frame, _ = run_replication(plan, 0)
+        times["dgsim with metrics"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        latencies = minimal_model(plan, arrivals, run.seed)
+        times["minimal"].append(time.perf_counter() - start)
+        served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
+        latency = {"dgsim": float(served["latency"].mean()), "minimal": float(np.mean(latencies))}
+    median = {name: statistics.median(values) for name, values in times.items()}
+    requests = len(arrivals)
+    return {
+        "requests": requests,
+        "dgsim_req_per_s": requests / median["dgsim model"],
+        "dgsim_metrics_req_per_s": requests / median["dgsim with metrics"],
+        "minimal_req_per_s": requests / median["minimal"],
+        "ratio": median["dgsim model"] / median["minimal"],
+        "ratio_with_metrics": median["dgsim with metrics"] / median["minimal"],
+        "dgsim_latency_ms": latency["dgsim"] * 1e3,
+        "minimal_latency_ms": latency["minimal"] * 1e3,
+        "finished": sum(r.outcome >= 0 for r in output.requests),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write a markdown report here")
+    args = parser.parse_args()
+    lines = [
+        "| variant | requests | dgsim req/s | dgsim+metrics req/s | minimal req/s | ratio (goal <= 1.5) | "
+        "ratio incl. metrics | mean latency dgsim / minimal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in ("cpu-path", "dpu-offload"):
+        r = measure(variant, args.repeat)
+        lines.append(
+            f"| {variant} | {r['requests']} | {r['dgsim_req_per_s']:,.0f} | {r['dgsim_metrics_req_per_s']:,.0f} | "
+            f"{r['minimal_req_per_s']:,.0f} | {r['ratio']:.2f} | {r['ratio_with_metrics']:.2f} | "
+            f"{r['dgsim_latency_ms']:.2f} / {r['minimal_latency_ms']:.2f} ms |"
+        )
+    header = (f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+              f"simpy {simpy.__version__}; median of {args.repeat} alternating runs in one process.")
+    text = "\n".join([header, "", *lines])
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
