@@ -10,7 +10,9 @@ A stage's cost on a device kind, or a link's per-message latency, is one of:
 - ``empirical``: resampled from measured ``samples``;
 - ``affine``: ``base + per_item * B`` for a batch of ``B``, times lognormal
   noise of coefficient of variation ``cv`` (GPU inference is affine in the
-  batch size up to saturation).
+  batch size up to saturation);
+- ``calibrated``: an entry of a calibration file measured by ``dgsim hil
+  calibrate`` (``sim.calibration``; resolved when the plan is compiled).
 
 The first four describe one item; a batch of ``B`` items takes ``B`` times
 one draw. The spec classes are the scenario schema; ``Sampler`` is what the
@@ -80,12 +82,20 @@ class Affine(_Spec):
         return self.base + self.per_item * batch
 
 
+class Calibrated(_Spec):
+    """An entry of a calibration file; ``file`` is relative to the scenario's folder."""
+
+    kind: Literal["calibrated"]
+    file: str = Field(min_length=1)
+    entry: str = Field(min_length=1)
+
+
 def _shorthand(value: object) -> object:
     return {"kind": "deterministic", "value": value} if isinstance(value, (str, int, float)) else value
 
 
 CostSpec = Annotated[
-    Annotated[Union[Deterministic, Exponential, Lognormal, Empirical, Affine], Field(discriminator="kind")],
+    Annotated[Union[Deterministic, Exponential, Lognormal, Empirical, Affine, Calibrated], Field(discriminator="kind")],
     BeforeValidator(_shorthand),
 ]
 
@@ -127,6 +137,10 @@ class Sampler:
             return spec.value * batch * self.scale
         return self._draws.next() * batch * self.scale
 
+    def sample_bytes(self, size: float) -> float:
+        """A link's latency for a message of ``size`` bytes: these models do not depend on it."""
+        return self.sample(1)
+
     def mean(self, batch: int = 1) -> float:
         return self.spec.mean(batch) * self.scale
 
@@ -154,4 +168,10 @@ def make_sampler(spec, rng: np.random.Generator, scale: float = 1.0) -> Sampler:
             return Sampler(spec, scale, None)
         mu, sigma = _lognormal_params(spec.cv)
         return Sampler(spec, scale, _Draws(rng, lambda g, n: g.lognormal(mu, sigma, n)))
+    from sim.calibration import CalibratedCost  # here, not at the top: sim.calibration imports this module
+
+    if isinstance(spec, CalibratedCost):
+        return spec.sampler(rng, scale)
+    if isinstance(spec, Calibrated):
+        raise TypeError(f"calibrated cost {spec.file}:{spec.entry} must be resolved by sim.plan.compile_plan first")
     raise TypeError(f"not a cost spec: {spec!r}")

@@ -1,6 +1,7 @@
 """A scenario resolved into a design the simulator or the harness can run.
 
-``compile_plan`` resolves profile names into numbers, applies the placement
+``compile_plan`` resolves profile names into numbers and ``calibrated``
+costs into their calibration files' entries, applies the placement
 policy to every stage, drops skipped stages (their predecessors feed their
 successors), orders the stage DAG topologically and finds the links each
 hop needs. It checks every cross-reference on the way and reports all
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from sim import profiles
-from sim.costs import CostSpec, Deterministic
+from sim.calibration import Resolver
+from sim.costs import Calibrated, CostSpec, Deterministic
 from sim.policies.placement import SKIP, Placement, PlacementError
 from sim.scenario.errors import Problem, ScenarioError
 from sim.scenario.schema import CLIENT, BatchingSpec, Scenario, TraceSource
@@ -90,9 +92,10 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
     def problem(path: str, message: str) -> None:
         problems.append(Problem(label, path, message))
 
+    calibration = Resolver(base_dir, problem)  # loads each calibration file once for this plan
     pools = _pools(scenario, problem)
-    links = _links(scenario, pools, problem)
-    stages = _stages(scenario, pools, problem)
+    links = _links(scenario, pools, problem, calibration)
+    stages = _stages(scenario, pools, problem, calibration)
     if not problems:
         _check_hops(scenario, stages, pools, links, problem)
     _check_references(scenario, stages, pools, links, base_dir, problem)
@@ -126,7 +129,7 @@ def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
     return pools
 
 
-def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[LinkPlan]:
+def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibration: Resolver) -> list[LinkPlan]:
     links: list[LinkPlan] = []
     names: set[str] = set()
     for i, spec in enumerate(scenario.hardware.links):
@@ -143,20 +146,22 @@ def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[L
             continue
         kind = spec.kind or (base.kind if base else None)
         bandwidth = spec.bandwidth or (base.bandwidth if base else None)
+        latency = spec.latency or Deterministic.model_construct(value=base.latency if base else 0.0)
+        overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
+        if isinstance(latency, Calibrated):  # a bytes fit also gives the bandwidth and overhead
+            latency, bandwidth, overhead = calibration.link(spec, path, bandwidth, overhead)
         if kind is None:
             problem(f"{path}.kind", "required when no profile is given (pcie, rdma, tcp, shm, nvlink, wan)")
         if bandwidth is None:
             problem(f"{path}.bandwidth", "required when no profile is given, e.g. '25 Gbit/s'")
         if kind is None or bandwidth is None:
             continue
-        latency = spec.latency or Deterministic.model_construct(value=base.latency if base else 0.0)
-        overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
         contention = spec.contention or (base.contention if base else "fifo")
         links.append(LinkPlan(spec.name, kind, spec.between, bandwidth, latency, overhead, contention, spec.sharing))
     return links
 
 
-def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[StagePlan]:
+def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibration: Resolver) -> list[StagePlan]:
     specs = scenario.pipeline.stages
     names = [s.name for s in specs]
     for i, name in enumerate(names):
@@ -166,10 +171,14 @@ def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[
         spec.name: (list(spec.after) if spec.after is not None else ([names[i - 1]] if i else []))
         for i, spec in enumerate(specs)
     }
+    unknown = False
     for i, spec in enumerate(specs):
         for pred in after[spec.name]:
             if pred not in names:
                 problem(f"pipeline.stages[{i}].after", f"unknown stage '{pred}'; expected one of: {', '.join(names)}")
+                unknown = True
+    if unknown or len(pools) < len(scenario.hardware.pools):
+        return []  # placement cannot be judged against a broken DAG or unresolved pools
     if find_cycle(after, names):
         problem("pipeline.stages", f"the stages form a cycle: {' -> '.join(find_cycle(after, names))}")
         return []
@@ -228,12 +237,14 @@ def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem) -> list[
     stages = []
     for name in active:
         spec = by_name[name]
+        path = f"pipeline.stages[{names.index(name)}].costs"
+        costs = {kind: calibration.stage_cost(cost, f"{path}.{kind}") for kind, cost in spec.costs.items()}
         stages.append(
             StagePlan(
                 index=index[name],
                 name=name,
                 pools=placed[name],
-                costs=dict(spec.costs),
+                costs=costs,
                 output=spec.output,
                 pass_probability=spec.pass_probability,
                 preds=preds[name],

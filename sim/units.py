@@ -55,6 +55,8 @@ def _parse(text: object, units: dict[str, float], what: str, example: str) -> fl
         raise UnitError(
             f"expected {what} with a unit, such as '{example}', got the bare number {text!r}"
         )
+    if text is None:
+        raise UnitError(f"expected {what} such as '{example}', got an empty value")
     if not isinstance(text, str):
         raise UnitError(f"expected {what} such as '{example}', got {type(text).__name__}")
     match = _QUANTITY.match(text)

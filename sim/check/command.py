@@ -153,7 +153,7 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
         seen[name] = path
         if results is None:
             jobs += [Job(name, v, resolved[v], "simulation", resolved[v].run.seed,
-                         lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap))
+                         lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap, _say))
                      for v in names if wanted(v)]
             continue
         folder = results if (results / "summary.json").exists() or not (results / name).is_dir() else results / name
@@ -188,6 +188,10 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
     if unknown and not problems:
         problems.append(f"--variant: no variant {', '.join(map(repr, unknown))} (known: {', '.join(sorted(variants_known))})")
     return jobs
+
+
+def _say(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _measured(name: str, variant: str, scenario: Scenario, summary: SummaryFile, estimates) -> Job:

@@ -11,7 +11,7 @@ reports, the JUnit file and the baseline are written from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from sim.check.baseline import Recorded, regression_budgets
 from sim.check.budgets import Budget, budgets_of
@@ -49,12 +49,18 @@ def checks_for(scenario: Scenario, recorded: Optional[Recorded], tolerance: floa
     return budgets + regression_budgets(budgets, recorded, tolerance, paired)
 
 
-def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int) -> VariantCheck:
+def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int,
+                    say: Callable[[str], None] = lambda line: None) -> VariantCheck:
+    """Simulate until every check is decided or ``cap`` replications ran; ``say`` reports progress."""
     from sim.experiment import run_variant
 
     scenario = scenario_file.resolve(variant)
-    runs, outcomes = replicate(lambda reps: run_variant(scenario_file, variant, replications=reps).runs,
-                               checks, scenario.run.replications, cap)
+
+    def run(reps: range):
+        say(f"{scenario.name} / {variant}: simulating replications {reps.start + 1}-{reps.stop}")
+        return run_variant(scenario_file, variant, replications=reps).runs
+
+    runs, outcomes = replicate(run, checks, scenario.run.replications, cap)
     estimates = combine(runs)
     return VariantCheck(scenario.name, str(scenario_file.path), variant, "simulation", scenario.run.seed, len(runs),
                         tuple(outcomes), tuple(diagnose(scenario, estimates, outcomes)), estimates)

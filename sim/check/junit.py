@@ -36,7 +36,7 @@ def junit_tree(checks: Sequence[VariantCheck], inconclusive_fails: bool) -> ET.E
             case = ET.SubElement(suite, "testcase", classname=f"{c.scenario}.{c.variant}",
                                  name=f"{c.variant}: {o.budget.label}", time="0")
             text = detail(o)
-            if o.verdict is Verdict.FAIL or (o.verdict is Verdict.INCONCLUSIVE and inconclusive_fails):
+            if o.fails(inconclusive_fails):
                 failure = ET.SubElement(case, "failure", message=text,
                                         type="regression" if o.word == "REGRESSED" else o.verdict.value.lower())
                 failure.text = "\n".join([text, *c.findings])

@@ -3,9 +3,9 @@
 Both show one line per check with the verdict, the estimate, its 95 %
 interval, the budget, the margin (headroom of the mean inside the budget,
 negative when over it; for latency and throughput also relative to the
-budget) and the number of replications behind it, then
-notes, the diagnostics of failing variants and a one-line result. The
-markdown goes to a file and, on GitHub Actions, to the job's summary page.
+budget) and the number of replications behind it; then notes, the
+diagnostics of failing variants and a one-line result. The markdown goes
+to a file and, on GitHub Actions, to the job's summary page.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class Verdict(str, Enum):
 class Outcome:
     budget: Budget
     verdict: Verdict
-    estimate: Estimate  # as judged: for a regression check, widened by the baseline's noise
+    estimate: Estimate  # as judged: for a regression check, as compared with the baseline (``against``)
     replications: int
 
     @property

@@ -59,7 +59,7 @@ class Channel(ABC):
         now = self.env.now
         if self.window.start <= now < self.window.end:
             self.bytes_moved += message.size
-        delay = self.latency.sample()
+        delay = self.latency.sample_bytes(message.size)
         if delay > 0:
             self.env.timeout(delay).callbacks.append(lambda _e, d=message.deliver: d())
         else:

@@ -43,23 +43,35 @@ class ScenarioFile:
         """The validated scenario of one variant (raises ScenarioError)."""
         from sim.plan import compile_plan
 
-        label = str(self.path) if variant == BASE else f"{self.path} (variant {variant})"
+        variants = self.document.get("variants") or {}
+        label = f"{self.path} (variant {variant})" if variants else str(self.path)
         merged = self._merged(variant)
         try:
             scenario = Scenario.model_validate(merged)
         except ValidationError as error:
-            raise ScenarioError([_problem(label, e) for e in error.errors()]) from None
-        compile_plan(scenario, label=label, base_dir=self.path.parent)
+            raise ScenarioError([self._blame(_problem(label, e)) for e in error.errors()]) from None
+        try:
+            compile_plan(scenario, label=label, base_dir=self.path.parent)
+        except ScenarioError as error:
+            raise ScenarioError([self._blame(p) for p in error.problems]) from None
         return scenario
+
+    def _blame(self, problem: Problem) -> Problem:
+        """A problem in a value set on the command line names the command line, not the file."""
+        for override in reversed(self.overrides):  # the last one set is the value that was used
+            key = override.partition("=")[0].strip()
+            if problem.path == key or problem.path.startswith(key + "."):
+                return Problem(f"command line ({override})", problem.path, problem.message)
+        return problem
 
     def _merged(self, variant: str) -> dict[str, Any]:
         base = {k: v for k, v in self.document.items() if k != "variants"}
-        if variant != BASE:
-            variants = self.document.get("variants") or {}
-            if variant not in variants:
-                known = ", ".join(variants) or "none"
-                raise ScenarioError([Problem(str(self.path), "variants", f"no variant '{variant}' (known: {known})")])
+        variants = self.document.get("variants") or {}
+        if variant in variants:
             base = merge(base, variants[variant] or {})
+        elif variants or variant != BASE:
+            known = ", ".join(variants) or "none"
+            raise ScenarioError([Problem(str(self.path), "variants", f"no variant '{variant}' (known: {known})")])
         for override in self.overrides:
             base = apply_override(base, override)
         return base
@@ -92,15 +104,28 @@ def load_scenario_file(path: str | Path, overrides: Sequence[str] = ()) -> Scena
     if override_problems:
         raise ScenarioError(override_problems)
     scenario_file = ScenarioFile(path, document, tuple(overrides))
-    problems: list[Problem] = []
+    found: dict[str, list[Problem]] = {}
     for name in scenario_file.variant_names:
         try:
             scenario_file.resolve(name)
         except ScenarioError as error:
-            problems.extend(p for p in error.problems if p not in problems)
-    if problems:
-        raise ScenarioError(problems)
+            found[name] = error.problems
+    if found:
+        raise ScenarioError(_merge_variant_problems(label, found, len(scenario_file.variant_names)))
     return scenario_file
+
+
+def _merge_variant_problems(label: str, found: dict[str, list[Problem]], variants: int) -> list[Problem]:
+    """A problem every variant shares is reported once, against the file."""
+    seen: dict[tuple[str, str], list[Problem]] = {}
+    for problems in found.values():
+        for problem in problems:
+            seen.setdefault((problem.path, problem.message), []).append(problem)
+    out: list[Problem] = []
+    for (path, message), copies in seen.items():
+        shared = len(copies) == variants and variants > 1 and not copies[0].file.startswith("command line")
+        out.extend([Problem(label, path, message)] if shared else [c for c in copies if c not in out])
+    return out
 
 
 # --- merging ----------------------------------------------------------------
@@ -169,10 +194,19 @@ def _list_index(items: list[Any], part: str) -> int | None:
 # --- error messages ---------------------------------------------------------
 
 
+# Tags of the discriminated unions: pydantic puts the chosen one in an error's
+# location, but it is not a key the user wrote.
+_TAGS = {"deterministic", "exponential", "lognormal", "empirical", "affine", "calibrated",
+         "periodic", "poisson", "gamma", "mmpp", "trace"}
+
+
 def _path(loc: Iterable[Any]) -> str:
     out = ""
+    previous: Any = None
     for part in loc:
-        if part == "[key]":  # pydantic's marker for a bad mapping key: the key is already named
+        skip = part == "[key]" or (part in _TAGS and (isinstance(previous, int) or previous in ("cpu", "dpu", "gpu", "latency")))
+        previous = part
+        if skip:  # a bad mapping key is named in the message; a union tag is not the user's key
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
 
 from sim.costs import CostSpec
 from sim.units import Bandwidth, Duration, Rate, Size
@@ -150,6 +150,17 @@ class Workload(Strict):
 # --- pipeline ---------------------------------------------------------------
 
 
+class StageHil(Strict):
+    """How ``dgsim hil run`` runs a stage for real; the simulator ignores it."""
+
+    op: Optional[Literal["parse", "preprocess", "prefilter", "detect", "postprocess", "emulate"]] = Field(
+        None, description="default by stage name: parse, preprocess, prefilter, infer/detect -> detect, "
+        "postprocess; any other stage is emulated (busy-spin on its cost model)"
+    )
+    model: Optional[str] = Field(None, description="your own ONNX file for prefilter/detect, relative to the scenario file")
+    threshold: Fraction = Field(0.5, description="prefilter: forward a frame when its object probability >= this")
+
+
 class StageSpec(Strict):
     name: str
     after: Optional[list[str]] = Field(
@@ -158,6 +169,7 @@ class StageSpec(Strict):
     costs: dict[Literal["cpu", "dpu", "gpu"], CostSpec] = Field(min_length=1)
     output: Optional[Size] = Field(None, ge=0, description="bytes sent downstream; default: bytes received")
     pass_probability: Fraction = Field(1.0, description="< 1 for a prefilter: the rest exit early")
+    hil: Optional[StageHil] = None
 
 
 class Pipeline(Strict):
@@ -254,6 +266,48 @@ class RunSpec(Strict):
     replications: PositiveInt = 3
 
 
+# --- hardware-in-the-loop ---------------------------------------------------
+
+
+class HilFrames(Strict):
+    """The synthetic camera frames requests carry (cycled by request id)."""
+
+    height: PositiveInt = 240
+    width: PositiveInt = 320
+    count: PositiveInt = Field(32, description="distinct frames; request i carries frame i mod count")
+
+
+class HilPrefilter(Strict):
+    input_size: int = Field(64, ge=8, le=512, description="the prefilter sees frames downscaled to this square")
+
+
+class HilDetector(Strict):
+    input_size: int = Field(256, ge=32, le=1280, description="square input, a multiple of 32")
+    width: float = Field(0.125, gt=0, le=2, description="channel width multiple (YOLOv5 'n' is 0.25)")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, size):
+        if size % 32:
+            raise ValueError(f"must be a multiple of 32, got {size}")
+        return size
+
+
+class HilCores(Strict):
+    front: Optional[list[NonNegativeInt]] = Field(None, description="CPU ids of the DPU-side process")
+    gpu: Optional[list[NonNegativeInt]] = Field(None, description="CPU ids of the GPU-side process")
+
+
+class HilSettings(Strict):
+    """Sizes and cores for ``dgsim hil run``; the simulator ignores this section."""
+
+    frames: HilFrames = HilFrames()
+    prefilter: HilPrefilter = HilPrefilter()
+    detector: HilDetector = HilDetector()
+    cores: HilCores = HilCores()
+    cache: str = Field(".dgsim-cache", description="built models are kept in <cache>/models (relative to the working directory)")
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -263,6 +317,7 @@ class Scenario(Strict):
     policies: Policies = Policies()
     slo: Slo = Slo()
     run: RunSpec = RunSpec()
+    hil: Optional[HilSettings] = Field(None, description="hardware-in-the-loop settings (dgsim hil run)")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named overrides of any of the above, compared on common random numbers"
     )

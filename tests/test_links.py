@@ -1,0 +1,196 @@
+"""Link channels driven directly in a bare SimPy environment.
+
+A message of n bytes holds a FIFO channel for overhead + n / bandwidth and
+arrives latency later; on a shared channel every message in flight moves at
+bandwidth / (messages in flight). Expected times below are worked out by
+hand from those two rules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import simpy
+
+from sim.costs import Deterministic, make_sampler
+from sim.model.device import Window
+from sim.model.link import FifoChannel, SharedChannel, make_channel
+
+BW = 1e6  # bytes per second: 1000 bytes take 1 ms
+EVERYTHING = Window(0.0, math.inf)
+
+
+def latency(text: str):
+    return make_sampler(Deterministic(value=text), np.random.default_rng(0))
+
+
+def setup(cls, overhead=0.0, lat="0 s", window=EVERYTHING, bandwidth=BW):
+    env = simpy.Environment()
+    channel = cls(env, "link", bandwidth, latency(lat), overhead, window)
+    return env, channel
+
+
+def send_at(env, channel, when: float, size: float, arrived: dict, key: str) -> None:
+    """Send ``size`` bytes at time ``when``; record the delivery time under ``key``."""
+
+    def go(_event=None):
+        channel.send(size, lambda: arrived.__setitem__(key, env.now))
+
+    if when == 0:
+        go()
+    else:
+        env.timeout(when).callbacks.append(go)
+
+
+# --- FIFO -------------------------------------------------------------------
+
+
+def test_fifo_serialises_messages_and_adds_latency_after():
+    overhead, lat = 0.0005, 0.002
+    size = 3000.0  # 3 ms on the wire
+    env, channel = setup(FifoChannel, overhead=overhead, lat="2 ms")
+    arrived = {}
+    send_at(env, channel, 0, size, arrived, "a")
+    send_at(env, channel, 0, size, arrived, "b")
+    env.run()
+    hold = overhead + size / BW  # 3.5 ms
+    assert arrived["a"] == pytest.approx(hold + lat)  # 5.5 ms
+    assert arrived["b"] == pytest.approx(2 * hold + lat)  # 9.0 ms: latency does not hold the wire
+    assert channel.busy_time == pytest.approx(2 * hold)
+    assert channel.bytes_moved == 2 * size
+
+
+def test_fifo_keeps_order_of_sending_even_for_smaller_later_messages():
+    env, channel = setup(FifoChannel)
+    arrived = {}
+    send_at(env, channel, 0, 5000.0, arrived, "big")  # 0 -> 5 ms
+    send_at(env, channel, 0.001, 100.0, arrived, "small")  # waits until 5 ms, then 0.1 ms
+    env.run()
+    assert arrived["big"] == pytest.approx(0.005)
+    assert arrived["small"] == pytest.approx(0.0051)
+
+
+def test_fifo_idle_gap_is_not_busy():
+    env, channel = setup(FifoChannel)
+    arrived = {}
+    send_at(env, channel, 0, 1000.0, arrived, "a")  # 0 - 1 ms
+    send_at(env, channel, 0.010, 2000.0, arrived, "b")  # 10 - 12 ms
+    env.run()
+    assert arrived == {"a": pytest.approx(0.001), "b": pytest.approx(0.012)}
+    assert channel.busy_time == pytest.approx(0.003)
+
+
+# --- shared (processor sharing) ---------------------------------------------
+
+
+def test_shared_two_equal_messages_finish_together_at_twice_the_time():
+    size = 4000.0
+    env, channel = setup(SharedChannel, lat="1 ms")
+    arrived = {}
+    send_at(env, channel, 0, size, arrived, "a")
+    send_at(env, channel, 0, size, arrived, "b")
+    env.run()
+    assert arrived["a"] == pytest.approx(2 * size / BW + 0.001)  # 9 ms
+    assert arrived["b"] == pytest.approx(2 * size / BW + 0.001)
+    assert channel.busy_time == pytest.approx(2 * size / BW)
+    assert channel.bytes_moved == 2 * size
+
+
+def test_shared_overhead_is_paid_before_joining():
+    size, overhead = 4000.0, 0.0005
+    env, channel = setup(SharedChannel, overhead=overhead)
+    arrived = {}
+    send_at(env, channel, 0, size, arrived, "a")
+    send_at(env, channel, 0, size, arrived, "b")
+    env.run()
+    assert arrived["a"] == pytest.approx(overhead + 2 * size / BW)
+    assert arrived["b"] == pytest.approx(overhead + 2 * size / BW)
+
+
+def test_shared_small_message_joining_a_big_transfer_mid_way():
+    # Big: 10,000 B at t=0. Small: 1,000 B at t=2 ms, when big has 8,000 B left.
+    # Both then move at BW/2: small needs 1,000 B -> 2 ms -> done at 4 ms; big
+    # has moved 1,000 B more (7,000 B left) and finishes alone at 4 + 7 = 11 ms,
+    # i.e. (10,000 + 1,000) / BW: the channel never idles.
+    env, channel = setup(SharedChannel, lat="0.5 ms")
+    arrived = {}
+    send_at(env, channel, 0, 10_000.0, arrived, "big")
+    send_at(env, channel, 0.002, 1000.0, arrived, "small")
+    env.run()
+    assert arrived["small"] == pytest.approx(0.004 + 0.0005)
+    assert arrived["big"] == pytest.approx(0.011 + 0.0005)
+    assert channel.busy_time == pytest.approx(0.011)
+
+
+def test_shared_three_way_split_with_staggered_joins():
+    # A: 6,000 B at 0; B: 6,000 B at 2 ms; C: 1,000 B at 4 ms.
+    # 0-2 ms: A alone, 2,000 B moved (A 4,000 left).
+    # 2-4 ms: A, B at 500 B/ms each: A 3,000 left, B 5,000 left.
+    # from 4 ms three share: C's 1,000 B at 333.3 B/ms -> C done at 7 ms;
+    #   A 2,000 left, B 4,000 left.
+    # 7 ms on: A, B at 500 B/ms: A done at 11 ms, B 2,000 left -> alone: 13 ms.
+    env, channel = setup(SharedChannel)
+    arrived = {}
+    send_at(env, channel, 0, 6000.0, arrived, "A")
+    send_at(env, channel, 0.002, 6000.0, arrived, "B")
+    send_at(env, channel, 0.004, 1000.0, arrived, "C")
+    env.run()
+    assert arrived["C"] == pytest.approx(0.007)
+    assert arrived["A"] == pytest.approx(0.011)
+    assert arrived["B"] == pytest.approx(0.013)
+    assert channel.busy_time == pytest.approx(0.013)  # 13,000 B at 1,000 B/ms, no idle time
+
+
+def test_shared_zero_size_message_arrives_after_latency_only():
+    env, channel = setup(SharedChannel, lat="3 us")
+    arrived = {}
+    send_at(env, channel, 0, 0.0, arrived, "empty")
+    env.run()
+    assert arrived["empty"] == pytest.approx(3e-6)
+
+
+# --- the measurement window -------------------------------------------------
+
+
+def test_fifo_accounts_busy_time_and_bytes_only_inside_the_window():
+    window = Window(0.002, 0.010)
+    env, channel = setup(FifoChannel, window=window)
+    arrived = {}
+    send_at(env, channel, 0, 1000.0, arrived, "before")  # 0-1 ms: outside
+    send_at(env, channel, 0.0015, 1000.0, arrived, "straddles_start")  # 1.5-2.5 ms: 0.5 ms inside, ends inside
+    send_at(env, channel, 0.005, 2000.0, arrived, "inside")  # 5-7 ms: all inside
+    send_at(env, channel, 0.009, 3000.0, arrived, "straddles_end")  # 9-12 ms: 1 ms inside, ends after
+    send_at(env, channel, 0.020, 1000.0, arrived, "after")  # outside
+    env.run()
+    assert channel.busy_time == pytest.approx(0.0005 + 0.002 + 0.001)
+    # bytes count when they arrive, if that is inside the window
+    assert channel.bytes_moved == 1000.0 + 2000.0
+
+
+def test_shared_accounts_busy_time_and_bytes_only_inside_the_window():
+    window = Window(0.002, 0.010)
+    env, channel = setup(SharedChannel, window=window)
+    arrived = {}
+    send_at(env, channel, 0, 3000.0, arrived, "early")  # alone 0-3 ms: 1 ms inside, arrives inside
+    send_at(env, channel, 0.008, 4000.0, arrived, "late")  # alone 8-12 ms: 2 ms inside, arrives after
+    env.run()
+    assert arrived == {"early": pytest.approx(0.003), "late": pytest.approx(0.012)}
+    assert channel.busy_time == pytest.approx(0.001 + 0.002)
+    assert channel.bytes_moved == 3000.0
+
+
+def test_make_channel_picks_the_contention_model():
+    env = simpy.Environment()
+    assert isinstance(make_channel("fifo", env, "x", BW, latency("0 s"), 0.0, EVERYTHING), FifoChannel)
+    assert isinstance(make_channel("shared", env, "x", BW, latency("0 s"), 0.0, EVERYTHING), SharedChannel)
+
+
+@pytest.mark.parametrize("cls", [FifoChannel, SharedChannel])
+def test_a_lone_message_takes_size_over_bandwidth_plus_overhead_plus_latency(cls):
+    env, channel = setup(cls, overhead=6.5e-6, lat="0.83 us", bandwidth=25e9)
+    arrived = {}
+    send_at(env, channel, 0, 2.46e6, arrived, "frame")
+    env.run()
+    assert arrived["frame"] == pytest.approx(6.5e-6 + 2.46e6 / 25e9 + 0.83e-6)

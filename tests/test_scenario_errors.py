@@ -1,0 +1,341 @@
+"""Bad input through the real command line: exit code 2, one line per
+problem on stderr naming the file, the field and what was expected, and
+never a Python traceback.
+
+Every bad file is a small valid scenario (two pools, cpu and gpu, a PCIe
+link, a two-stage pipeline) with one thing broken. One fixture runs all
+the bad inputs (see ``DRIVER``), then every test reads its own result.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+VALID = {
+    "name": "tiny",
+    "hardware": {
+        "pools": {"cpu": {"profile": "host-cpu", "servers": 2}, "gpu": {"profile": "a100"}},
+        "links": [{"name": "pcie", "between": ["cpu", "gpu"], "profile": "pcie-gen4-x16"}],
+    },
+    "workload": {"sources": [{"name": "reqs", "kind": "poisson", "rate": "50/s", "payload": "10 KB"}]},
+    "pipeline": {
+        "stages": [
+            {"name": "pre", "costs": {"cpu": {"kind": "deterministic", "value": "1 ms"}}},
+            {"name": "infer", "costs": {"gpu": {"kind": "deterministic", "value": "2 ms"}}},
+        ]
+    },
+    "policies": {"placement": {"strategy": "cpu-path"}},
+    "run": {"duration": "0.3 s", "warmup": "0.1 s", "drain": "0.1 s", "seed": 1, "replications": 1},
+}
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    """An edit that sets one dotted path (list items by index) in the document."""
+
+    def edit(doc: dict) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(last) if last.isdigit() else last] = value
+
+    return edit
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to make it, and what each reported line must say."""
+
+    edits: tuple[Callable[[dict], None], ...] = ()
+    args: tuple[str, ...] = ()  # extra command-line arguments
+    text: str | None = None  # raw file text instead of VALID with edits
+    file: str | None = "scenario.yaml"  # None: a file that does not exist
+    expect: tuple[tuple[str, ...], ...] = ()  # per line: fragments it must contain
+    one_line: bool = True  # exactly one line per expected problem, nothing else
+
+
+def _variants(doc: dict) -> None:
+    doc["variants"] = {"one": {}, "two": {"policies": {"routing": {"kind": "shortest-queue"}}}}
+
+
+CASES: dict[str, Case] = {
+    "valid": Case(),
+    "wrong-type": Case(
+        edits=(_set("hardware.pools.cpu.count", "many"),),
+        expect=(("hardware.pools.cpu.count", "valid integer", "'many'"),),
+    ),
+    "unknown-key": Case(
+        edits=(_set("hardware.pools.cpu.colour", "red"),),
+        expect=(("hardware.pools.cpu.colour", "unknown key 'colour'",
+                 "expected one of: profile, count, servers, speed"),),
+    ),
+    "unknown-top-level-key": Case(
+        edits=(_set("runs", {"seed": 3}),),
+        expect=(("runs", "unknown key 'runs'", "hardware", "workload", "pipeline", "run"),),
+    ),
+    "missing-unit": Case(
+        edits=(_set("workload.sources.0.payload", 10),),
+        expect=(("workload.sources[0]", "payload", "expected a size with a unit", "'1.2 MB'", "10"),),
+    ),
+    "missing-unit-in-string": Case(
+        edits=(_set("run.duration", "5"),),
+        expect=(("run.duration", "missing unit", "duration", "'2.5 ms'"),),
+    ),
+    "negative-rate": Case(
+        edits=(_set("workload.sources.0.rate", "-5/s"),),
+        expect=(("workload.sources[0]", "rate", "greater than 0", "-5"),),
+    ),
+    "missing-required-field": Case(
+        edits=(lambda d: d["hardware"]["pools"]["gpu"].pop("profile"),),
+        expect=(("hardware.pools.gpu.profile", "required field is missing"),),
+    ),
+    "dag-cycle": Case(
+        edits=(_set("pipeline.stages.0.after", ["infer"]),),
+        expect=(("pipeline.stages", "cycle", "pre -> infer -> pre"),),
+    ),
+    "stage-on-kind-without-cost": Case(
+        edits=(_set("policies.placement.map", {"infer": "cpu"}),),
+        expect=(("pipeline.stages[1].costs", "'infer'", "pool 'cpu'", "no cpu cost", "costs for: gpu"),),
+    ),
+    "unknown-device-profile": Case(
+        edits=(_set("hardware.pools.gpu.profile", "a9000"),),
+        expect=(("hardware.pools.gpu.profile", "unknown device profile 'a9000'", "expected one of:", "a100"),),
+        one_line=False,  # see test_unknown_device_profile_is_reported_once
+    ),
+    "unknown-link-profile": Case(
+        edits=(_set("hardware.links.0.profile", "pcie-gen9"),),
+        expect=(("hardware.links[0].profile", "unknown link profile 'pcie-gen9'", "expected one of:",
+                 "pcie-gen4-x16"),),
+    ),
+    "missing-link": Case(
+        edits=(_set("hardware.links", []),),
+        expect=(("hardware.links", "no link between 'cpu' and 'gpu'", "'pre' -> 'infer'", "add one"),),
+    ),
+    "unknown-variant": Case(
+        edits=(_variants,),
+        args=("--variant", "nope"),
+        expect=(("variants", "no variant 'nope'", "known: one, two"),),
+    ),
+    "malformed-set": Case(
+        args=("--set", "run.seed"),
+        expect=(("--set", "run.seed", "expected dotted.path=value"),),
+    ),
+    "set-into-a-value": Case(
+        args=("--set", "run.seed.x=3"),
+        expect=(("--set", "run.seed", "is a value, not a section"),),
+    ),
+    "yaml-syntax-error": Case(
+        text="name: tiny\nhardware:\n  pools: {cpu: {profile: host-cpu}\nworkload: []\n",
+        expect=(("line ", "not valid YAML"),),
+    ),
+    "not-a-mapping": Case(
+        text="- just\n- a list\n",
+        expect=(("expected a mapping of sections",),),
+    ),
+    "missing-file": Case(
+        file=None,
+        expect=(("does-not-exist.yaml", "file not found"),),
+    ),
+    "several-problems": Case(
+        edits=(
+            _set("hardware.pools.cpu.count", "many"),
+            _set("workload.sources.0.payload", 10),
+            _set("run.colour", 1),
+        ),
+        expect=(
+            ("hardware.pools.cpu.count", "valid integer"),
+            ("workload.sources[0]", "payload", "with a unit"),
+            ("run.colour", "unknown key 'colour'", "duration, warmup, drain, seed, replications"),
+        ),
+    ),
+    "several-reference-problems": Case(
+        edits=(
+            _set("hardware.links.0.profile", "pcie-gen9"),
+            _set("policies.batching", {"ghost": {"kind": "dynamic", "max_batch": 4}}),
+            _set("run.warmup", "1 s"),
+        ),
+        expect=(
+            ("hardware.links[0].profile", "pcie-gen9"),
+            ("policies.batching.ghost", "unknown stage", "infer, pre"),
+            ("run.warmup", "shorter than run.duration"),
+        ),
+    ),
+    # Once bugs (fixed): a crash on an unknown 'after', and one line per variant for a shared problem.
+    "unknown-after-stage": Case(
+        edits=(_set("pipeline.stages.1.after", ["nothing"]),),
+        expect=(("pipeline.stages[1].after", "unknown stage 'nothing'", "pre, infer"),),
+    ),
+    "problem-shared-by-variants": Case(
+        edits=(_variants, _set("hardware.pools.cpu.count", "many")),
+        expect=(("hardware.pools.cpu.count", "valid integer"),),
+    ),
+}
+
+
+def _dgsim() -> list[str]:
+    exe = shutil.which("dgsim")
+    return [exe] if exe else [sys.executable, "-m", "sim.cli"]
+
+
+# Starting Python and importing dgsim costs seconds per process, so the bad
+# inputs run in processes forked from one driver that has imported the CLI
+# once. Each child runs ``sim.cli.main()`` (what the ``dgsim`` script runs)
+# with its own argv, working directory, stdout and stderr; an exception that
+# escapes ``main()`` goes through ``sys.excepthook`` and exits 1, as it would
+# in a fresh ``dgsim`` process. One test below also runs the real ``dgsim``
+# script, to check that it reports exactly as its forked twin does.
+DRIVER = r"""
+import json, os, sys
+from sim.cli import main
+import sim.experiment, sim.results, sim.report.table, sim.scenario.load  # what `run` imports
+
+results = {}
+for name, (argv, cwd, out, err) in json.loads(sys.argv[1]).items():
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = ["dgsim", *argv]
+        code = 0
+        try:
+            main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    results[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    path: str  # the scenario path as given on the command line
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def _write_case(folder: Path, case: Case) -> Path:
+    if case.file is None:
+        return folder / "does-not-exist.yaml"
+    path = folder / case.file
+    if case.text is not None:
+        path.write_text(case.text)
+    else:
+        doc = copy.deepcopy(VALID)
+        for edit in case.edits:
+            edit(doc)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Result]:
+    root = tmp_path_factory.mktemp("bad-scenarios")
+    jobs, paths = {}, {}
+    for name, case in CASES.items():
+        folder = root / name
+        folder.mkdir()
+        paths[name] = str(_write_case(folder, case))
+        argv = ["run", paths[name], "--out", str(folder / "out"), "--jobs", "1", *case.args]
+        jobs[name] = (argv, str(folder), str(folder / "stdout"), str(folder / "stderr"))
+    if not hasattr(os, "fork"):
+        pytest.skip("the forking driver needs os.fork (POSIX)")
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(jobs)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr
+    codes = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        name: Result(paths[name], codes[name], Path(out).read_text(), Path(err).read_text())
+        for name, (_, _, out, err) in jobs.items()
+    }
+
+
+def test_the_real_dgsim_script_reports_a_bad_file_the_same_way(results, tmp_path):
+    path = _write_case(tmp_path, CASES["unknown-key"])
+    done = subprocess.run([*_dgsim(), "run", str(path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"error: {path}: hardware.pools.cpu.colour: unknown key 'colour'; "
+        "expected one of: profile, count, servers, speed"
+    ]
+    twin = results["unknown-key"]
+    assert twin.returncode == done.returncode
+    assert [line.replace(twin.path, str(path)) for line in twin.lines] == lines
+
+
+def test_the_valid_base_scenario_runs(results):
+    # the bad files below differ from this one only by what they break
+    result = results["valid"]
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (Path(result.path).parent / "out" / "summary.json").is_file()
+
+
+CHECKED = [name for name in CASES if name not in ("valid", "unknown-after-stage", "problem-shared-by-variants")]
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_bad_input_exits_2_with_one_readable_line_per_problem(results, name):
+    case, result = CASES[name], results[name]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.lines
+    assert lines, "nothing on stderr"
+    if case.one_line:
+        assert len(lines) == len(case.expect), lines
+    for fragments in case.expect:
+        matching = [line for line in lines if all(f in line for f in fragments)]
+        assert matching, f"no line has all of {fragments}: {lines}"
+    where = "--set" if name in ("malformed-set", "set-into-a-value") else result.path
+    for line in lines:
+        assert line.startswith("error: ")
+        assert where in line, line
+    assert not (Path(result.path).parent / "out").exists()  # nothing written
+
+
+def test_every_problem_is_reported_at_once(results):
+    # three independent schema problems, and three cross-reference problems: each file, one run
+    assert len(results["several-problems"].lines) == 3
+    assert len(results["several-reference-problems"].lines) == 3
+
+
+def test_after_naming_an_unknown_stage_is_a_clean_error(results):
+    result = results["unknown-after-stage"]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.returncode == 2
+    assert any("pipeline.stages[1].after" in line and "unknown stage 'nothing'" in line for line in result.lines)
+
+
+def test_unknown_device_profile_is_reported_once(results):
+    assert len(results["unknown-device-profile"].lines) == 1
+
+
+def test_a_problem_shared_by_every_variant_is_reported_once(results):
+    result = results["problem-shared-by-variants"]
+    assert result.returncode == 2
+    assert len(result.lines) == 1, result.lines
