@@ -11,6 +11,7 @@ the SimPy model and the hardware harness are both built from it.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -188,6 +189,8 @@ def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibrat
     for stage, targets in overrides.items():
         if stage not in names:
             problem(f"policies.placement.map.{stage}", f"unknown stage; expected one of: {', '.join(names)}")
+        if SKIP in targets and len(targets) > 1:
+            problem(f"policies.placement.map.{stage}", f"'{SKIP}' leaves the stage out and cannot be mixed with pools")
         for target in targets:
             if target != SKIP and target not in scenario.hardware.pools:
                 problem(
@@ -321,6 +324,18 @@ def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan],
                 needs(src, CLIENT, f"the reply from '{stage.name}'")
 
 
+def _check_trace(source: TraceSource, file: Path, path: str, problem) -> None:
+    if not file.is_file():
+        problem(f"{path}.file", f"trace file not found: {file}")
+        return
+    with file.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    for field in ("time_column", "size_column"):
+        column = getattr(source, field)
+        if column is not None and column not in header:
+            problem(f"{path}.{field}", f"{file} has no column '{column}'; its columns: {', '.join(header) or 'none'}")
+
+
 def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, problem) -> None:
     names = {s.name for s in scenario.pipeline.stages}
     for stage in scenario.policies.batching:
@@ -343,8 +358,8 @@ def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, 
         path = f"workload.sources[{i}]"
         if getattr(source, "kind", "") == "mmpp" and len(source.rates) != len(source.dwell):
             problem(f"{path}.dwell", f"expected one mean dwell time per rate ({len(source.rates)}), got {len(source.dwell)}")
-        if isinstance(source, TraceSource) and not (base_dir / source.file).is_file():
-            problem(f"{path}.file", f"trace file not found: {base_dir / source.file}")
+        if isinstance(source, TraceSource):
+            _check_trace(source, base_dir / source.file, path, problem)
     seen: set[str] = set()
     for i, source in enumerate(scenario.workload.sources):
         if source.name in seen:

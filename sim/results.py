@@ -22,6 +22,9 @@ import yaml
 
 from sim.experiment import ExperimentResult
 from sim.metrics.summary import Estimate
+from sim.plan import compile_plan
+from sim.scenario.schema import Scenario
+from sim.units import format_bandwidth, format_duration
 
 FORMAT = "dgsim-summary/1"
 
@@ -58,6 +61,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def resolved_document(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as run: every value a profile supplied is written out, so the file alone
+    says what was simulated (and loads back as an equivalent scenario)."""
+    document = scenario.model_dump(mode="json", by_alias=True, exclude={"variants"})
+    plan = compile_plan(scenario)
+    for name, pool in document["hardware"]["pools"].items():
+        resolved = plan.pools[name]
+        pool.update(servers=resolved.servers, speed=resolved.speed)
+    for link in document["hardware"]["links"]:
+        resolved = next(p for p in plan.links if p.name == link["name"])
+        link.update(
+            kind=resolved.kind,
+            bandwidth=format_bandwidth(resolved.bandwidth),
+            latency=resolved.latency.model_dump(mode="json", by_alias=True),
+            overhead=format_duration(resolved.overhead),
+            contention=resolved.contention,
+        )
+    return document
+
+
 def write_results(result: ExperimentResult, out: Path) -> Path:
     """Write the results folder; return the path of summary.json."""
     for name, variant in result.variants.items():
@@ -65,7 +88,7 @@ def write_results(result: ExperimentResult, out: Path) -> Path:
         requests.parent.mkdir(parents=True, exist_ok=True)
         variant.frame.to_parquet(requests.with_name(requests.name + ".tmp"), index=False)
         os.replace(requests.with_name(requests.name + ".tmp"), requests)
-        resolved = variant.scenario.model_dump(mode="json", by_alias=True, exclude={"variants"})
+        resolved = resolved_document(variant.scenario)
         _atomic_write(out / "resolved" / f"{name}.yaml", yaml.safe_dump(resolved, sort_keys=False).encode())
     summary = out / "summary.json"
     text = json.dumps(summary_document(result), sort_keys=True, indent=1, allow_nan=False)

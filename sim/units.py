@@ -19,22 +19,22 @@ from typing import Annotated
 from pydantic import BeforeValidator, PlainSerializer
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-_QUANTITY = re.compile(rf"^\s*{_NUMBER}\s*([A-Za-z/µ%]*)\s*$")
+_QUANTITY = re.compile(rf"^\s*{_NUMBER}\s*([A-Za-z/µμ%]*)\s*$")
 
 _TIME = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0,
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0,
     "min": 60.0, "h": 3600.0,
 }
 _SIZE = {
     "B": 1.0, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-    "KiB": 1024.0, "MiB": 1024.0**2, "GiB": 1024.0**3,
+    "KiB": 1024.0, "MiB": 1024.0**2, "GiB": 1024.0**3, "TiB": 1024.0**4,
 }
 _BANDWIDTH = {
     "bit/s": 1 / 8, "bps": 1 / 8, "b/s": 1 / 8,
-    "kbit/s": 1e3 / 8, "Kbit/s": 1e3 / 8, "kb/s": 1e3 / 8, "Kbps": 1e3 / 8, "kbps": 1e3 / 8,
+    "kbit/s": 1e3 / 8, "Kbit/s": 1e3 / 8, "kb/s": 1e3 / 8, "Kb/s": 1e3 / 8, "Kbps": 1e3 / 8, "kbps": 1e3 / 8,
     "Mbit/s": 1e6 / 8, "Mb/s": 1e6 / 8, "Mbps": 1e6 / 8,
     "Gbit/s": 1e9 / 8, "Gb/s": 1e9 / 8, "Gbps": 1e9 / 8,
-    "Tbit/s": 1e12 / 8, "Tb/s": 1e12 / 8,
+    "Tbit/s": 1e12 / 8, "Tb/s": 1e12 / 8, "Tbps": 1e12 / 8,
     "B/s": 1.0, "kB/s": 1e3, "KB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9, "TB/s": 1e12,
     "KiB/s": 1024.0, "MiB/s": 1024.0**2, "GiB/s": 1024.0**3,
 }

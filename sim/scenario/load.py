@@ -123,8 +123,11 @@ def _merge_variant_problems(label: str, found: dict[str, list[Problem]], variant
             seen.setdefault((problem.path, problem.message), []).append(problem)
     out: list[Problem] = []
     for (path, message), copies in seen.items():
-        shared = len(copies) == variants and variants > 1 and not copies[0].file.startswith("command line")
-        out.extend([Problem(label, path, message)] if shared else [c for c in copies if c not in out])
+        if len(copies) == variants:
+            where = copies[0].file if copies[0].file.startswith("command line") else label
+            out.append(Problem(where, path, message))
+        else:
+            out.extend(dict.fromkeys(copies))
     return out
 
 

@@ -6,7 +6,7 @@ their costs per device kind), the policies, the service-level objectives,
 how to run it, and named variants that override any of the above. Unknown
 keys are errors; quantities carry units ("2.5 ms", "25 Gbit/s", "1.2 MB",
 "30 fps"). Cross-references (stages, pools, profiles) are checked in
-``sim.scenario.checks`` so that every problem names its field.
+``sim.plan`` so that every problem names its field.
 
 The full format, with an annotated example, is in docs/scenario-format.md.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from sim.costs import CostSpec
 from sim.units import Bandwidth, Duration, Rate, Size
@@ -116,6 +116,13 @@ class MmppSource(_Source):
     kind: Literal["mmpp"]
     rates: list[Rate] = Field(min_length=2)
     dwell: list[Duration] = Field(min_length=2, description="mean time spent in each state")
+
+    @field_validator("dwell")
+    @classmethod
+    def _positive_dwell(cls, dwell):
+        if any(d <= 0 for d in dwell):
+            raise ValueError("every mean dwell time must be positive")
+        return dwell
 
     @field_validator("rates")
     @classmethod
@@ -221,7 +228,15 @@ class ChannelSelectionSpec(Strict):
         ],
         description="seed thresholds: < 512 KB RPC/TCP, 512 KB - 4 MB shared memory, above RDMA",
     )
-    use: Optional[Literal["pcie", "rdma", "tcp", "shm", "nvlink", "wan"]] = None
+    use: Optional[Literal["pcie", "rdma", "tcp", "shm", "nvlink", "wan"]] = Field(None, description="fixed: the kind")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.kind == "fixed" and self.use is None:
+            raise ValueError("a fixed channel needs 'use': the link kind every message takes")
+        if any(band.below is None for band in self.bands[:-1]):
+            raise ValueError("only the last size band may omit 'below' (the bands after it could never be used)")
+        return self
 
 
 class Policies(Strict):
