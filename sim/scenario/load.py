@@ -124,8 +124,8 @@ def _merge_variant_problems(label: str, found: dict[str, list[Problem]], variant
     out: list[Problem] = []
     for (path, message), copies in seen.items():
         if len(copies) == variants:
-            where = copies[0].file if copies[0].file.startswith("command line") else label
-            out.append(Problem(where, path, message))
+            files = {c.file for c in copies}  # differing only by "(variant X)": name the file once
+            out.append(Problem(files.pop() if len(files) == 1 else label, path, message))
         else:
             out.extend(dict.fromkeys(copies))
     return out
