@@ -91,6 +91,15 @@ def run(
     console.print(f"results: {summary.parent}/ (summary.json, requests/, resolved/)")
 
 
+def _register_check() -> None:
+    from sim.check.command import check_command
+
+    app.command("check")(check_command)
+
+
+_register_check()
+
+
 class _progress:
     """A progress bar on stderr while variants and replications run."""
 

@@ -25,8 +25,7 @@ from sim.scenario.schema import Budgets, Slo
 
 MAX, MIN = "max", "min"
 HIGHER_IS_BETTER = ("throughput", "goodput")
-_NAMES = {"rate.drop": "drop rate", "rate.miss": "miss rate", "rate.filter": "filter rate",
-          "rate.unfinished": "unfinished rate"}
+_NAMES = {"rate.drop": "drop rate", "rate.miss": "miss rate", "rate.filter": "filter rate"}
 
 
 @dataclass(frozen=True)

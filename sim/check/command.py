@@ -23,21 +23,15 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
-import yaml
-from pydantic import ValidationError
 
-from sim.check.baseline import Baseline, BaselineError, Recorded, parse_tolerance, read_baseline, write_baseline
-from sim.check.budgets import Budget
-from sim.check.gate import VariantCheck, check_measured, check_simulated, checks_for
-from sim.check.junit import write_junit
-from sim.check.report import console_text, markdown_text, tally
-from sim.results import ResultsError, SummaryFile, read_summary
-from sim.scenario.errors import ScenarioError
-from sim.scenario.load import apply_override, load_scenario_file
-from sim.scenario.schema import Scenario
+if TYPE_CHECKING:  # the rest is imported when the command runs, so that `dgsim --help` stays quick
+    from sim.check.budgets import Budget
+    from sim.check.gate import VariantCheck
+    from sim.results import SummaryFile
+    from sim.scenario.schema import Scenario
 
 
 class Inconclusive(str, Enum):
@@ -53,17 +47,23 @@ def check_command(
     markdown: Optional[Path] = typer.Option(
         None, "--markdown", help="write a markdown summary here (also appended to $GITHUB_STEP_SUMMARY when set)"),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="also fail on regressions against this baseline"),
-    write_baseline_to: Optional[Path] = typer.Option(None, "--write-baseline", help="record these results as a baseline"),
+    write_baseline_to: Optional[Path] = typer.Option(None, "--write-baseline",
+                                                     help="record these results as a baseline"),
     max_regression: str = typer.Option("5%", "--max-regression", help="worsening tolerated against the baseline"),
     max_replications: int = typer.Option(20, "--max-replications", min=1,
-                                         help="replications to add at most while a check is undecided"),
+                                         help="most replications to run while a check is undecided"),
     inconclusive: Inconclusive = typer.Option(Inconclusive.pass_, "--inconclusive",
                                               help="how a check still undecided at the cap counts"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
     seed: Optional[int] = typer.Option(None, help="override run.seed"),
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="check only these variants"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
 ) -> None:
     """Check latency budgets and regressions; exit 0 pass, 1 fail, 2 invalid input."""
+    from sim.check.baseline import Baseline, BaselineError, Recorded, parse_tolerance, read_baseline, write_baseline
+    from sim.check.gate import checks_for
+    from sim.check.junit import write_junit
+    from sim.check.report import console_text, markdown_text, tally
     from sim.cli import fail_input, scenario_overrides
 
     overrides = scenario_overrides(seed, None, None, set_)
@@ -76,12 +76,12 @@ def check_command(
         fail_input(["give scenario files to simulate, or --results DIR to judge measured results"])
     problems: list[str] = []
     notes: list[str] = []
-    jobs = _jobs(scenarios or [], results, overrides, variant, max_replications, problems)
+    work = _jobs(scenarios or [], results, overrides, variant, max_replications, jobs, problems)
     if problems:
         fail_input(problems)
 
     checks: list[VariantCheck] = []
-    for job in jobs:
+    for job in work:
         recorded = None if reference is None else reference.get(job.scenario, {}).get(job.variant)
         if reference is not None and recorded is None:
             notes.append(f"{job.scenario} / {job.variant}: not in the baseline {baseline}; no regression checks")
@@ -126,8 +126,13 @@ class Job:
 
 
 def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only: Optional[List[str]],
-          cap: int, problems: list[str]) -> list[Job]:
+          cap: int, processes: int, problems: list[str]) -> list[Job]:
     """What to check, variant by variant; problems are collected, not raised."""
+    from sim.check.gate import check_simulated
+    from sim.results import ResultsError, read_summary
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import load_scenario_file
+
     if results is not None and not results.is_dir():
         problems.append(f"{results}: no such results folder")
         return []
@@ -153,10 +158,13 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
         seen[name] = path
         if results is None:
             jobs += [Job(name, v, resolved[v], "simulation", resolved[v].run.seed,
-                         lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap, _say))
+                         lambda plan, v=v, f=scenario_file: check_simulated(f, v, plan, cap, processes, _say))
                      for v in names if wanted(v)]
             continue
-        folder = results if (results / "summary.json").exists() or not (results / name).is_dir() else results / name
+        folder = results if (results / "summary.json").exists() else results / name
+        if not (folder / "summary.json").exists():
+            problems.append(f"{results}: no summary.json for scenario '{name}' in it or in {folder}/")
+            continue
         try:
             summary = read_summary(folder)
         except ResultsError as error:
@@ -171,7 +179,8 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
             elif wanted(v):
                 jobs.append(_measured(name, v, resolved[v], summary, estimates))
     if results is not None and not paths:
-        folders = [results] if (results / "summary.json").exists() else sorted(p.parent for p in results.glob("*/summary.json"))
+        folders = ([results] if (results / "summary.json").exists()
+                   else sorted(p.parent for p in results.glob("*/summary.json")))
         if not folders:
             problems.append(f"{results}: no summary.json in it or in its sub-folders")
         for folder in folders:
@@ -186,7 +195,8 @@ def _jobs(paths: List[Path], results: Optional[Path], overrides: list[str], only
                     jobs.append(_measured(summary.scenario, v, scenario, summary, estimates))
     unknown = [v for v in only or [] if v not in variants_known]
     if unknown and not problems:
-        problems.append(f"--variant: no variant {', '.join(map(repr, unknown))} (known: {', '.join(sorted(variants_known))})")
+        known = ", ".join(sorted(variants_known))
+        problems.append(f"--variant: no variant {', '.join(map(repr, unknown))} (known: {known})")
     return jobs
 
 
@@ -195,12 +205,21 @@ def _say(line: str) -> None:
 
 
 def _measured(name: str, variant: str, scenario: Scenario, summary: SummaryFile, estimates) -> Job:
+    from sim.check.gate import check_measured
+
     return Job(name, variant, scenario, summary.source, summary.seed, lambda plan: check_measured(
         scenario, str(summary.path.parent), summary.source, summary.seed, variant, estimates, plan))
 
 
 def _resolved(path: Path, overrides: list[str], problems: list[str]) -> Optional[Scenario]:
     """The scenario a results folder was run with, and --set applied to it."""
+    import yaml
+    from pydantic import ValidationError
+
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import apply_override
+    from sim.scenario.schema import Scenario
+
     try:
         document = yaml.safe_load(path.read_text())
         for override in overrides:

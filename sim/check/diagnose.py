@@ -84,6 +84,6 @@ def diagnose(scenario: Scenario, estimates: Mapping[str, Estimate], outcomes: Se
         stage = max(waits, key=lambda s: waits[s][0])
         wait, service = waits[stage]
         if wait > service:
-            out.append(f"stage '{stage}' waits {show('stage.wait', wait)} on average for {show('stage.service', service)}"
-                       f" of service -> its queue dominates latency")
+            out.append(f"stage '{stage}' waits {show('stage.wait', wait)} on average for "
+                       f"{show('stage.service', service)} of service -> its queue dominates latency")
     return out

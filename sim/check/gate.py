@@ -49,16 +49,20 @@ def checks_for(scenario: Scenario, recorded: Optional[Recorded], tolerance: floa
     return budgets + regression_budgets(budgets, recorded, tolerance, paired)
 
 
-def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int,
+def check_simulated(scenario_file: ScenarioFile, variant: str, checks: list[Budget], cap: int, jobs: int = 1,
                     say: Callable[[str], None] = lambda line: None) -> VariantCheck:
-    """Simulate until every check is decided or ``cap`` replications ran; ``say`` reports progress."""
+    """Simulate until every check is decided or ``cap`` replications ran.
+
+    ``jobs`` worker processes run the replications (same numbers as one);
+    ``say`` reports progress.
+    """
     from sim.experiment import run_variant
 
     scenario = scenario_file.resolve(variant)
 
     def run(reps: range):
         say(f"{scenario.name} / {variant}: simulating replications {reps.start + 1}-{reps.stop}")
-        return run_variant(scenario_file, variant, replications=reps).runs
+        return run_variant(scenario_file, variant, replications=reps, jobs=jobs).runs
 
     runs, outcomes = replicate(run, checks, scenario.run.replications, cap)
     estimates = combine(runs)
