@@ -14,13 +14,16 @@ and the simulator draws its service times from the measurement.
 An entry is one of two kinds:
 
 - ``affine``: time = (a + b * x) * r, where x is the batch size
-  (``x: batch``) or the message size in bytes (``x: bytes``) and r is a
-  residual *ratio* (measured / fitted), drawn from the stored quantiles of
-  the ratios seen during calibration. Ratios, not differences: timing noise
-  grows with the work (a batch of 16 jitters more in seconds than a batch of
-  1), and a transport fit spans bytes to megabytes, so a difference learnt
-  at 4 MB would swamp a 64-byte message. A ratio is always positive, so a
-  draw is never negative.
+  (``x: batch``) or the message size in bytes (``x: bytes``), a + b * x is
+  the mean latency at x, and r is a residual *ratio* drawn from the stored
+  quantiles. ``dgsim hil calibrate`` stores each sample divided by the mean
+  of its x: the spread around the line, with mean 1 (how far the line
+  misses the measured means is the fit error, ``r2``, ``mape`` and
+  ``points``). Ratios, not differences: timing noise grows with the work (a
+  batch of 16 jitters more in seconds than a batch of 1), and a transport
+  fit spans bytes to megabytes, so a difference learnt at 4 MB would swamp
+  a 64-byte message. A ratio is always positive, so a draw is never
+  negative.
 - ``distribution``: the latency itself, drawn from stored quantiles (one
   item; a batch of B takes B draws' worth, like every per-item cost).
 
@@ -44,7 +47,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from sim.costs import Calibrated, _Draws
 
@@ -84,23 +87,24 @@ class Quantiles(_Model):
 
 
 class Point(_Model):
-    """One measured x of an affine entry: its sample count and mean, and whether it settled."""
+    """One measured x of an affine entry: its sample count, mean and median, and whether it settled."""
 
     x: float
     n: PositiveInt
     mean: float = Field(gt=0)
+    p50: float = Field(gt=0)
     stable: bool
     windows: PositiveInt
 
 
 class AffineEntry(_Model):
-    """time = (a + b * x) * r; r drawn from ``residual`` (ratios measured / fitted)."""
+    """time = (a + b * x) * r; r drawn from ``residual`` (each sample / the mean at its x)."""
 
     kind: Literal["affine"]
     x: Literal["batch", "bytes"]
     a: float = Field(description="seconds")
     b: float = Field(description="seconds per item (x: batch) or per byte (x: bytes)")
-    residual: Quantiles = Field(description="quantiles of measured / (a + b * x), ratio > 0")
+    residual: Quantiles = Field(description="quantiles of the ratio sample / mean at its x (> 0, mean ~1)")
     r2: float = Field(description="coefficient of determination of the fit to the mean at each measured x")
     mape: float = Field(ge=0, description="mean absolute percentage error of the fit to those means, a fraction")
     n: PositiveInt = Field(description="samples behind the fit")
@@ -306,6 +310,10 @@ class CalibratedCost:
     def sampler(self, rng: np.random.Generator, scale: float = 1.0) -> CalibratedSampler:
         return CalibratedSampler(self, rng, scale)
 
+    def model_dump(self, **_: Any) -> dict[str, str]:
+        """The scenario form, with the file's absolute path (for the resolved scenario written with results)."""
+        return {"kind": "calibrated", "file": str(Path(self.file).resolve()), "entry": self.name}
+
 
 class CalibratedSampler:
     """Draws from a calibration entry; the same interface as ``sim.costs.Sampler``."""
@@ -396,7 +404,8 @@ class Resolver:
         ratio, the link is held for q0 * (a + b * n) (overhead q0 * a,
         bandwidth 1 / (q0 * b)), and the message arrives (a + b * n) * (r - q0)
         later, so an idle link takes (a + b * n) * r as measured while the
-        link's contention sees the transport's fastest copy.
+        link's contention sees the transport's fastest copy. A bandwidth or
+        overhead the link sets itself overrides the fit's (a profile's does not).
         """
         latency = spec.latency
         cost = self._entry(latency, f"{path}.latency")
@@ -411,13 +420,11 @@ class Resolver:
             self.problem(f"{path}.latency.entry", f"{where} is a fit in batch size; a link latency needs a "
                          "fit in bytes or a distribution")
             return latency, placeholder, overhead
-        for field in ("bandwidth", "overhead"):
-            if getattr(spec, field) is not None:
-                self.problem(f"{path}.{field}", f"comes from the bytes fit {where} (latency); remove it")
         if entry.a < 0 or entry.b < 0:
             self.problem(f"{path}.latency.entry", f"{where} has a negative intercept or slope "
                          f"(a={entry.a:g} s, b={entry.b:g} s/byte): it cannot give a link overhead and bandwidth")
             return latency, placeholder, overhead
         q0 = entry.residual.values[0]
-        rate = 1 / (q0 * entry.b) if entry.b > 0 else math.inf
-        return CalibratedCost(cost.file, cost.name, entry, floor=q0), rate, q0 * entry.a
+        rate = spec.bandwidth or (1 / (q0 * entry.b) if entry.b > 0 else math.inf)
+        hold = spec.overhead if spec.overhead is not None else q0 * entry.a
+        return CalibratedCost(cost.file, cost.name, entry, floor=q0), rate, hold

@@ -85,7 +85,7 @@ def run(
     except ScenarioError as error:
         fail_input([str(p) for p in error.problems])
     folder = out or Path("results") / result.scenario
-    summary = write_results(result, folder)
+    summary = write_results(result, folder, scenario_file.path.parent)
     console = Console()
     console.print(comparison_table(result))
     console.print(f"results: {summary.parent}/ (summary.json, requests/, resolved/)")

@@ -61,11 +61,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def resolved_document(scenario: Scenario) -> dict[str, Any]:
+def resolved_document(scenario: Scenario, base_dir: Path = Path(".")) -> dict[str, Any]:
     """The scenario as run: every value a profile supplied is written out, so the file alone
-    says what was simulated (and loads back as an equivalent scenario)."""
+    says what was simulated (and loads back as an equivalent scenario). ``base_dir``: the
+    scenario file's folder, which its calibration and trace files are relative to."""
     document = scenario.model_dump(mode="json", by_alias=True, exclude={"variants"})
-    plan = compile_plan(scenario)
+    plan = compile_plan(scenario, base_dir=base_dir)
     for name, pool in document["hardware"]["pools"].items():
         resolved = plan.pools[name]
         pool.update(servers=resolved.servers, speed=resolved.speed)
@@ -81,14 +82,14 @@ def resolved_document(scenario: Scenario) -> dict[str, Any]:
     return document
 
 
-def write_results(result: ExperimentResult, out: Path) -> Path:
+def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path(".")) -> Path:
     """Write the results folder; return the path of summary.json."""
     for name, variant in result.variants.items():
         requests = out / "requests" / f"{name}.parquet"
         requests.parent.mkdir(parents=True, exist_ok=True)
         variant.frame.to_parquet(requests.with_name(requests.name + ".tmp"), index=False)
         os.replace(requests.with_name(requests.name + ".tmp"), requests)
-        resolved = resolved_document(variant.scenario)
+        resolved = resolved_document(variant.scenario, base_dir)
         _atomic_write(out / "resolved" / f"{name}.yaml", yaml.safe_dump(resolved, sort_keys=False).encode())
     summary = out / "summary.json"
     text = json.dumps(summary_document(result), sort_keys=True, indent=1, allow_nan=False)
