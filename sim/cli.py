@@ -54,7 +54,7 @@ def scenario_overrides(seed: Optional[int], duration: Optional[str], replication
 @app.command()
 def run(
     scenario: Optional[str] = typer.Argument(
-        None, help="scenario YAML file, or the name of a shipped one [default: video-analytics-64]"
+        None, help="scenario YAML file, or the name of a shipped one (default: video-analytics-64)"
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder [default: results/<scenario name>]"),
     seed: Optional[int] = typer.Option(None, help="override run.seed"),

@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hil.calibrate import CalibrateOptions, Measurement, Settings, affine_entry, calibrate_scenario, fit_affine
+from hil.calibrate.fit import affine_entry, fit_affine
+from hil.calibrate.measure import Measurement, Settings
+from hil.calibrate.scenario import CalibrateOptions, calibrate_scenario
 from hil.calibrate.command import calibrate_command
 from hil.calibrate.fit import distribution_entry
 from hil.calibrate.measure import measure, settled

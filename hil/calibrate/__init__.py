@@ -18,24 +18,7 @@ docs/calibration.md documents it), which scenarios then reference:
   through ``dgsim hil run``);
 - ``scenario``: ``calibrate_scenario``, which runs all of it for one scenario;
 - ``command``: the ``dgsim hil calibrate`` command.
+
+Import from the submodules: this package imports nothing when loaded, so
+the ``dgsim`` command stays quick to start.
 """
-
-from hil.calibrate.fit import affine_entry, distribution_entry, fit_affine
-from hil.calibrate.measure import FULL, QUICK, Measurement, Settings, measure, settled
-from hil.calibrate.scenario import CalibrateOptions, calibrate_scenario
-from hil.calibrate.transport import PingPong
-
-__all__ = [
-    "FULL",
-    "QUICK",
-    "CalibrateOptions",
-    "Measurement",
-    "PingPong",
-    "Settings",
-    "affine_entry",
-    "calibrate_scenario",
-    "distribution_entry",
-    "fit_affine",
-    "measure",
-    "settled",
-]

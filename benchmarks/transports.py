@@ -1,0 +1,176 @@
+"""Latency and bandwidth of the harness transports, measured the way perftest does.
+
+For each transport and each message size (4 KiB to 8 MiB in powers of two)
+a child process echoes on a pair of channels (there and back):
+
+- latency: ping-pong. The parent sends one message, the child sends the
+  same array back, the parent times the round trip; one-way latency is
+  RTT/2 as perftest reports it. Median ("typical") and p99 over every
+  sample after a warm-up.
+- bandwidth: streaming. The parent sends ``n`` messages back to back, then
+  a flush; the child answers the flush with a tiny ack; GB/s =
+  ``n * size`` / elapsed (1 GB = 1e9 bytes, as perftest).
+
+Iterations are bounded by count and by a time budget per measurement, so
+the default run takes about a minute on two cores. The echo copies each
+message into its return channel, as a real consumer would.
+
+    python benchmarks/transports.py [--kinds shm,tcp] [--budget 0.8] [--out reports/transports.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hil.transports import Channel, Message, create_channel
+from hil.transports.base import Backoff
+
+PING, DATA, FLUSH, STOP = 0, 1, 2, 3
+ACK = np.zeros(1, np.uint8)
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    size: int
+    lat_iters: int
+    lat_median_us: float
+    lat_p99_us: float
+    bw_msgs: int
+    bw_gbps: float
+
+
+def echo(there, back) -> None:
+    """The child: answer pings with the same array, flushes with an ack, stop on STOP."""
+    with there.open_receiver() as rx, back.open_sender() as tx:
+        while True:
+            m = rx.recv(timeout=60)
+            if m is None or m.tag == STOP:
+                return
+            if m.tag == PING:
+                tx.send(Message(m.request_id, m.array, PING))
+            elif m.tag == FLUSH:
+                tx.send(Message(m.request_id, ACK, FLUSH))
+
+
+def open_pair(kind: str, max_size: int, backoff: Backoff) -> tuple[list[Channel], mp.Process]:
+    options = {"capacity": 4 * max_size, "backoff": backoff} if kind in ("shm", "rdma") else {}
+    channels = [create_channel(kind, **options).create() for _ in range(2)]
+    child = mp.get_context("fork").Process(target=echo, args=(channels[0].spec, channels[1].spec), daemon=True)
+    child.start()
+    return channels, child
+
+
+def latency(tx, rx, array: np.ndarray, budget: float, max_iters: int) -> np.ndarray:
+    """One-way latencies (RTT/2) in seconds, after a warm-up of a tenth of the budget."""
+    samples = []
+    warm_until = time.perf_counter() + budget / 10
+    stop = warm_until + budget
+    for i in range(10**9):
+        t0 = time.perf_counter()
+        tx.send(Message(i, array, PING))
+        rx.recv(timeout=30)
+        t1 = time.perf_counter()
+        if t0 >= warm_until:
+            samples.append((t1 - t0) / 2)
+        if len(samples) >= max_iters or (t1 >= stop and len(samples) >= 10):
+            break
+    return np.array(samples)
+
+
+def stream(tx, rx, array: np.ndarray, n: int) -> float:
+    """Seconds to send ``n`` messages and have the last one acknowledged."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        tx.send(Message(i, array, DATA))
+    tx.send(Message(n, ACK, FLUSH))
+    rx.recv(timeout=60)
+    return time.perf_counter() - t0
+
+
+def measure(kind: str, sizes: list[int], budget: float, max_iters: int, backoff: Backoff) -> list[Row]:
+    channels, child = open_pair(kind, max(sizes), backoff)
+    rows = []
+    try:
+        with channels[0].spec.open_sender() as tx, channels[1].spec.open_receiver() as rx:
+            for size in sizes:
+                array = np.ones(size, np.uint8)
+                lat = latency(tx, rx, array, budget, max_iters)
+                n = int(np.clip(budget / max(float(np.median(lat)), 1e-7), 16, 20 * max_iters))
+                stream(tx, rx, array, max(n // 10, 4))  # warm-up
+                seconds = stream(tx, rx, array, n)
+                rows.append(Row(kind, size, len(lat), float(np.median(lat) * 1e6),
+                                float(np.percentile(lat, 99) * 1e6), n, n * size / seconds / 1e9))
+                print(format_row(rows[-1]), flush=True)
+            tx.send(Message(0, ACK, STOP))
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+        for channel in channels:
+            channel.close()
+    return rows
+
+
+def human(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+
+
+HEAD = ("kind", "size", "lat iters", "one-way median us", "one-way p99 us", "stream msgs", "bandwidth GB/s")
+
+
+def format_row(r: Row) -> str:
+    cells = (r.kind, human(r.size), r.lat_iters, f"{r.lat_median_us:.1f}", f"{r.lat_p99_us:.1f}", r.bw_msgs,
+             f"{r.bw_gbps:.2f}")
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(rows: list[Row], note: str) -> str:
+    lines = [note, "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    return "\n".join(lines + [format_row(r) for r in rows]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", default="shm,tcp", help="transports to measure, comma-separated")
+    parser.add_argument("--min-size", type=int, default=4 << 10)
+    parser.add_argument("--max-size", type=int, default=8 << 20)
+    parser.add_argument("--budget", type=float, default=0.8, help="seconds per latency and per bandwidth run")
+    parser.add_argument("--max-iters", type=int, default=5000, help="latency samples at most, per size")
+    parser.add_argument("--spin-us", type=float, default=Backoff.spin_s * 1e6, help="shm/rdma poll: spin this long")
+    parser.add_argument("--max-sleep-us", type=float, default=Backoff.max_sleep_s * 1e6, help="then sleep up to this")
+    parser.add_argument("--out", type=Path, help="write the table here: .csv for CSV, else markdown")
+    args = parser.parse_args()
+    backoff = Backoff(args.spin_us / 1e6, args.max_sleep_us / 1e6)
+    sizes = [1 << k for k in range(args.min_size.bit_length() - 1, args.max_size.bit_length())]
+    note = (f"Transports on {platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"budget {args.budget} s per measurement; latency = RTT/2; "
+            f"shm polls spinning {args.spin_us:g} us, then sleeping up to {args.max_sleep_us:g} us.")
+    print(note)
+    print("| " + " | ".join(HEAD) + " |")
+    start = time.perf_counter()
+    kinds = [k.strip() for k in args.kinds.split(",")]
+    rows = [row for kind in kinds for row in measure(kind, sizes, args.budget, args.max_iters, backoff)]
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix == ".csv":
+            with args.out.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+                writer.writeheader()
+                writer.writerows(asdict(r) for r in rows)
+        else:
+            args.out.write_text(markdown(rows, note))
+
+
+if __name__ == "__main__":
+    main()

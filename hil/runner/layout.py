@@ -1,0 +1,209 @@
+"""What runs where: one scenario variant laid out on this host's two processes.
+
+The plan (``sim.plan``) already says which pool runs each stage. The harness
+has two worker processes: the *front* (the DPU's side: every stage placed on
+a ``dpu`` or ``cpu`` pool) and the *GPU side* (every stage on a ``gpu``
+pool), pinned to disjoint cores. Each stage gets an operation that does its
+work for real:
+
+    parse        copy the request's raw frame bytes into a frame array
+    preprocess   resize + normalise the frame to the detector's input (numpy)
+    prefilter    the small ONNX classifier; below its threshold the request is filtered
+    detect       the ONNX detector, batched by the scenario's batching policy
+    postprocess  decode + class-aware NMS (numpy)
+    emulate      busy-spin for a draw from the stage's own cost model: NOT real work
+
+The op comes from the stage's ``hil.op``, else from its name (``infer`` and
+``detect`` are ``detect``; an unknown name is emulated). Models are the ones
+``hil.models`` builds for the scenario's ``hil`` sizes, or the user's ONNX
+file (``hil.model``). Only linear pipelines run here (one predecessor and one
+successor per stage); everything else is reported as a problem up front.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from sim.plan import Plan
+from sim.scenario.errors import Problem, ScenarioError
+from sim.scenario.schema import BatchingSpec, HilSettings
+
+FRONT, GPU = "front", "gpu"
+SIDE_OF_KIND = {"cpu": FRONT, "dpu": FRONT, "gpu": GPU}
+DEFAULT_OPS = {"parse": "parse", "preprocess": "preprocess", "prefilter": "prefilter", "infer": "detect",
+               "detect": "detect", "postprocess": "postprocess"}
+MODEL_OPS = ("prefilter", "detect")
+FRAME_OPS = ("parse", "preprocess", "prefilter", "detect")
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage as the harness runs it."""
+
+    index: int
+    name: str
+    side: str
+    pool: str
+    kind: str  # device kind of ``pool``: cpu, dpu or gpu
+    op: str
+    model: Optional[Path]  # the ONNX file of a prefilter/detect op (None until models are built)
+    user_model: bool
+    threshold: float
+    cost: Any  # the stage's CostSpec on ``kind``
+    speed: float
+    output: Optional[float]
+    pass_probability: float
+    batching: BatchingSpec
+
+    def model_mean(self, batch: int) -> float:
+        """The scenario's cost model for a batch on this stage's device kind, in seconds."""
+        return self.cost.mean(batch) / self.speed
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A variant ready to run: stages, sides, cores, sizes, models."""
+
+    plan: Plan
+    variant: str
+    label: str
+    stages: tuple[StageRun, ...]
+    settings: HilSettings
+    cores: dict[str, tuple[int, ...]]
+    tensor_size: tuple[int, int]  # the detector's input height, width (preprocess's output)
+    positive_fraction: float  # share of synthetic frames with objects: the prefilter's pass rate
+
+    @property
+    def scenario(self):
+        return self.plan.scenario
+
+    @property
+    def uses_frames(self) -> bool:
+        return any(s.op in FRAME_OPS for s in self.stages)
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(name for pool in self.plan.pools.values() for name in pool.instance_names())
+
+    def side_stages(self, side: str) -> list[StageRun]:
+        return [s for s in self.stages if s.side == side]
+
+
+def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list[int]] = None) -> Layout:
+    """The layout of ``plan``; raises ScenarioError listing every problem."""
+    scenario = plan.scenario
+    settings = scenario.hil or HilSettings()
+    problems: list[Problem] = []
+
+    def problem(path: str, message: str) -> None:
+        problems.append(Problem(label, path, message))
+
+    specs = {s.name: (i, s) for i, s in enumerate(scenario.pipeline.stages)}
+    stages = []
+    for stage in plan.stages:
+        i, spec = specs[stage.name]
+        path = f"pipeline.stages[{i}]"
+        if len(stage.preds) > 1 or len(stage.succs) > 1:
+            problem(f"{path}.after", f"stage '{stage.name}' joins or forks; the harness runs linear pipelines only")
+        pool = plan.pools[stage.pools[0]]
+        hil = spec.hil
+        op = (hil.op if hil and hil.op else None) or DEFAULT_OPS.get(stage.name, "emulate")
+        model = None
+        if hil and hil.model:
+            if op not in MODEL_OPS:
+                problem(f"{path}.hil.model", f"only prefilter and detect ops take a model; this stage's op is {op}")
+            model = _user_model(plan.base_dir / hil.model, f"{path}.hil.model", problem)
+        stages.append(StageRun(
+            index=stage.index, name=stage.name, side=SIDE_OF_KIND[pool.kind], pool=pool.name, kind=pool.kind,
+            op=op, model=model, user_model=model is not None, threshold=hil.threshold if hil else 0.5,
+            cost=stage.costs[pool.kind], speed=pool.speed, output=stage.output,
+            pass_probability=stage.pass_probability, batching=stage.batching,
+        ))
+    tensor = (settings.detector.input_size,) * 2
+    for s in stages:
+        if s.op == "detect" and s.model is not None:
+            shape = _model_input(s.model)
+            if shape is None:
+                problem("pipeline.stages", f"{s.model}: detect needs an input of shape (N, 3, H, W) with fixed H, W")
+            else:
+                tensor = shape
+    cores = _cores(settings, available_cores, problem)
+    if problems:
+        raise ScenarioError(problems)
+    prefilters = [s for s in scenario.pipeline.stages if (s.hil and s.hil.op or DEFAULT_OPS.get(s.name)) == "prefilter"]
+    positive = prefilters[0].pass_probability if prefilters else 0.5
+    return Layout(plan, variant, label, tuple(stages), settings, cores, tensor, positive)
+
+
+def build_models(layout: Layout) -> Layout:
+    """The layout with the built model files filled in where the user gave none.
+
+    Files live in ``<hil.cache>/models``, named by a hash of their spec: the
+    first run with new sizes trains the prefilter (seconds to a minute),
+    later runs reuse the files.
+    """
+    from hil.models import (
+        DetectorSpec,
+        PrefilterSpec,
+        build_detector,
+        build_prefilter,
+        ensure_model,
+    )
+
+    sizes = layout.settings
+    recipes = {
+        "prefilter": ("prefilter", PrefilterSpec(input_size=sizes.prefilter.input_size), build_prefilter),
+        "detect": ("detector", DetectorSpec(input_size=sizes.detector.input_size, width=sizes.detector.width),
+                   build_detector),
+    }
+    folder = Path(sizes.cache) / "models"
+    paths = {op: ensure_model(folder, *recipes[op]) for op in {s.op for s in layout.stages if s.model is None}
+             if op in recipes}
+    stages = tuple(s if s.op not in paths or s.model is not None else replace(s, model=paths[s.op].resolve())
+                   for s in layout.stages)
+    return replace(layout, stages=stages)
+
+
+def _user_model(path: Path, where: str, problem) -> Optional[Path]:
+    from hil.models import ModelFileError, inspect_model
+
+    try:
+        inspect_model(path)
+    except ModelFileError as error:
+        problem(where, str(error))
+        return None
+    return path
+
+
+def _model_input(path: Path) -> Optional[tuple[int, int]]:
+    from hil.models import inspect_model
+
+    shape = inspect_model(path).input_shape
+    if len(shape) == 4 and shape[1] == 3 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
+        return int(shape[2]), int(shape[3])
+    return None
+
+
+def _cores(settings: HilSettings, available: Optional[list[int]], problem) -> dict[str, tuple[int, ...]]:
+    """Disjoint core sets of the two sides: as configured, else this process's cores split in halves."""
+    cpus = sorted(available if available is not None else os.sched_getaffinity(0))
+    front, gpu = settings.cores.front, settings.cores.gpu
+    if front is None and gpu is None:
+        if len(cpus) < 2:
+            problem("hil.cores", f"the two sides need disjoint cores; this process may use only {cpus}")
+            return {}
+        half = len(cpus) // 2
+        return {FRONT: tuple(cpus[:half]), GPU: tuple(cpus[half:])}
+    if front is None or gpu is None:
+        problem("hil.cores", "give both front and gpu core lists, or neither (then the cores are split in halves)")
+        return {}
+    for name, cores in ((FRONT, front), (GPU, gpu)):
+        missing = sorted(set(cores) - set(cpus))
+        if not cores or missing:
+            problem(f"hil.cores.{name}", f"cores {missing or cores} are not usable here; this process may use {cpus}")
+    if set(front) & set(gpu):
+        problem("hil.cores", f"front and gpu cores overlap: {sorted(set(front) & set(gpu))}")
+    return {FRONT: tuple(front), GPU: tuple(gpu)}

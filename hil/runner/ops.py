@@ -1,0 +1,209 @@
+"""The work each stage does for real, on a batch of jobs.
+
+An op takes the jobs of one batch and returns each job's output array (what
+travels to the next stage) and, for a gate such as the prefilter, which jobs
+pass. Every request carries a synthetic camera frame: request ``i`` carries
+frame ``i mod count`` of a seeded ``FrameBank``, so anyone can regenerate
+the frame of any request (the tests do, to check the prefilter's decisions
+and the detector's outputs against direct onnxruntime calls).
+
+Model ops open their backend once, warm it up with one batch before the
+run's clock starts, and run whole batches. The front side runs onnxruntime
+on its own cores (``OrtCpuBackend``); the GPU side runs whatever
+``open_backend(--backend)`` opens there. ``Emulate`` is the one op that
+does no real work: it busy-spins for the service times the simulator would
+draw for that stage (same cost model, same random stream), and says so in
+its description.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from hil.backends import BackendOptions, OrtCpuBackend, open_backend
+from hil.backends.ort_cpu import cpu_role
+from hil.models import make_frames, postprocess, to_model_input
+from hil.runner.layout import FRONT, Layout, StageRun
+
+Outputs = tuple[list[np.ndarray], Optional[np.ndarray]]  # per-job outputs; pass mask or None
+
+
+class FrameBank:
+    """The frames requests carry: ``count`` seeded frames, cycled by request id."""
+
+    def __init__(self, height: int, width: int, count: int, seed: int, positive_fraction: float):
+        self.images = make_frames(count, seed, height, width, positive_fraction).images
+
+    @classmethod
+    def of(cls, layout: Layout) -> FrameBank:
+        return cls(**bank_settings(layout))
+
+    def frame(self, request_id: int) -> np.ndarray:
+        return self.images[request_id % len(self.images)]
+
+
+def bank_settings(layout: Layout) -> dict:
+    f = layout.settings.frames
+    return {"height": f.height, "width": f.width, "count": f.count, "seed": layout.scenario.run.seed,
+            "positive_fraction": layout.positive_fraction}
+
+
+class Op:
+    """One stage's work; subclasses implement ``__call__`` and ``describe``."""
+
+    def __init__(self, stage: StageRun, frames: Optional[FrameBank]):
+        self.stage, self.frames = stage, frames
+
+    def frame(self, job) -> np.ndarray:
+        """The job's frame: its data while that still is the raw frame, else the bank's copy."""
+        data = job.data
+        return data if data.dtype == np.uint8 and data.ndim == 3 else self.frames.frame(job.id)
+
+    def close(self) -> None:
+        pass
+
+
+class Parse(Op):
+    def __call__(self, jobs) -> Outputs:
+        return [np.array(self.frames.frame(j.id)) for j in jobs], None
+
+    def describe(self) -> str:
+        h, w = self.frames.images.shape[1:3]
+        return f"copies the {h}x{w} RGB frame out of the request (no RTP, no codec)"
+
+
+class Preprocess(Op):
+    def __init__(self, stage, frames, size: tuple[int, int]):
+        super().__init__(stage, frames)
+        self.size = size
+
+    def __call__(self, jobs) -> Outputs:
+        return list(to_model_input(np.stack([self.frame(j) for j in jobs]), *self.size)), None
+
+    def describe(self) -> str:
+        return f"resize + normalise to 3x{self.size[0]}x{self.size[1]} float32 (numpy, no video decode)"
+
+
+class Model(Op):
+    """An op around an inference backend."""
+
+    def __init__(self, stage, frames, backend):
+        super().__init__(stage, frames)
+        self.backend = backend
+        self.tail = tuple(d or 1 for d in backend.input_spec.shape[1:])
+        warm = [1] + ([stage.batching.max_batch] if stage.batching.max_batch > 1 else [])
+        for n in warm:  # first runs allocate; keep them out of the measurement
+            backend.run(np.zeros((n, *self.tail), backend.input_spec.dtype))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class Prefilter(Model):
+    def __call__(self, jobs) -> Outputs:
+        x = to_model_input(np.stack([self.frames.frame(j.id) for j in jobs]), *self.tail[1:3])
+        p = self.backend.run(x.astype(self.backend.input_spec.dtype, copy=False))[0].reshape(len(jobs), -1)[:, 0]
+        return [j.data for j in jobs], p >= self.stage.threshold
+
+    def describe(self) -> str:
+        return f"ONNX prefilter {self.tail[1]}x{self.tail[2]}, pass at p >= {self.stage.threshold:g}: {self.backend.describe()}"
+
+
+class Detect(Model):
+    def __call__(self, jobs) -> Outputs:
+        h, w = self.tail[1:3]
+        x = np.stack([j.data if j.data.shape == (3, h, w) else to_model_input(self.frame(j)[None], h, w)[0]
+                      for j in jobs])
+        return list(self.backend.run(x.astype(self.backend.input_spec.dtype, copy=False))[0]), None
+
+    def describe(self) -> str:
+        return f"ONNX detector {self.tail[1]}x{self.tail[2]}: {self.backend.describe()}"
+
+
+class Postprocess(Op):
+    def __call__(self, jobs) -> Outputs:
+        found = postprocess(np.stack([j.data for j in jobs]))
+        return [np.column_stack([d.boxes, d.scores, d.classes]).astype(np.float32) for d in found], None
+
+    def describe(self) -> str:
+        return "decode + confidence threshold + class-aware NMS (numpy); output: boxes, score, class"
+
+
+class Emulate(Op):
+    """Busy-spin for the simulator's service-time draws of this stage: emulated, not real work."""
+
+    def __init__(self, stage, frames, seed: int, replication: int):
+        from sim.costs import make_sampler
+        from sim.workload import stream_rng
+
+        super().__init__(stage, frames)
+        rng = stream_rng(seed, replication, f"service:{stage.name}:{stage.pool}")
+        self.sampler = make_sampler(stage.cost, rng, 1 / stage.speed)
+
+    def __call__(self, jobs) -> Outputs:
+        end = time.monotonic() + self.sampler.sample(len(jobs))
+        while time.monotonic() < end:
+            pass
+        out = self.stage.output
+        return [np.zeros(int(out), np.uint8) if out is not None else j.data for j in jobs], None
+
+    def describe(self) -> str:
+        return f"EMULATED: busy-spin for draws from its {self.stage.kind} cost model (no real work)"
+
+
+def open_op(stage: StageRun, layout: Layout, frames: Optional[FrameBank], backend_kind: str, replication: int) -> Op:
+    """The op of ``stage`` on its side, opened and warmed up."""
+    if stage.op == "parse":
+        return Parse(stage, frames)
+    if stage.op == "preprocess":
+        return Preprocess(stage, frames, layout.tensor_size)
+    if stage.op == "postprocess":
+        return Postprocess(stage, frames)
+    if stage.op == "emulate":
+        return Emulate(stage, frames, layout.scenario.run.seed, replication)
+    cores = layout.cores[stage.side]
+    options = BackendOptions(threads=len(cores), cores=cores, max_batch=max(stage.batching.max_batch, 1),
+                             cache_dir=layout.settings.cache)
+    if stage.side == FRONT:
+        backend = OrtCpuBackend(stage.model, options).open()
+    else:
+        backend = open_backend(backend_kind, stage.model, options)
+    return (Prefilter if stage.op == "prefilter" else Detect)(stage, frames, backend)
+
+
+def side_role(side: str, backend_kind: Optional[str] = None) -> str:
+    """What this host's cores stand for on a side, in words."""
+    if side == FRONT:
+        return cpu_role()
+    if backend_kind == "onnxruntime-cpu":
+        return "host CPU cores standing in for the GPU (no GPU backend here)"
+    return "the GPU"
+
+
+def honest(description: str, side: str) -> str:
+    """A backend description with the CPU role corrected when host cores stand in for the GPU."""
+    return description.replace(cpu_role(), side_role(side, "onnxruntime-cpu")) if side != FRONT else description
+
+
+@dataclass
+class PassDraws:
+    """The simulator's pass/filter draws of a stage with pass_probability < 1 (by request id)."""
+
+    rng: np.random.Generator
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, stage: StageRun, seed: int, replication: int) -> PassDraws:
+        from sim.workload import stream_rng
+
+        return cls(stream_rng(seed, replication, f"pass:{stage.name}"), np.empty(0))
+
+    def __call__(self, ids: list[int]) -> np.ndarray:
+        need = max(ids) + 1
+        if need > len(self.values):  # numpy draws doubles in sequence: extending keeps the prefix
+            self.values = np.concatenate([self.values, self.rng.random(max(need - len(self.values), 4096))])
+        return self.values[ids]
