@@ -146,15 +146,17 @@ def main() -> None:
     parser.add_argument("--max-size", type=int, default=8 << 20)
     parser.add_argument("--budget", type=float, default=0.8, help="seconds per latency and per bandwidth run")
     parser.add_argument("--max-iters", type=int, default=5000, help="latency samples at most, per size")
-    parser.add_argument("--spin-us", type=float, default=Backoff.spin_s * 1e6, help="shm/rdma poll: spin this long")
+    parser.add_argument("--spin-us", type=float, default=Backoff.spin_s * 1e6, help="shm/rdma poll: spin this long,")
+    parser.add_argument("--yield-us", type=float, default=Backoff.yield_s * 1e6, help="then yield the CPU until this,")
     parser.add_argument("--max-sleep-us", type=float, default=Backoff.max_sleep_s * 1e6, help="then sleep up to this")
     parser.add_argument("--out", type=Path, help="write the table here: .csv for CSV, else markdown")
     args = parser.parse_args()
-    backoff = Backoff(args.spin_us / 1e6, args.max_sleep_us / 1e6)
+    backoff = Backoff(args.spin_us / 1e6, args.yield_us / 1e6, args.max_sleep_us / 1e6)
     sizes = [1 << k for k in range(args.min_size.bit_length() - 1, args.max_size.bit_length())]
-    note = (f"Transports on {platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-            f"budget {args.budget} s per measurement; latency = RTT/2; "
-            f"shm polls spinning {args.spin_us:g} us, then sleeping up to {args.max_sleep_us:g} us.")
+    note = (f"Transports on {platform.machine()} with {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} "
+            f"at start), Python {platform.python_version()}; budget {args.budget} s per measurement; "
+            f"latency = RTT/2; shm polls: spin {args.spin_us:g} us, yield to {args.yield_us:g} us, "
+            f"then sleep <= {args.max_sleep_us:g} us.")
     print(note)
     print("| " + " | ".join(HEAD) + " |")
     start = time.perf_counter()

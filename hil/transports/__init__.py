@@ -47,8 +47,8 @@ from hil.transports.tcp import TcpSpec
 CHANNEL_KINDS = ("shm", "tcp", "rdma")
 
 __all__ = [
-    "CHANNEL_KINDS", "KINDS", "Channel", "ChannelClosed", "ChannelPolicy", "ChannelSpec", "DeviceArray", "Message",
-    "Receiver", "RdmaSpec", "Sender", "ShmSpec", "TcpSpec", "TransportError", "TransportTimeout",
+    "CHANNEL_KINDS", "KINDS", "SHM_DIR", "Channel", "ChannelClosed", "ChannelPolicy", "ChannelSpec", "DeviceArray",
+    "Message", "Receiver", "RdmaSpec", "Sender", "ShmSpec", "TcpSpec", "TransportError", "TransportTimeout",
     "available_channel_kinds", "choose_transport", "create_channel", "probe_transports",
 ]
 

@@ -102,7 +102,12 @@ class Landing:
 
 
 class DeviceStager:
-    """A pinned host buffer, a device buffer and a stream, ``capacity`` bytes each."""
+    """A pinned host buffer, a device buffer and a stream, ``capacity`` bytes each.
+
+    ``pinned`` is a numpy view of the pinned buffer (a receiver may fill it
+    directly, and ``to_device`` then skips the staging copy); it and every
+    ``DeviceArray`` returned die with ``close()``.
+    """
 
     def __init__(self, capacity: int, device: int = 0) -> None:
         self.capacity, self.device = capacity, device

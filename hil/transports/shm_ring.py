@@ -119,7 +119,7 @@ class ShmSpec(ChannelSpec):
         ctrl[MAGIC_W] = MAGIC
         del ctrl
         shm.close()  # the owner keeps only the name: endpoints map the segment themselves
-        return Channel(self, partial(_unlink, shm))
+        return Channel(self, partial(_unlink, shm, os.getpid()))
 
     def open_sender(self) -> ShmSender:
         return ShmSender(self)
@@ -128,7 +128,9 @@ class ShmSpec(ChannelSpec):
         return ShmReceiver(self)
 
 
-def _unlink(shm: shared_memory.SharedMemory) -> None:
+def _unlink(shm: shared_memory.SharedMemory, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return  # a forked child inherited the finalizer: only the owner unlinks
     try:
         shm.unlink()
     except FileNotFoundError:
