@@ -262,4 +262,7 @@ _register_calibrate()
 
 
 def register(app: typer.Typer) -> None:
+    from hil.validate.command import validate_command
+
     app.add_typer(hil_app, name="hil")
+    app.command("validate")(validate_command)

@@ -16,16 +16,22 @@ minutes per window).
 
 ``pinned`` runs a block with every thread of the process on chosen cores,
 as the harness pins each side of the pipeline, and restores the affinity
-afterwards.
+afterwards. It also sets numpy's BLAS (OpenBLAS, MKL) to one thread per
+chosen core, as the harness's workers have (OMP_NUM_THREADS etc. = their
+cores): BLAS keeps the thread count it started with (one per CPU of the
+host), and two BLAS threads sharing one pinned core made numpy's resize
+15-25x slower than in the harness.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -124,11 +130,42 @@ def pinned(cores: Sequence[int]) -> Iterator[None]:
     before = {tid: os.sched_getaffinity(tid) for tid in _threads() if _alive(tid)}
     for tid in before:
         _set(tid, set(cores))
+    threads = _blas_threads(len(cores))
     try:
         yield
     finally:
+        _blas_threads(threads)
         for tid in _threads():
             _set(tid, before.get(tid, before.get(os.getpid(), set(cores))))
+
+
+_BLAS_CALLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
+               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+               ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+               ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+               ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"))
+
+
+def _blas_threads(n: int | None) -> int | None:
+    """Set the loaded BLAS libraries to ``n`` threads; return the count before (None: no BLAS found)."""
+    if n is None:
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    previous = None
+    for path in sorted({line.split()[-1] for line in maps if "blas" in line.lower() or "mkl_rt" in line}):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, set_ in _BLAS_CALLS:
+            if hasattr(lib, get) and hasattr(lib, set_):
+                previous = getattr(lib, get)()
+                getattr(lib, set_)(int(n))
+                break
+    return previous
 
 
 def _alive(tid: int) -> bool:
