@@ -111,7 +111,9 @@ def test_harness_and_twin_draw_the_same_arrivals():
 
 
 def test_errors_and_the_goal():
-    e = lambda v: Estimate(v, math.nan, math.nan, (v,))
+    def e(v: float) -> Estimate:
+        return Estimate(v, math.nan, math.nan, (v,))
+
     assert relative_error(1.1, 1.0) == pytest.approx(0.1) and math.isnan(relative_error(1.0, 0.0))
     rows = compare(0.5, {"latency.p50": e(0.0104), "throughput": e(97.0)},
                    {"latency.p50": e(0.010), "throughput": e(100.0), "latency.p99": e(0.05)},
@@ -163,7 +165,7 @@ def _one_stage_layout():
 
 
 def test_calibration_times_ops_with_one_blas_thread_per_pinned_core():
-    """Found by validation: two BLAS threads on one pinned core made numpy's resize 15-25x slower than in the harness."""
+    """Found by validation: two BLAS threads on one pinned core made numpy's resize 8-23x slower than in the harness."""
     import os
 
     from hil.calibrate.measure import _blas_threads, pinned

@@ -20,7 +20,7 @@ afterwards. It also sets numpy's BLAS (OpenBLAS, MKL) to one thread per
 chosen core, as the harness's workers have (OMP_NUM_THREADS etc. = their
 cores): BLAS keeps the thread count it started with (one per CPU of the
 host), and two BLAS threads sharing one pinned core made numpy's resize
-15-25x slower than in the harness.
+8-23x slower than in the harness.
 """
 
 from __future__ import annotations

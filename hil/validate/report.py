@@ -261,6 +261,7 @@ def plot_cdfs(sweep: Sweep, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     n = len(sweep.points)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), sharey=True, squeeze=False)
@@ -271,6 +272,8 @@ def plot_cdfs(sweep: Sweep, path: Path) -> None:
             lat = np.sort(window(frame, r.warmup, r.duration)["latency"].to_numpy()) * 1e3
             ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), style, label=label, lw=1.4)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"load {p.load:g} ({p.rate:.1f}/s)", fontsize=9)
         ax.set_xlabel("latency (ms)", fontsize=8)
         ax.grid(alpha=0.3, which="both")
