@@ -31,18 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from hil.backends.cuda_probe import cuda_devices, import_cudart
 from hil.probe import Capability
 from hil.transports.base import DeviceArray, TransportError, align, check_array
 
 GPU_PAGE = 1 << 16
-
-
-def import_cudart() -> ModuleType:
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime
-    return runtime
 
 
 def import_cuda_driver() -> ModuleType:
@@ -71,24 +64,15 @@ def check(result: Any, what: str) -> Any:
 
 
 def probe_cuda() -> Capability:
-    """A usable GPU (cudaGetDeviceCount succeeds and finds one or more), or why not."""
+    """A usable GPU (the backends' device discovery finds one or more), or why not."""
     try:
-        rt = import_cudart()
-    except Exception as exc:
+        import_cudart()
+    except ImportError as exc:
         return Capability("cuda", False, f"cuda-python not installed ({exc}); pip install cuda-python")
-    try:
-        err, count = rt.cudaGetDeviceCount()
-        if int(err) != 0:
-            return Capability("cuda", False, f"no usable GPU: cudaGetDeviceCount failed with {_error_text(err)}")
-        if count == 0:
-            return Capability("cuda", False, "no usable GPU: the CUDA driver reports zero devices")
-        names = []
-        for i in range(count):
-            name = check(rt.cudaGetDeviceProperties(i), "cudaGetDeviceProperties").name
-            names.append((name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00"))
-        return Capability("cuda", True, f"{count} GPU(s): {', '.join(names)} (cuda-python)")
-    except Exception as exc:
-        return Capability("cuda", False, f"cuda-python could not query devices: {exc}")
+    names, why = cuda_devices()
+    if not names:
+        return Capability("cuda", False, f"no usable GPU: {why}")
+    return Capability("cuda", True, f"{len(names)} GPU(s): {', '.join(names)} (cuda-python)")
 
 
 @dataclass(frozen=True)
