@@ -14,7 +14,7 @@ Each variant is validated in full (schema, then cross-references through
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -34,6 +34,7 @@ class ScenarioFile:
     path: Path
     document: dict[str, Any]
     overrides: tuple[str, ...] = ()
+    _plans: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def variant_names(self) -> list[str]:
@@ -41,6 +42,15 @@ class ScenarioFile:
 
     def resolve(self, variant: str) -> Scenario:
         """The validated scenario of one variant (raises ScenarioError)."""
+        return self.plan(variant).scenario
+
+    def plan(self, variant: str):
+        """The compiled ``sim.plan.Plan`` of one variant, compiled once per file (raises ScenarioError)."""
+        if variant not in self._plans:
+            self._plans[variant] = self._compile(variant)
+        return self._plans[variant]
+
+    def _compile(self, variant: str):
         from sim.plan import compile_plan
 
         variants = self.document.get("variants") or {}
@@ -51,10 +61,9 @@ class ScenarioFile:
         except ValidationError as error:
             raise ScenarioError([self._blame(_problem(label, e)) for e in error.errors()]) from None
         try:
-            compile_plan(scenario, label=label, base_dir=self.path.parent)
+            return compile_plan(scenario, label=label, base_dir=self.path.parent)
         except ScenarioError as error:
             raise ScenarioError([self._blame(p) for p in error.problems]) from None
-        return scenario
 
     def _blame(self, problem: Problem) -> Problem:
         """A problem in a value set on the command line names the command line, not the file."""
