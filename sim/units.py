@@ -4,7 +4,9 @@ A scenario says "250 us", "2.5 ms", "25 Gbit/s", "1.2 MB" or "30 fps"; the
 model works in SI floats: seconds, bytes, bytes per second and events per
 second. This module turns the first into the second and refuses a bare
 number where a unit is needed, because "5" could be seconds or
-milliseconds and the difference is a factor of a thousand.
+milliseconds and the difference is a factor of a thousand. Only finite
+numbers are quantities: ``1e999 s`` (infinite once read), ``.inf`` and
+``.nan`` are refused, so no infinity or NaN reaches the model.
 
 Sizes follow the SI/IEC convention: kB/KB/MB/GB are powers of 1000, KiB/MiB/GiB
 powers of 1024. Bandwidths in bits ("Gbit/s", "Gb/s", "Gbps") are divided
@@ -13,6 +15,7 @@ by 8; in bytes ("GB/s") they are taken as they are.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -68,7 +71,10 @@ def _parse(text: object, units: dict[str, float], what: str, example: str) -> fl
     if unit not in units:
         known = ", ".join(units)
         raise UnitError(f"unknown unit {unit!r} in {text!r} for {what}; known units: {known}")
-    return float(number) * units[unit]
+    value = float(number) * units[unit]
+    if not math.isfinite(value):
+        raise UnitError(f"{text!r} is too large: expected a finite {what[2:]} such as '{example}'")
+    return value
 
 
 def parse_duration(text: object) -> float:

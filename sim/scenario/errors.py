@@ -17,7 +17,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.path}" if self.path else self.file
-        return f"{where}: {self.message}"
+        return " ".join(f"{where}: {self.message}".split("\n"))  # one line, whatever the message holds
 
 
 class ScenarioError(Exception):

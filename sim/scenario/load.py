@@ -8,7 +8,9 @@ apply last, to every variant; a list of named items can be addressed by
 name (``pipeline.stages.infer.output=20 KB``).
 
 Each variant is validated in full (schema, then cross-references through
-``sim.plan``), and every problem found is reported at once.
+``sim.plan``), and every problem found is reported at once. The file and
+every ``--set`` value are read by ``sim.scenario.safe_yaml`` (size, alias,
+depth and encoding limits; duplicate keys refused).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.scenario.errors import Problem, ScenarioError
+from sim.scenario.safe_yaml import YamlProblem, parse_yaml, read_text_file
 from sim.scenario.schema import Scenario
 
 BASE = "base"
@@ -91,17 +93,15 @@ def load_scenario_file(path: str | Path, overrides: Sequence[str] = ()) -> Scena
     path = Path(path)
     label = str(path)
     try:
-        text = path.read_text()
+        document = parse_yaml(read_text_file(path))
     except FileNotFoundError:
         raise ScenarioError([Problem(label, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ScenarioError([Problem(label, "", "is a folder; expected a scenario YAML file")]) from None
     except OSError as error:
         raise ScenarioError([Problem(label, "", f"cannot read: {error.strerror}")]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise ScenarioError([Problem(label, where, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
+    except YamlProblem as problem:
+        raise ScenarioError([Problem(label, problem.where, problem.message)]) from None
     if not isinstance(document, dict):
         raise ScenarioError([Problem(label, "", "expected a mapping of sections (hardware, workload, ...)")])
     variants = document.get("variants")
@@ -109,6 +109,10 @@ def load_scenario_file(path: str | Path, overrides: Sequence[str] = ()) -> Scena
         isinstance(variants, dict) and all(isinstance(v, (dict, type(None))) for v in variants.values())
     ):
         raise ScenarioError([Problem(label, "variants", "expected a mapping of variant name to overrides")])
+    odd_names = [name for name in variants or {} if not isinstance(name, str)]
+    if odd_names:
+        raise ScenarioError([Problem(label, f"variants.{name}", f"a variant name must be text, got "
+                                     f"{type(name).__name__} {name!r}; quote it: '{name}'") for name in odd_names])
     override_problems = [p for o in overrides for p in _check_override_syntax(o)]
     if override_problems:
         raise ScenarioError(override_problems)
@@ -144,7 +148,8 @@ def _merge_variant_problems(label: str, found: dict[str, list[Problem]], variant
 
 
 def _named_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value)
+    """A list whose items are all mappings with a text ``name`` (anything else is replaced whole)."""
+    return isinstance(value, list) and all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in value)
 
 
 def merge(base: Any, override: Any) -> Any:
@@ -171,7 +176,10 @@ def _check_override_syntax(override: str) -> list[Problem]:
 def apply_override(document: dict[str, Any], override: str) -> dict[str, Any]:
     """Set one ``dotted.path=value`` in a copy of ``document``."""
     key, _, text = override.partition("=")
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = parse_yaml(text) if text.strip() else None
+    except YamlProblem as problem:
+        raise ScenarioError([Problem("--set", key.strip(), f"the value {text!r} is not valid: {problem.message}")]) from None
     parts = key.strip().split(".")
     document = copy.deepcopy(document)
     node: Any = document

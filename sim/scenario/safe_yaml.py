@@ -1,0 +1,163 @@
+"""YAML from files people send us, read with limits.
+
+Scenario files arrive in pull requests and run in CI, so reading one must
+not hang or exhaust memory whatever it holds. ``yaml.safe_load`` already
+refuses arbitrary Python objects, but not:
+
+- an alias bomb ("billion laughs"): nine levels of ten aliases each expand
+  to 10^9 values although the file is a few hundred bytes (PyYAML shares the
+  aliased objects, so the parse itself is fast; whatever walks the result
+  afterwards, such as copying or validating it, never ends);
+- very deep nesting, which overflows Python's recursion in the composer;
+- duplicate mapping keys, which YAML forbids but PyYAML resolves silently in
+  favour of the last one;
+- a file that is not UTF-8 text (a binary file, NUL bytes) or one too big
+  to be a scenario.
+
+``read_yaml_file`` and ``parse_yaml`` check all of these and raise
+``YamlProblem`` with a location (``line N``) and one sentence: what was
+found and what was expected. The limits are constants here and are listed
+in docs/scenario-format.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_FILE_BYTES = 1_000_000  # the shipped scenarios are 3-5 KB; a calibration file ~20 KB
+MAX_DEPTH = 64  # nesting of mappings and lists; a scenario nests about 8 deep
+MAX_NODES = 200_000  # values after expanding every alias; a scenario holds a few hundred
+
+
+class YamlProblem(ValueError):
+    """A document that cannot be read safely: ``where`` (``line N`` or empty) and what is wrong."""
+
+    def __init__(self, where: str, message: str):
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """The safe loader with a depth limit while composing and no duplicate keys."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YamlProblem(f"line {mark.line + 1}", f"nested more than {MAX_DEPTH} levels deep; "
+                                  "expected a scenario-sized document")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            seen: dict[Any, Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *base" keys may be overridden: that is what they are for
+                key = self.construct_object(key_node, deep=True) if isinstance(key_node, ScalarNode) else None
+                if key is None or not _hashable(key):
+                    continue  # a non-scalar key: the schema reports it
+                if key in seen:
+                    first = seen[key].start_mark.line + 1
+                    raise YamlProblem(f"line {key_node.start_mark.line + 1}",
+                                      f"duplicate key {key!r} (first set on line {first}); expected each key once")
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _expanded_size(root: Node) -> int:
+    """How many values the document holds once every alias is expanded (memoised per node)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise YamlProblem(f"line {node.start_mark.line + 1}", "an alias refers to a value that contains "
+                              "it (a recursive anchor); expected plain nested values")
+        active.add(key)
+        total = 1
+        if isinstance(node, SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = total
+        if total > MAX_NODES:
+            raise YamlProblem(f"line {node.start_mark.line + 1}", f"expands to more than {MAX_NODES:,} values "
+                              "through aliases (&anchor / *alias); expected a scenario-sized document")
+        return total
+
+    size(root)
+    return sizes[id(root)]
+
+
+def parse_yaml(text: str) -> Any:
+    """The document in ``text``, or YamlProblem if it is invalid or breaks a limit."""
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise YamlProblem(f"line {line}", "contains a NUL byte; expected YAML text (is this a binary file?)")
+    loader = _LimitedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except YamlProblem:
+        raise
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise YamlProblem(where, f"not valid YAML: {getattr(error, 'problem', None) or error}") from None
+    except RecursionError:
+        raise YamlProblem("", f"nested too deeply; expected at most {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+def read_text_file(path: Path, what: str = "YAML text", max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of ``path``; YamlProblem for a file too big, binary or not UTF-8.
+
+    OSError (missing, unreadable) is left to the caller, which knows how to name it.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise YamlProblem("", f"larger than {max_bytes:,} bytes; expected {what} of at most that size")
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise YamlProblem(f"line {line}", f"contains a NUL byte; expected {what} (is this a binary file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise YamlProblem(f"line {line}", f"byte 0x{data[error.start]:02x} is not UTF-8; expected {what} "
+                          "encoded as UTF-8") from None
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document in ``path``, read with every limit above (OSError passes through)."""
+    return parse_yaml(read_text_file(path))
