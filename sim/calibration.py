@@ -293,26 +293,32 @@ class CalibratedCost:
 
     ``floor`` is subtracted from each residual ratio: a link whose bytes fit
     gives its overhead and bandwidth carries only the excess over the
-    fastest ratio as latency (see ``Resolver.link``).
+    fastest ratio as latency (see ``Resolver.link``). ``scale`` converts the
+    measurement to the reference device of its kind when the scenario says
+    it was measured on another (``on:``; see ``sim.plan``), and ``on`` is
+    the profile the scenario named.
     """
 
     file: str
     name: str
     entry: AffineEntry | DistributionEntry
     floor: float = 0.0
+    scale: float = 1.0
+    on: Optional[str] = None
 
     def mean(self, batch: int = 1) -> float:
         entry = self.entry
         if isinstance(entry, DistributionEntry):
-            return entry.mean() * batch
-        return entry.fitted(batch) * (entry.residual.mean() - self.floor)
+            return entry.mean() * batch * self.scale
+        return entry.fitted(batch) * (entry.residual.mean() - self.floor) * self.scale
 
     def sampler(self, rng: np.random.Generator, scale: float = 1.0) -> CalibratedSampler:
-        return CalibratedSampler(self, rng, scale)
+        return CalibratedSampler(self, rng, scale * self.scale)
 
-    def model_dump(self, **_: Any) -> dict[str, str]:
+    def model_dump(self, **_: Any) -> dict[str, Any]:
         """The scenario form, with the file's absolute path (for the resolved scenario written with results)."""
-        return {"kind": "calibrated", "file": str(Path(self.file).resolve()), "entry": self.name}
+        out: dict[str, Any] = {"kind": "calibrated", "file": str(Path(self.file).resolve()), "entry": self.name}
+        return {**out, "on": self.on} if self.on else out
 
 
 class CalibratedSampler:
@@ -343,7 +349,7 @@ class CalibratedSampler:
         return self.sample(1)
 
     def mean(self, batch: int = 1) -> float:
-        return self.cost.mean(batch) * self.scale
+        return self.cost.mean(batch) / self.cost.scale * self.scale
 
 
 Report = Callable[[str, str], None]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Literal, Union
+from typing import Annotated, Callable, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat
@@ -36,7 +36,10 @@ _BLOCK = 1024
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    on: Optional[str] = Field(None, description="stage costs: the device profile this cost was measured on "
+                              "(sim.plan scales it to the pool's profile); default: the kind's reference part")
 
 
 class Deterministic(_Spec):

@@ -12,16 +12,16 @@ the SimPy model and the hardware harness are both built from it.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
 from sim import profiles
-from sim.calibration import Resolver
+from sim.calibration import CalibratedCost, Resolver
 from sim.costs import Calibrated, CostSpec, Deterministic
 from sim.policies.placement import SKIP, Placement, PlacementError
 from sim.scenario.errors import Problem, ScenarioError
-from sim.scenario.schema import CLIENT, BatchingSpec, Scenario, TraceSource
+from sim.scenario.schema import CLIENT, BatchingSpec, Scenario, TraceSource, reference_profile
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,30 @@ def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibrat
                     out.append(p)
         return out
 
+    def measured_on(cost, kind: str, path: str) -> Optional[float]:
+        """How fast the profile a cost was measured on is, relative to its kind's reference part."""
+        name = getattr(cost, "on", None) or reference_profile(kind)
+        profile = profiles.DEVICES.get(name)
+        if profile is None or profile.kind != kind:
+            same_kind = ", ".join(n for n, p in profiles.DEVICES.items() if p.kind == kind)
+            found = f"unknown device profile '{name}'" if profile is None else f"'{name}' is a {profile.kind} profile"
+            problem(f"{path}.on", f"{found}; expected the {kind} profile it was measured on, one of: {same_kind}")
+            return None
+        return profile.speed
+
+    def to_reference(cost, speed: float, kind: str):
+        """``cost`` as it would be on the reference part: a time on a part of speed s, times s."""
+        if speed == 1.0:
+            return cost
+        if isinstance(cost, CalibratedCost):
+            return replace(cost, scale=cost.scale * speed, on=reference_profile(kind))
+        fields = {"deterministic": ("value",), "exponential": ("mean_",), "lognormal": ("mean_",),
+                  "affine": ("base", "per_item")}.get(cost.kind, ())
+        update = {f: getattr(cost, f) * speed for f in fields}
+        if cost.kind == "empirical":
+            update["samples"] = [v * speed for v in cost.samples]
+        return cost.model_copy(update={**update, "on": reference_profile(kind)})
+
     index = {name: i for i, name in enumerate(active)}
     preds = {name: tuple(index[p] for p in active_preds(name)) for name in active}
     by_name = {s.name: s for s in specs}
@@ -241,7 +265,11 @@ def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibrat
     for name in active:
         spec = by_name[name]
         path = f"pipeline.stages[{names.index(name)}].costs"
-        costs = {kind: calibration.stage_cost(cost, f"{path}.{kind}") for kind, cost in spec.costs.items()}
+        costs = {}
+        for kind, cost in spec.costs.items():
+            speed = measured_on(cost, kind, f"{path}.{kind}")
+            resolved = calibration.stage_cost(cost, f"{path}.{kind}")
+            costs[kind] = resolved if speed is None else to_reference(resolved, speed, kind)
         stages.append(
             StagePlan(
                 index=index[name],

@@ -15,17 +15,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
+from sim import profiles
 from sim.costs import CostSpec
 from sim.units import Bandwidth, Duration, Rate, Size
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Numbers are strict: ``true`` is not 1 and ``"3"`` is not 3 (YAML reads
+# ``yes``, ``on`` and ``true`` as booleans, an easy slip). Floats accept
+# integers. Upper bounds are physical limits, far above any real design;
+# the cost of a run as a whole is judged by ``sim.scenario.work``.
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Fraction = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 CLIENT = "client"
+
+MAX_DEVICES = 100_000  # devices in one pool
+MAX_SERVERS = 4096  # cores or execution streams of one device
+MAX_STREAMS = 1_000_000  # cameras (periodic streams) of one source
+MAX_RATE = 1e8  # requests per second from one source (or one stream)
+MAX_REPLICATIONS = 10_000
+MAX_DURATION = 30 * 86400.0  # simulated seconds (30 days)
+MAX_BATCH = 65_536
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 # --- hardware ---------------------------------------------------------------
@@ -35,13 +50,14 @@ class PoolSpec(Strict):
     """``count`` identical devices of one profile."""
 
     profile: str
-    count: PositiveInt = 1
+    count: PositiveInt = Field(1, le=MAX_DEVICES)
     servers: Optional[PositiveInt] = Field(
         None,
+        le=MAX_SERVERS,
         validation_alias=AliasChoices("servers", "cores", "streams"),
         description="cores (cpu, dpu) or execution streams (gpu) per device; default from profile",
     )
-    speed: Optional[float] = Field(None, gt=0, description="relative to the kind's reference part")
+    speed: Optional[StrictFloat] = Field(None, gt=0, le=1000, description="relative to the kind's reference part")
 
 
 class LinkSpec(Strict):
@@ -54,6 +70,14 @@ class LinkSpec(Strict):
     bandwidth: Optional[Bandwidth] = Field(None, gt=0)
     latency: Optional[CostSpec] = None
     overhead: Optional[Duration] = Field(None, ge=0)
+
+    @field_validator("latency")
+    @classmethod
+    def _not_measured_on_a_device(cls, latency):
+        if latency is not None and getattr(latency, "on", None) is not None:
+            raise ValueError("'on' names the device profile a stage cost was measured on; "
+                             "a link latency is not scaled by device speed: remove it")
+        return latency
     contention: Optional[Literal["fifo", "shared"]] = Field(
         None, description="fifo: one message at a time per direction; shared: fair share of bandwidth"
     )
@@ -73,7 +97,7 @@ class Hardware(Strict):
 class _Source(Strict):
     name: str
     class_: str = Field("default", alias="class")
-    priority: int = 0
+    priority: StrictInt = 0
     deadline: Optional[Duration] = Field(None, gt=0)
     payload: Size = Field(ge=0)
 
@@ -82,7 +106,7 @@ class PeriodicSource(_Source):
     """``streams`` cameras, each sending at ``rate`` with random phase and jitter."""
 
     kind: Literal["periodic"]
-    streams: PositiveInt = 1
+    streams: PositiveInt = Field(1, le=MAX_STREAMS)
     rate: Union[Rate, tuple[Rate, Rate]] = Field(description="one rate, or [low, high] drawn per stream")
     jitter: Duration = Field(0.0, ge=0, description="standard deviation of each frame's offset")
 
@@ -92,6 +116,8 @@ class PeriodicSource(_Source):
         rates = rate if isinstance(rate, tuple) else (rate,)
         if any(r <= 0 for r in rates):
             raise ValueError("rate must be positive")
+        if any(r > MAX_RATE for r in rates):
+            raise ValueError(f"rate must be at most {MAX_RATE:g}/s per stream")
         if isinstance(rate, tuple) and rate[0] > rate[1]:
             raise ValueError("rate range must be [low, high] with low <= high")
         return rate
@@ -99,15 +125,15 @@ class PeriodicSource(_Source):
 
 class PoissonSource(_Source):
     kind: Literal["poisson"]
-    rate: Rate = Field(gt=0)
+    rate: Rate = Field(gt=0, le=MAX_RATE)
 
 
 class GammaSource(_Source):
     """Renewal arrivals with gamma gaps; ``cv`` > 1 is burstier than Poisson."""
 
     kind: Literal["gamma"]
-    rate: Rate = Field(gt=0)
-    cv: float = Field(gt=0)
+    rate: Rate = Field(gt=0, le=MAX_RATE)
+    cv: StrictFloat = Field(gt=0, le=100)
 
 
 class MmppSource(_Source):
@@ -129,6 +155,8 @@ class MmppSource(_Source):
     def _non_negative(cls, rates):
         if any(r < 0 for r in rates) or not any(r > 0 for r in rates):
             raise ValueError("rates must be >= 0 with at least one positive")
+        if any(r > MAX_RATE for r in rates):
+            raise ValueError(f"every rate must be at most {MAX_RATE:g}/s")
         return rates
 
 
@@ -140,7 +168,7 @@ class TraceSource(_Source):
     time_column: str = "timestamp"
     time_unit: Literal["s", "ms", "us", "ns"] = "s"
     size_column: Optional[str] = None
-    speedup: float = Field(1.0, gt=0)
+    speedup: StrictFloat = Field(1.0, gt=0, le=1e9)
     payload: Size = Field(0.0, ge=0)
 
 
@@ -168,7 +196,21 @@ class StageHil(Strict):
     threshold: Fraction = Field(0.5, description="prefilter: forward a frame when its object probability >= this")
 
 
+def reference_profile(kind: str) -> str:
+    """The device profile a ``kind``'s costs are relative to by default: the one of speed 1."""
+    return next((name for name, p in profiles.DEVICES.items() if p.kind == kind and p.speed == 1.0), "")
+
+
 class StageSpec(Strict):
+    """A stage of the pipeline; each cost is per device kind, as measured on one device profile.
+
+    A cost's ``on`` names the profile it was measured on (``on: l4``);
+    without it the cost is relative to the kind's reference profile
+    (``reference_profile``), which is then written into the cost so the
+    resolved scenario says which it was. ``sim.plan`` scales each cost to
+    the profile of the pool that runs it.
+    """
+
     name: str
     after: Optional[list[str]] = Field(
         None, description="stages this one waits for; default: the previous stage in the list"
@@ -177,6 +219,20 @@ class StageSpec(Strict):
     output: Optional[Size] = Field(None, ge=0, description="bytes sent downstream; default: bytes received")
     pass_probability: Fraction = Field(1.0, description="< 1 for a prefilter: the rest exit early")
     hil: Optional[StageHil] = None
+
+    @field_validator("costs", mode="before")
+    @classmethod
+    def _name_the_reference(cls, costs):
+        if not isinstance(costs, dict):
+            return costs
+        out = {}
+        for kind, cost in costs.items():
+            if isinstance(cost, (str, int, float)) and not isinstance(cost, bool):
+                cost = {"kind": "deterministic", "value": cost}
+            if isinstance(cost, dict) and cost.get("on") is None and reference_profile(kind):
+                cost = {**cost, "on": reference_profile(kind)}
+            out[kind] = cost
+        return out
 
 
 class Pipeline(Strict):
@@ -199,7 +255,7 @@ class RoutingSpec(Strict):
 
 class BatchingSpec(Strict):
     kind: Literal["none", "fixed", "dynamic", "deadline"] = "none"
-    max_batch: PositiveInt = 1
+    max_batch: PositiveInt = Field(1, le=MAX_BATCH)
     max_delay: Duration = Field(0.0, ge=0, description="dynamic/deadline: longest wait of the oldest job")
     timeout: Optional[Duration] = Field(None, gt=0, description="fixed: flush a partial batch after this")
 
@@ -274,11 +330,11 @@ class Slo(Budgets):
 
 
 class RunSpec(Strict):
-    duration: Duration = Field(10.0, gt=0, description="arrivals are generated for this long")
-    warmup: Duration = Field(1.0, ge=0, description="requests arriving earlier are not measured")
-    drain: Duration = Field(5.0, ge=0, description="time after the last arrival for requests to finish")
-    seed: int = Field(1, ge=0)
-    replications: PositiveInt = 3
+    duration: Duration = Field(10.0, gt=0, le=MAX_DURATION, description="arrivals are generated for this long")
+    warmup: Duration = Field(1.0, ge=0, le=MAX_DURATION, description="requests arriving earlier are not measured")
+    drain: Duration = Field(5.0, ge=0, le=MAX_DURATION, description="time after the last arrival for requests to finish")
+    seed: StrictInt = Field(1, ge=0, lt=2**63)
+    replications: PositiveInt = Field(3, le=MAX_REPLICATIONS)
 
 
 # --- hardware-in-the-loop ---------------------------------------------------
@@ -287,18 +343,18 @@ class RunSpec(Strict):
 class HilFrames(Strict):
     """The synthetic camera frames requests carry (cycled by request id)."""
 
-    height: PositiveInt = 240
-    width: PositiveInt = 320
-    count: PositiveInt = Field(32, description="distinct frames; request i carries frame i mod count")
+    height: PositiveInt = Field(240, le=8192)
+    width: PositiveInt = Field(320, le=8192)
+    count: PositiveInt = Field(32, le=4096, description="distinct frames; request i carries frame i mod count")
 
 
 class HilPrefilter(Strict):
-    input_size: int = Field(64, ge=8, le=512, description="the prefilter sees frames downscaled to this square")
+    input_size: StrictInt = Field(64, ge=8, le=512, description="the prefilter sees frames downscaled to this square")
 
 
 class HilDetector(Strict):
-    input_size: int = Field(256, ge=32, le=1280, description="square input, a multiple of 32")
-    width: float = Field(0.125, gt=0, le=2, description="channel width multiple (YOLOv5 'n' is 0.25)")
+    input_size: StrictInt = Field(256, ge=32, le=1280, description="square input, a multiple of 32")
+    width: StrictFloat = Field(0.125, gt=0, le=2, description="channel width multiple (YOLOv5 'n' is 0.25)")
 
     @field_validator("input_size")
     @classmethod
@@ -323,6 +379,28 @@ class HilSettings(Strict):
     cache: str = Field(".dgsim-cache", description="built models are kept in <cache>/models (relative to the working directory)")
 
 
+class SweepSpec(Strict):
+    """A parameter grid for ``dgsim sweep`` (sim.explore.grid): any dotted path ``--set`` accepts."""
+
+    grid: dict[str, list[Union[bool, int, float, str]]] = Field(min_length=1, description="dotted path -> values")
+    zip: bool = Field(False, description="pair the i-th values of every path instead of taking every combination")
+
+
+class CostOverride(Strict):
+    """Prices that replace the device profiles' (sim.explore.cost)."""
+
+    per_hour: dict[str, float] = Field(
+        default_factory=dict, description="US dollars per hour for one device of the pool (one core for a cpu pool)")
+    amortisation_hours: float = Field(26280.0, gt=0, description="a bought device's list price is spread over this")
+
+    @field_validator("per_hour")
+    @classmethod
+    def _non_negative(cls, prices):
+        if any(v < 0 for v in prices.values()):
+            raise ValueError("prices must be >= 0")
+        return prices
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -336,3 +414,5 @@ class Scenario(Strict):
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named overrides of any of the above, compared on common random numbers"
     )
+    sweep: Optional[SweepSpec] = Field(None, description="a sweep dgsim sweep runs when given no --grid")
+    cost: Optional[CostOverride] = Field(None, description="prices per pool, overriding the profiles' (dgsim capacity, sweep)")
