@@ -264,5 +264,8 @@ _register_calibrate()
 def register(app: typer.Typer) -> None:
     from hil.validate.command import validate_command
 
+    from hil.partition.command import partition_command
+
     app.add_typer(hil_app, name="hil")
     app.command("validate")(validate_command)
+    app.command("partition")(partition_command)
