@@ -100,6 +100,16 @@ def _register_check() -> None:
 _register_check()
 
 
+def _register_explore() -> None:
+    from sim.explore.commands import capacity_command, sweep_command
+
+    app.command("capacity")(capacity_command)
+    app.command("sweep")(sweep_command)
+
+
+_register_explore()
+
+
 class _progress:
     """A progress bar on stderr while variants and replications run."""
 

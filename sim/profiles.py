@@ -161,3 +161,58 @@ LINKS: Mapping[str, LinkProfile] = MappingProxyType({
         "~28-46 us one-way median for 4-128 KB (reports/transports.md, benchmarks/transports.py)",
     ),
 })
+
+
+# --- prices -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Price:
+    """What one device of a profile costs: bought (``list_usd``) and/or rented (``cloud_usd_per_hour``).
+
+    ``per`` is what one unit is: a whole device, or one core (host CPUs,
+    whose core count is the scenario's ``servers``). Every figure carries its
+    public source and the date it was stated; prices move, so a scenario can
+    override them (``cost:`` section) and should, for a real purchase.
+    """
+
+    list_usd: float | None
+    list_source: str
+    cloud_usd_per_hour: float | None
+    cloud_source: str
+    per: Literal["device", "core"] = "device"
+
+
+PRICES: Mapping[str, Price] = MappingProxyType({
+    "host-cpu": Price(
+        list_usd=None, list_source="",
+        cloud_usd_per_hour=0.2016 / 2, per="core",
+        cloud_source="AWS m7i.xlarge (4 vCPU = 2 cores, Intel Xeon 4th gen) on-demand Linux us-east-1 "
+        "$0.2016/h, per core $0.1008/h (c3x.dev blog 'm5 vs m6i vs m7i: cost and price-performance', 2026)",
+    ),
+    "bluefield-3": Price(
+        list_usd=2500.0,
+        list_source="street price 'roughly $2,000-3,000 per card depending on SKU and channel' (early-to-mid "
+        "2026), midpoint (yobitel.com knowledge base 'BlueField-3 DPU')",
+        cloud_usd_per_hour=None, cloud_source="no public per-hour price for a BlueField-3 alone",
+    ),
+    "t4": Price(
+        list_usd=None, list_source="",
+        cloud_usd_per_hour=0.53,
+        cloud_source="1x T4 on-demand $0.53/h, checked 2026-04-08 (computeprices.com/gpus/t4)",
+    ),
+    "a100": Price(
+        list_usd=12500.0,
+        list_source="A100 80GB '$10,000 to $15,000 per GPU as of mid-2024', midpoint (xither.com 'GPU Compute "
+        "Costs: On-Prem vs. Cloud vs. Spot Instances')",
+        cloud_usd_per_hour=32.77 / 8,
+        cloud_source="AWS p4d.24xlarge (8x A100) on-demand us-east-1 $32.77/h, per GPU $4.10/h, as of Q2 2024 "
+        "(same xither.com page; usage.ai 'GPU instance cost optimization', 2026-06-24, states the same $32.77)",
+    ),
+    "h100": Price(
+        list_usd=None, list_source="",
+        cloud_usd_per_hour=98.32 / 8,
+        cloud_source="AWS p5.48xlarge (8x H100) on-demand ~$98.32/h, per GPU $12.29/h (usage.ai 'GPU instance "
+        "cost optimization', 2026-06-24)",
+    ),
+})

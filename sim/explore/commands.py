@@ -1,0 +1,140 @@
+"""``dgsim capacity`` and ``dgsim sweep``: the command functions (registered by ``sim.cli``).
+
+Both read a scenario with the usual ``--set`` overrides, run their
+simulations on an executor (``--jobs`` local processes, or ``--dask local``
+/ ``--dask tcp://HOST:8786``), and write a results folder with the data, PNG
+plots and one self-contained HTML page. Invalid input (scenario, grid,
+option, an unreachable Dask scheduler) is reported one line per problem,
+exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+CAPACITY_REPLICATION_CAP = 12
+
+
+def parse_fraction(text: str, option: str) -> float:
+    """'2%' or '0.02' -> 0.02; ValueError with one line otherwise."""
+    try:
+        value = float(text.strip().removesuffix("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise ValueError(f"{option}: expected a fraction such as 2% or 0.02, got '{text}'") from None
+    if not 0 < value < 1:
+        raise ValueError(f"{option}: expected a fraction between 0 and 1 (exclusive), got '{text}'")
+    return value
+
+
+@contextmanager
+def _executor(dask: Optional[str], jobs: int, workers: int):
+    from sim.cli import fail_input
+    from sim.explore.executors import ExecutorError, make_executor
+
+    try:
+        executor = make_executor(dask, jobs, workers)
+    except ExecutorError as error:
+        fail_input([str(error)])
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+def _say(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def capacity_command(
+    scenario: str = typer.Argument(..., help="scenario YAML file, or the name of a shipped one"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder [default: results/<scenario>-capacity]"),
+    tolerance: str = typer.Option("2%", "--tolerance", help="stop when the bracket is this narrow (relative)"),
+    max_replications: int = typer.Option(CAPACITY_REPLICATION_CAP, "--max-replications", min=2,
+                                         help="most replications per probe while a budget is undecided"),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="only these variants"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
+    seed: Optional[int] = typer.Option(None, help="override run.seed"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
+    dask: Optional[str] = typer.Option(None, "--dask", help="run on Dask: 'local' or tcp://HOST:PORT"),
+    workers: int = typer.Option(2, "--workers", min=1, help="workers of a --dask local cluster"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots and capacity.html"),
+) -> None:
+    """Largest load meeting every slo budget, per variant (exit 0, or 2 on invalid input)."""
+    from sim.cli import fail_input, scenario_overrides
+    from sim.explore.capacity import find_capacity
+    from sim.explore.capacity_report import capacity_document, capacity_lines, write_capacity
+    from sim.scenario.builtin import scenario_path
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import load_scenario_file
+
+    try:
+        fraction = parse_fraction(tolerance, "--tolerance")
+    except ValueError as error:
+        fail_input([str(error)])
+    path = scenario_path(scenario)
+    try:
+        scenario_file = load_scenario_file(path, scenario_overrides(seed, None, None, set_))
+        names = _chosen(scenario_file, variant, path)
+        first = scenario_file.resolve(names[0])
+        from sim.explore.capacity import capacity_checks
+        from sim.check.budgets import budgets_of
+        from sim.explore.load import load_axis
+
+        problems = []
+        for name in names:  # every variant's input checked before anything runs
+            resolved = scenario_file.resolve(name)
+            try:
+                load_axis(resolved, f"{path} (variant {name})")
+            except ScenarioError as error:
+                problems += [str(p) for p in error.problems]
+            if not capacity_checks(budgets_of(resolved.slo))[0]:
+                problems.append(f"{path} (variant {name}): slo: no latency, rate or utilisation budget to find "
+                                f"the capacity at; add one, e.g. slo: {{latency: {{p99: 100 ms}}}}")
+        if problems:
+            fail_input(list(dict.fromkeys(problems)))
+        results = []
+        with _executor(dask, jobs, workers) as executor:
+            for name in names:
+                results.append(find_capacity(scenario_file, name, executor, fraction, max_replications, _say))
+    except ScenarioError as error:
+        fail_input([str(p) for p in error.problems])
+    document = capacity_document(first.name, first.run.seed, fraction, results)
+    folder = out or Path("results") / f"{first.name}-capacity"
+    written = write_capacity(folder, document)
+    typer.echo("\n".join(capacity_lines(document)))
+    if plots:
+        from sim.explore.pages import capacity_page
+
+        page = capacity_page(folder, document, _budget_lines(first))
+        typer.echo(f"results: {written} and {page}")
+    else:
+        typer.echo(f"results: {written}")
+
+
+def _budget_lines(scenario) -> dict[str, float]:
+    """Latency budgets (metric -> seconds) to draw on latency plots."""
+    from sim.check.budgets import budgets_of
+
+    return {b.metric: b.bound for b in budgets_of(scenario.slo) if b.metric.startswith("latency.")}
+
+
+def _chosen(scenario_file, only: Optional[List[str]], path) -> list[str]:
+    from sim.cli import fail_input
+
+    names = scenario_file.variant_names
+    if only:
+        unknown = [v for v in only if v not in names]
+        if unknown:
+            fail_input([f"{path}: variants: no variant {', '.join(map(repr, unknown))} (known: {', '.join(names)})"])
+        return [v for v in names if v in only]
+    return names
+
+
+def sweep_command() -> None:  # placeholder replaced below
+    """Every variant at every point of a parameter grid."""

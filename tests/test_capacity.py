@@ -1,0 +1,176 @@
+"""``dgsim capacity`` against closed forms, and its answers to bad input.
+
+Known answers (parameters of our own, small runs so that tests stay fast):
+
+- M/M/1, service rate mu, p99 budget T: the sojourn time is exponential
+  with rate mu - lambda, so p99 = ln(100) / (mu - lambda) and the capacity
+  is mu - ln(100) / T;
+- M/M/c, mean-latency budget T: the capacity is the arrival rate at which
+  the Erlang C mean sojourn time equals T (solved with scipy's brentq).
+
+The search reports a bracket: ``low`` passed every budget, ``high`` did not
+(FAIL, or INCONCLUSIVE at the replication cap). The truth must lie in that
+bracket widened by the relative confidence half-width of the binding
+budget's estimate at ``high`` (an INCONCLUSIVE probe may sit below it), and
+the search must not stop far below it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy.optimize import brentq
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.explore.capacity import bisect, find_capacity, Probe
+from sim.explore.executors import Serial
+from sim.explore.load import load_axis, LoadAxis
+from sim.check.verdict import Verdict
+from sim.scenario.errors import ScenarioError
+from sim.scenario.load import load_scenario_file
+
+QUEUE = """
+name: {name}
+hardware:
+  pools:
+    server: {{profile: host-cpu, cores: {servers}}}
+workload:
+  sources:
+    - {{name: arrivals, kind: poisson, rate: {rate}/s, payload: 0 B}}
+pipeline:
+  stages:
+    - name: serve
+      costs: {{cpu: {{kind: exponential, mean: {service_ms} ms}}}}
+slo:
+  latency: {{{budget}}}
+run: {{duration: {duration} s, warmup: 0.5 s, drain: 0.5 s, seed: 3, replications: 3}}
+"""
+
+
+def write(tmp_path: Path, **fields) -> Path:
+    path = tmp_path / f"{fields['name']}.yaml"
+    path.write_text(QUEUE.format(**fields))
+    return path
+
+
+def erlang_c_sojourn(arrival_rate: float, service_rate: float, servers: int) -> float:
+    a = arrival_rate / service_rate
+    rho = a / servers
+    head = sum(a**k / math.factorial(k) for k in range(servers))
+    tail = a**servers / math.factorial(servers) / (1 - rho)
+    return tail / (head + tail) / (servers * service_rate - arrival_rate) + 1 / service_rate
+
+
+def assert_brackets(result, truth: float, floor: float) -> None:
+    search = result.search
+    assert search.status == "bracketed"
+    low, high = search.low.value, search.high.value
+    binding = result.binding
+    assert binding is not None
+    widen = binding.estimate.half_width / binding.estimate.mean
+    assert low <= truth <= high * (1 + widen), (low, high, widen, truth)
+    assert low >= floor * truth, f"stopped far below the truth: {low} vs {truth}"
+    assert search.low.verdict is Verdict.PASS and search.high.verdict is not Verdict.PASS
+
+
+def test_mm1_p99_capacity_matches_closed_form(tmp_path):
+    mu, budget = 800.0, 0.025  # 1.25 ms service, p99 <= 25 ms
+    path = write(tmp_path, name="mm1", servers=1, rate=400, service_ms=1.25, budget="p99: 25 ms", duration=3)
+    truth = mu - math.log(100) / budget  # 615.8/s
+    result = find_capacity(load_scenario_file(path), "base", Serial(), tolerance=0.05, cap=6)
+    assert result.axis.unit == "requests/s"
+    assert result.bound == pytest.approx(mu)  # the analytic bound is the service rate
+    assert result.bottleneck == "server"
+    assert_brackets(result, truth, floor=0.75)
+
+
+def test_mmc_mean_latency_capacity_inverts_erlang_c(tmp_path):
+    mu, servers, budget = 500.0, 3, 0.003  # 2 ms service, 3 servers, mean <= 3 ms
+    path = write(tmp_path, name="mmc", servers=servers, rate=600, service_ms=2, budget="mean: 3 ms", duration=3)
+    truth = brentq(lambda lam: erlang_c_sojourn(lam, mu, servers) - budget, 1.0, servers * mu - 1e-6)
+    result = find_capacity(load_scenario_file(path), "base", Serial(), tolerance=0.04, cap=6)
+    assert result.bound == pytest.approx(servers * mu)
+    assert_brackets(result, truth, floor=0.85)
+    utilisation = result.utilisation["server"].mean
+    assert utilisation == pytest.approx(result.value / (servers * mu), rel=0.05)
+
+
+def test_inconclusive_probe_is_never_a_pass():
+    axis = LoadAxis("requests/s", 100.0, False, ())
+    verdicts = {lambda v: v <= 40: Verdict.PASS, lambda v: v <= 60: Verdict.INCONCLUSIVE}
+
+    def measure(value: float) -> Probe:
+        verdict = next((w for test, w in verdicts.items() if test(value)), Verdict.FAIL)
+        return Probe(value, verdict, 3, (), {})
+
+    search = bisect(measure, axis, 100.0, 0.01)
+    assert search.low.value <= 40 < search.high.value <= 60 * 1.01
+    assert search.high.verdict is Verdict.INCONCLUSIVE
+    assert all(p.verdict is Verdict.PASS for p in search.probes if p.value <= search.low.value)
+
+
+def test_whole_streams_and_doubling_past_a_loose_bound():
+    axis = LoadAxis("streams", 64.0, True, ())
+    search = bisect(lambda v: Probe(v, Verdict.PASS if v <= 90 else Verdict.FAIL, 3, (), {}), axis, 37.4, 0.02)
+    assert (search.low.value, search.high.value) == (90.0, 91.0)
+    assert all(p.value == int(p.value) for p in search.probes)
+
+
+def test_nothing_passes_is_reported_below(tmp_path):
+    axis = LoadAxis("streams", 8.0, True, ())
+    search = bisect(lambda v: Probe(v, Verdict.FAIL, 3, (), {}), axis, 16, 0.02)
+    assert search.status == "below" and search.low is None and search.high.value == 1.0
+
+
+def test_capacity_json_and_exit_codes(tmp_path):
+    path = write(tmp_path, name="tiny", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1.5)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["capacity", str(path), "-o", str(out), "-j", "1", "--tolerance", "20%",
+                                      "--max-replications", "3", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "capacity.json").read_text())
+    entry = document["variants"]["base"]
+    assert set(entry) >= {"capacity", "binding_budget", "bottleneck", "utilisation", "cost_per_hour"}
+    capacity = entry["capacity"]
+    assert capacity["unit"] == "requests/s" and capacity["low"] <= capacity["high"]
+    assert capacity["factor"] == pytest.approx(capacity["value"] / 300)
+    assert entry["binding_budget"]["metric"] == "latency.p99"
+    assert entry["bottleneck"]["name"] == "server"
+    assert entry["cost_per_hour"] == pytest.approx(0.1008)  # one host core at the cited cloud price
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no-slo", "no latency, rate or utilisation budget"),
+    ("trace", "cannot be scaled"),
+    ("tolerance", "--tolerance"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, case, expected):
+    path = write(tmp_path, name="bad", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
+    args = ["capacity", str(path), "--no-plots", "-o", str(tmp_path / "o")]
+    if case == "no-slo":
+        path.write_text(path.read_text().replace("latency: {p99: 50 ms}", "latency: {}"))
+    elif case == "trace":
+        (tmp_path / "t.csv").write_text("timestamp\n0.0\n0.1\n")
+        path.write_text(path.read_text().replace("{name: arrivals, kind: poisson, rate: 300/s, payload: 0 B}",
+                                                 "{name: replay, kind: trace, file: t.csv}"))
+    else:
+        args += ["--tolerance", "two percent"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_trace_axis_refuses_with_how_to_scale(tmp_path):
+    (tmp_path / "t.csv").write_text("timestamp\n0.0\n0.1\n")
+    path = write(tmp_path, name="t", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
+    path.write_text(path.read_text().replace("{name: arrivals, kind: poisson, rate: 300/s, payload: 0 B}",
+                                             "{name: replay, kind: trace, file: t.csv}"))
+    scenario = load_scenario_file(path).resolve("base")
+    with pytest.raises(ScenarioError, match="speedup"):
+        load_axis(scenario, str(path))
