@@ -50,13 +50,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from sim.costs import Calibrated, _Draws
+from sim.scenario.safe_yaml import YamlProblem, read_yaml_file
 
 FORMAT = "dgsim-calibration/1"
 _FORMAT_PREFIX = "dgsim-calibration/"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Quantiles(_Model):
@@ -222,13 +223,11 @@ def load_calibration(path: str | Path) -> CalibrationFile:
 
 def _parse(path: Path) -> CalibrationFile:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = read_yaml_file(path)
     except OSError as error:
         raise CalibrationError(path, [("", f"cannot read: {error.strerror}")]) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise CalibrationError(path, [(where, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
+    except YamlProblem as problem:  # not YAML, binary, not UTF-8, too big, an alias bomb, duplicate keys
+        raise CalibrationError(path, [(problem.where, problem.message)]) from None
     if not isinstance(document, dict):
         raise CalibrationError(path, [("", "expected a mapping with format, provenance, method and entries")])
     found = document.get("format")

@@ -11,7 +11,6 @@ the SimPy model and the hardware harness are both built from it.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Optional
@@ -353,15 +352,13 @@ def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan],
 
 
 def _check_trace(source: TraceSource, file: Path, path: str, problem) -> None:
-    if not file.is_file():
-        problem(f"{path}.file", f"trace file not found: {file}")
-        return
-    with file.open(newline="") as handle:
-        header = next(csv.reader(handle), [])
-    for field in ("time_column", "size_column"):
-        column = getattr(source, field)
-        if column is not None and column not in header:
-            problem(f"{path}.{field}", f"{file} has no column '{column}'; its columns: {', '.join(header) or 'none'}")
+    """The whole trace is read now, so a bad row is reported before any run starts."""
+    from sim.workload import TraceError, read_trace
+
+    try:
+        read_trace(source, file)
+    except TraceError as error:
+        problem(f"{path}.{error.field}", f"{error.file}: {error.message}")
 
 
 def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, problem) -> None:

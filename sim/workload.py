@@ -17,6 +17,7 @@ Sources:
 
 from __future__ import annotations
 
+import io
 import math
 import zlib
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ from sim.scenario.schema import (
 )
 
 _TIME_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_BLOCK = 1 << 20  # gaps drawn at a time: no single array sized by rate x duration
+ARRIVALS_CEILING = 200_000_000  # per replication (~7 GB of arrays): refused before drawing
+
+
+class WorkloadTooLarge(ValueError):
+    """A workload whose expected arrivals exceed the ceiling; nothing was drawn."""
 
 
 def stream_rng(seed: int, replication: int, name: str) -> np.random.Generator:
@@ -60,8 +67,22 @@ class Arrivals:
 
 
 def generate_arrivals(
-    workload: Workload, duration: float, seed: int, replication: int = 0, base_dir: Path = Path(".")
+    workload: Workload, duration: float, seed: int, replication: int = 0, base_dir: Path = Path("."),
+    max_arrivals: float = ARRIVALS_CEILING,
 ) -> Arrivals:
+    """Every request of one replication; WorkloadTooLarge before drawing anything above ``max_arrivals``.
+
+    ``sim.scenario.work.estimate_work`` judges a run before it starts; this
+    ceiling is the last guard for callers that did not ask it (a trace is
+    bounded by its file's size limit instead).
+    """
+    from sim.scenario.work import expected_arrivals
+
+    expected = sum(expected_arrivals(s, duration) for s in workload.sources if not isinstance(s, TraceSource))
+    if expected > max_arrivals:
+        raise WorkloadTooLarge(f"the workload would draw about {expected:.3g} arrivals in {duration:g} s, "
+                               f"more than the {max_arrivals:.3g} one replication may hold; shorten "
+                               "run.duration or lower the rates")
     class_names = tuple(dict.fromkeys(s.class_ for s in workload.sources))
     parts = []
     for index, source in enumerate(workload.sources):
@@ -91,7 +112,7 @@ def generate_arrivals(
 
 def _draw(source, duration: float, rng: np.random.Generator, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(source, TraceSource):
-        return _trace(source, base_dir)
+        return read_trace(source, base_dir / source.file)
     if isinstance(source, PeriodicSource):
         times = _periodic(source, duration, rng)
     elif isinstance(source, PoissonSource):
@@ -124,7 +145,8 @@ def _periodic(source: PeriodicSource, duration: float, rng: np.random.Generator)
 def _renewal(gaps, rate: float, duration: float) -> np.ndarray:
     """Cumulative gaps until ``duration``, drawn in blocks."""
     chunks, total = [], 0.0
-    block = int(rate * duration + 10 * math.sqrt(rate * duration) + 16)
+    expected = rate * duration
+    block = int(min(expected + 10 * math.sqrt(expected) + 16, _BLOCK))
     while total < duration:
         times = total + np.cumsum(gaps(block))
         chunks.append(times)
@@ -148,26 +170,81 @@ def _mmpp(source: MmppSource, duration: float, rng: np.random.Generator) -> np.n
     return np.concatenate(out) if out else np.empty(0)
 
 
-def _trace(source: TraceSource, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    path = base_dir / source.file
+MAX_TRACE_BYTES = 1_000_000_000  # a CSV trace file; more is not a trace a run could replay
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read as arrivals: ``field`` is the source's field at fault."""
+
+    def __init__(self, file: Path, field: str, message: str):
+        self.file, self.field, self.message = file, field, message
+        super().__init__(f"{file}: {message}")
+
+
+def read_trace(source: TraceSource, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival times (seconds from the first row, sorted) and sizes from ``path``, the source's CSV file.
+
+    Every way a CSV can be wrong is a TraceError naming the file, the column
+    and the row (data rows count from 1, after the header): not found, too
+    big, NUL bytes or not UTF-8, empty, a header and no rows, a row with
+    more fields than the header (pandas' C parser refuses it) or fewer (a
+    missing value), a value that is not a finite number, a negative size.
+    """
+    from sim.scenario.safe_yaml import YamlProblem, read_text_file
+
     columns = [source.time_column] + ([source.size_column] if source.size_column else [])
     try:
-        table = pd.read_csv(path, usecols=columns)
-    except ValueError as error:
-        raise TraceError(f"{path}: {error}; expected columns {columns}") from None
-    raw = pd.to_numeric(table[source.time_column], errors="coerce").to_numpy(float)
-    if np.isnan(raw).any():
-        raise TraceError(f"{path}: column '{source.time_column}' must hold numbers ({source.time_unit})")
+        text = read_text_file(path, what="CSV text", max_bytes=MAX_TRACE_BYTES)
+    except FileNotFoundError:
+        raise TraceError(path, "file", "trace file not found") from None
+    except OSError as error:
+        raise TraceError(path, "file", f"cannot read: {error.strerror}") from None
+    except YamlProblem as problem:
+        raise TraceError(path, "file", f"{problem.where}: {problem.message}" if problem.where else problem.message) from None
+    try:
+        header = pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
+    except pd.errors.EmptyDataError:
+        raise TraceError(path, "file", f"is empty; expected a header row naming the columns {columns}") from None
+    except pd.errors.ParserError as error:
+        raise TraceError(path, "file", f"not valid CSV: {_first_line(error)}") from None
+    for field, column in (("time_column", source.time_column), ("size_column", source.size_column)):
+        if column is not None and column not in header:
+            raise TraceError(path, field, f"has no column '{column}'; its columns: {', '.join(map(str, header)) or 'none'}")
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+    except pd.errors.ParserError as error:  # e.g. "Expected 2 fields in line 4, saw 3"
+        raise TraceError(path, "file", f"every row must have the header's {len(header)} fields: "
+                         f"{_first_line(error)}") from None
+    if table.empty:
+        raise TraceError(path, "file", "has a header but no rows; expected one row per request")
+    raw = _numbers(table, source.time_column, path, "time_column", f"a finite time in {source.time_unit}")
     times = (raw - raw.min()) * _TIME_UNIT[source.time_unit] / source.speedup
     if source.size_column:
-        sizes = pd.to_numeric(table[source.size_column], errors="coerce").to_numpy(float)
-        if np.isnan(sizes).any() or (sizes < 0).any():
-            raise TraceError(f"{path}: column '{source.size_column}' must hold sizes in bytes >= 0")
+        sizes = _numbers(table, source.size_column, path, "size_column", "a finite size in bytes >= 0")
+        negative = np.flatnonzero(sizes < 0)
+        if len(negative):
+            row = int(negative[0])
+            raise TraceError(path, "size_column", f"column '{source.size_column}', row {row + 1}: expected a size "
+                             f"in bytes >= 0, got {table[source.size_column].iloc[row]!r}")
     else:
         sizes = np.full(len(times), source.payload)
     order = np.argsort(times, kind="stable")
     return times[order], sizes[order]
 
 
-class TraceError(ValueError):
-    """A trace file whose columns cannot be read as arrivals."""
+def _numbers(table: pd.DataFrame, column: str, path: Path, field: str, expected: str) -> np.ndarray:
+    text = table[column]
+    values = pd.to_numeric(text, errors="coerce").to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        row = int(bad[0])
+        found = text.iloc[row]
+        got = "a missing value (the row has fewer fields than the header)" if found is None or found != found \
+            else ("an empty value (a row shorter than the header?)" if found == "" else repr(found))
+        more = f" ({len(bad)} such rows)" if len(bad) > 1 else ""
+        raise TraceError(path, field, f"column '{column}', row {row + 1}: expected {expected}, got {got}{more}")
+    return values
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")

@@ -1,0 +1,103 @@
+"""What a run will cost, judged before it starts.
+
+A scenario can be valid and still ask for more than a machine can give:
+``rate: 1e7/s`` for a day, a million cameras, ten thousand replications.
+Each is physical on its own (the schema bounds only what is not), but the
+product decides how long the simulation runs and how much memory it holds.
+``estimate_work`` computes that product from the scenario alone, without
+drawing a single arrival:
+
+    work = expected arrivals per replication x stages x replications
+
+in request-stages (one request passing one stage is a handful of simulator
+events), and a rough peak memory: the arrival arrays and per-request
+records of one replication. The run command compares ``work`` with a limit
+and refuses above it, printing ``WorkEstimate.describe()`` and the flag that
+overrides the limit.
+
+Expected arrivals per source: periodic, streams x mean rate x duration (plus
+one frame per stream for the phase); poisson and gamma, rate x duration;
+mmpp, the dwell-weighted mean rate x duration; trace, the rows that fall
+within the duration (the file is read). These are expectations: a random
+run draws about as many, within a few standard deviations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, PoissonSource, Scenario, TraceSource
+
+DEFAULT_WORK_LIMIT = 200_000_000  # request-stages: tens of minutes of simulation on one core
+BYTES_PER_ARRIVAL = 700  # arrival arrays (~36 B) and the request's Python object while the run holds it
+BYTES_PER_REQUEST_STAGE = 120  # per-stage times, device and batch of each request (model and results table)
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """The expected size of a run (one variant, every replication)."""
+
+    arrivals: float  # expected per replication
+    stages: int
+    replications: int
+
+    @property
+    def work(self) -> float:
+        """Request-stages over every replication: what the limit is compared with."""
+        return self.arrivals * self.stages * self.replications
+
+    @property
+    def bytes(self) -> float:
+        """Rough peak memory of one replication (replications running in parallel each hold this)."""
+        return self.arrivals * (BYTES_PER_ARRIVAL + BYTES_PER_REQUEST_STAGE * self.stages)
+
+    def exceeds(self, limit: float = DEFAULT_WORK_LIMIT) -> bool:
+        return self.work > limit
+
+    def describe(self) -> str:
+        """One line: the estimate and where it comes from."""
+        return (f"about {self.work:.3g} request-stages ({self.arrivals:.3g} arrivals x {self.stages} stages x "
+                f"{self.replications} replications) and about {_bytes(self.bytes)} of memory per replication")
+
+
+def total(estimates: Iterable[WorkEstimate]) -> float:
+    """The work of several variants run together."""
+    return sum(e.work for e in estimates)
+
+
+def estimate_work(scenario: Scenario, base_dir: Path = Path(".")) -> WorkEstimate:
+    """The expected work of ``scenario`` (a resolved variant); ``base_dir`` holds its trace files."""
+    duration = scenario.run.duration
+    arrivals = sum(expected_arrivals(source, duration, base_dir) for source in scenario.workload.sources)
+    return WorkEstimate(arrivals, len(scenario.pipeline.stages), scenario.run.replications)
+
+
+def expected_arrivals(source, duration: float, base_dir: Path = Path(".")) -> float:
+    """Expected arrivals of one source in ``duration`` seconds, computed, not drawn."""
+    if isinstance(source, PeriodicSource):
+        low, high = source.rate if isinstance(source.rate, tuple) else (source.rate, source.rate)
+        return source.streams * ((low + high) / 2 * duration + 1)
+    if isinstance(source, (PoissonSource, GammaSource)):
+        return source.rate * duration
+    if isinstance(source, MmppSource):
+        pairs = list(zip(source.rates, source.dwell))
+        weight = sum(d for _, d in pairs)
+        return sum(r * d for r, d in pairs) / weight * duration if weight > 0 else 0.0
+    if isinstance(source, TraceSource):
+        from sim.workload import TraceError, read_trace
+
+        try:
+            times, _ = read_trace(source, base_dir / source.file)
+        except TraceError:
+            return 0.0  # the plan reports the file; nothing will be drawn from it
+        return float((times < duration).sum())
+    raise TypeError(f"unknown source {source!r}")
+
+
+def _bytes(size: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size:.0f} B"
