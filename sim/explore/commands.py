@@ -136,5 +136,77 @@ def _chosen(scenario_file, only: Optional[List[str]], path) -> list[str]:
     return names
 
 
-def sweep_command() -> None:  # placeholder replaced below
-    """Every variant at every point of a parameter grid."""
+
+def sweep_command(
+    scenario: str = typer.Argument(..., help="scenario YAML file, or the name of a shipped one"),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", "-g", help="dotted.path=v1,v2,... (repeat for more axes)"),
+    zipped: bool = typer.Option(False, "--zip", help="pair the i-th values of every --grid instead of all combinations"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="results folder [default: results/<scenario>-sweep]"),
+    pareto: bool = typer.Option(False, "--pareto", help="mark the Pareto front of cost per hour vs p99 at each load"),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="only these variants"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
+    seed: Optional[int] = typer.Option(None, help="override run.seed"),
+    replications: Optional[int] = typer.Option(None, help="override run.replications"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="grid cells run in parallel"),
+    dask: Optional[str] = typer.Option(None, "--dask", help="run on Dask: 'local' or tcp://HOST:PORT"),
+    workers: int = typer.Option(2, "--workers", min=1, help="workers of a --dask local cluster"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots and sweep.html"),
+) -> None:
+    """Every variant at every point of a parameter grid (exit 0, 1 when a point failed, 2 on invalid input)."""
+    from sim.cli import fail_input, scenario_overrides
+    from sim.explore.grid import GridError, axes_of, parse_grid
+    from sim.explore.sweep import plan_cells, run_cells, sweep_table, write_table
+    from sim.scenario.builtin import scenario_path
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import load_scenario_file
+
+    path = scenario_path(scenario)
+    overrides = scenario_overrides(seed, None, replications, set_)
+    try:
+        scenario_file = load_scenario_file(path, overrides)
+        names = _chosen(scenario_file, variant, path)
+        first = scenario_file.resolve(names[0])
+        if grid:
+            axes = parse_grid(grid)
+        else:
+            axes = axes_of(first.sweep) if first.sweep else []
+            zipped = zipped or bool(first.sweep and first.sweep.zip)
+        cells = plan_cells(path, overrides, names, axes, zipped)
+    except ScenarioError as error:
+        fail_input([str(p) for p in error.problems])
+    except GridError as error:
+        fail_input(error.lines)
+    folder = out or Path("results") / f"{first.name}-sweep"
+    with _executor(dask, jobs, workers) as executor, _bar(len(cells)) as tick:
+        results = run_cells(cells, executor, folder / "points", tick)
+    table = sweep_table(cells, results, axes, pareto)
+    write_table(table, folder / "sweep.parquet")
+    failed = [(c, r) for c, r in zip(cells, results) if r.error]
+    cached = sum(r.cached for r in results)
+    typer.echo(f"{len(cells)} cells ({len(cells) // max(1, len(names))} points x {len(names)} variants): "
+               f"{len(cells) - len(failed)} done ({cached} from the cache), {len(failed)} failed")
+    for cell, result in failed:
+        typer.echo(f"failed: point {cell.point.index} ({', '.join(cell.point.overrides)}) / {cell.variant}: "
+                   f"{result.error}", err=True)
+    written = [folder / "sweep.parquet"]
+    if plots:
+        from sim.explore.pages import sweep_page
+
+        written.append(sweep_page(folder, table, axes, _budget_lines(first), pareto))
+    typer.echo(f"results: {', '.join(map(str, written))}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _bar(total: int):
+    """A progress bar over grid cells with an ETA, on stderr (when it is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                   disable=not sys.stderr.isatty())
+    with bar:
+        task = bar.add_task("sweep", total=total)
+        yield lambda index: bar.advance(task)
