@@ -93,11 +93,13 @@ def run(
     from hil.runner.layout import build_models, lay_out
     from hil.runner.load import prepare
     from hil.runner.run import HarnessError, Settings, measure
-    from sim.cli import fail_input, scenario_overrides
+    from hil.options import transport_kinds
+    from sim.commandline import fail_input, scenario_overrides
     from sim.plan import compile_plan
     from sim.scenario.builtin import scenario_path
     from sim.scenario.errors import ScenarioError
-    from sim.scenario.load import load_scenario_file
+    from sim.results import ResultsError, check_out
+    from sim.session import InputError, open_scenario
     from sim.units import UnitError, parse_duration, parse_rate
 
     problems = []
@@ -113,7 +115,7 @@ def run(
         timeout = parse_duration(reply_timeout)
     except UnitError as error:
         problems.append(f"--rate/--reply-timeout: {error}")
-    kinds = _transport_kinds(transport.value, problems)
+    kinds = transport_kinds(transport.value, problems)
     _check_backend(backend.value, problems)
     if problems:
         fail_input(problems)
@@ -122,20 +124,21 @@ def run(
     overrides = scenario_overrides(seed, duration, replications, set_) + ([f"run.warmup={warmup}"] if warmup else [])
     console = Console(highlight=False)
     try:
-        scenario_file = load_scenario_file(path, overrides)
-        names = list(variant or scenario_file.variant_names)
-        unknown = [v for v in names if v not in scenario_file.variant_names]
-        if unknown:
-            fail_input([f"{path}: variants: no variant {', '.join(map(repr, unknown))} "
-                        f"(known: {', '.join(scenario_file.variant_names)})"])
+        session = open_scenario(path, overrides, variant)
+        names = session.variants
         layouts, notes = [], []
-        for name in names:
-            label = f"{path} (variant {name})"
-            measured, notes = prepare(scenario_file.resolve(name), mode.value, rate_value, scale or 1.0,
-                                      min_requests, scenario_file.path.parent)
-            layouts.append(lay_out(compile_plan(measured, label, scenario_file.path.parent), name, label))
+        for name in names:  # the harness measures a prepared copy of each variant (its load mode applied)
+            measured, notes = prepare(session.plans[name].scenario, mode.value, rate_value, scale or 1.0,
+                                      min_requests, session.base_dir)
+            layouts.append(lay_out(compile_plan(measured, session.label(name), session.base_dir), name,
+                                   session.label(name)))
+        check_out(out or Path("results") / "hil" / layouts[0].scenario.name)
+    except InputError as error:
+        fail_input(error.lines)
     except ScenarioError as error:
         fail_input([str(p) for p in error.problems])
+    except ResultsError as error:
+        fail_input([str(error)])
     console.print(f"[bold]dgsim hil run[/bold] {layouts[0].scenario.name}: {', '.join(names)}; mode {mode.value}; "
                   f"transports {', '.join(kinds)} (per message, channel policy); backend {backend.value}")
     console.print(f"  models in {Path(layouts[0].settings.cache) / 'models'} (first use of new sizes trains the "
@@ -202,21 +205,6 @@ def _rate(text: str, parse_rate) -> float:
 
         raise UnitError(f"rate must be positive, got {text!r}")
     return value
-
-
-def _transport_kinds(choice: str, problems: list[str]) -> tuple[str, ...]:
-    from hil.transports import available_channel_kinds, probe_transports
-
-    capabilities = probe_transports()
-    available = available_channel_kinds(capabilities)
-    if choice == "auto":
-        if not available:
-            problems.append("--transport auto: no transport works here (see dgsim hil doctor)")
-        return available
-    if choice not in available:
-        why = "; ".join(c.detail for c in capabilities if c.name.split()[0] == choice and not c.available)
-        problems.append(f"--transport {choice}: not available here: {why or 'see dgsim hil doctor'}")
-    return (choice,)
 
 
 def _check_backend(choice: str, problems: list[str]) -> None:

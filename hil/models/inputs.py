@@ -21,6 +21,8 @@ Generators are named by a short spec (a registry; ``GENERATORS``):
     npy:PATH       a user's .npy file; item i of the batch is row i mod rows
     carry:OUTPUT   (harness only) zeros on the first call, then the model's own
                    output OUTPUT of the previous call (recurrent state)
+    previous:STAGE (set by the harness, not by users) the tensor of that name sent
+                   by the previous model stage (a split model's crossing tensors)
 
 Values depend only on the seed and the item index, so a run is reproducible.
 """
@@ -94,7 +96,7 @@ class Generator:
                 float(self.argument)
             except ValueError:
                 raise ValueError(f"const needs a number, e.g. const:16000, got {self.argument!r}") from None
-        if self.kind in ("npy", "carry") and not self.argument:
+        if self.kind in ("npy", "carry", "previous") and not self.argument:
             raise ValueError(f"{self.kind} needs an argument ({'a .npy path' if self.kind == 'npy' else 'an output name'})")
         if self.kind == "image" and self.argument not in ("", "raw"):
             raise ValueError(f"image takes no argument or 'raw', got {self.argument!r}")
@@ -252,8 +254,10 @@ def _npy(g, shape, dtype, seed, item, base):
 GENERATORS: dict[str, Callable] = {
     "random": _random, "image": _image, "audio": _audio, "tokens": _tokens, "const": _const, "zeros": _zeros,
     "npy": _npy, "carry": _zeros,  # carry: zeros on the first call; the harness feeds the previous output after
+    "previous": _zeros,  # set by the harness: the tensor comes from the previous stage (zeros only to warm up)
 }
 
 
 def _make(g: Generator, shape, dtype, seed: int, item: int, base: Optional[Path]) -> np.ndarray:
-    return np.ascontiguousarray(GENERATORS[g.kind](g, tuple(shape), np.dtype(dtype), seed, item, base))
+    value = np.asarray(GENERATORS[g.kind](g, tuple(shape), np.dtype(dtype), seed, item, base))
+    return np.require(value, requirements="C")  # np.ascontiguousarray would make a scalar 1-d

@@ -76,7 +76,7 @@ def partition_command(
         result = partition_model(model, shapes, generators, out, wanted, CutRules(max_tensors, max_cuts=max_cuts))
     except PartitionError as error:
         fail_input(error.problems)
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=max(Console().width, 160))
     console.print(cut_table(result))
     failed = [r.cut.name for r in result.cuts if r.composition is not None and not r.composition.ok]
     if out is not None:
@@ -103,13 +103,17 @@ def cut_table(result) -> Table:
         table.add_column(column, justify="left" if column in ("cut", "after node", "crossing tensors") else "right")
     for r in result.cuts:
         c = r.cut
-        crossing = ", ".join(f"{n} {'x'.join(map(str, g.values[n].shape)) or 'scalar'} {g.values[n].dtype}"
+        crossing = ", ".join(f"{_short(n)} {'x'.join(map(str, g.values[n].shape)) or 'scalar'} {g.values[n].dtype}"
                              for n in c.crossing)
         check = "-" if r.composition is None else ("yes" if r.composition.ok else "[red]NO[/red]")
-        table.add_row(c.name, c.after_node[-40:], crossing, _bytes(c.bytes / result.batch),
+        table.add_row(c.name, _short(c.after_node), crossing, _bytes(c.bytes / result.batch),
                       f"{c.head_flops / 1e9:.4f}", f"{c.tail_flops / 1e9:.4f}", _bytes(c.head_param_bytes),
                       _bytes(c.tail_param_bytes), check)
     return table
+
+
+def _short(name: str, keep: int = 28) -> str:
+    return name if len(name) <= keep else "…" + name[-(keep - 1):]
 
 
 def _bytes(n: float) -> str:

@@ -35,7 +35,7 @@ FRONT, GPU = "front", "gpu"
 SIDE_OF_KIND = {"cpu": FRONT, "dpu": FRONT, "gpu": GPU}
 DEFAULT_OPS = {"parse": "parse", "preprocess": "preprocess", "prefilter": "prefilter", "infer": "detect",
                "detect": "detect", "postprocess": "postprocess"}
-MODEL_OPS = ("prefilter", "detect")
+MODEL_OPS = ("prefilter", "detect", "model")
 FRAME_OPS = ("parse", "preprocess", "prefilter", "detect")
 
 
@@ -57,6 +57,8 @@ class StageRun:
     output: Optional[float]
     pass_probability: float
     batching: BatchingSpec
+    inputs: tuple = ()  # model op: hil.models.inputs.InputPlan per model input
+    score: Optional[tuple[str, int]] = None  # prefilter with a user model: (output name, index)
 
     def model_mean(self, batch: int) -> float:
         """The scenario's cost model for a batch on this stage's device kind, in seconds."""
@@ -111,24 +113,44 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
         pool = plan.pools[stage.pools[0]]
         hil = spec.hil
         op = (hil.op if hil and hil.op else None) or DEFAULT_OPS.get(stage.name, "emulate")
-        model = None
+        model, plans = None, ()
         if hil and hil.model:
             if op not in MODEL_OPS:
-                problem(f"{path}.hil.model", f"only prefilter and detect ops take a model; this stage's op is {op}")
-            model = _user_model(plan.base_dir / hil.model, f"{path}.hil.model", problem)
+                problem(f"{path}.hil.model", f"only prefilter, detect and model ops take a model; this stage's op is {op}")
+            if op == "model":
+                model, plans = _any_model(plan.base_dir / hil.model, f"{path}.hil", stage.name, hil, problem)
+            else:
+                model = _user_model(plan.base_dir / hil.model, f"{path}.hil.model", problem)
+        elif op == "model":
+            problem(f"{path}.hil.model", f"stage '{stage.name}': op model needs hil.model, the ONNX file to run")
+        if hil and (hil.shapes or hil.inputs) and op != "model":
+            problem(f"{path}.hil.{'shapes' if hil.shapes else 'inputs'}",
+                    f"stage '{stage.name}': only op model takes shapes/inputs (this stage's op is {op})")
+        score = None
+        if hil and hil.score:
+            if op != "prefilter" or model is None:
+                problem(f"{path}.hil.score", f"stage '{stage.name}': a score output is for a prefilter with hil.model")
+            else:
+                score = _score(model, hil.score, f"{path}.hil.score", stage.name, problem)
         stages.append(StageRun(
             index=stage.index, name=stage.name, side=SIDE_OF_KIND[pool.kind], pool=pool.name, kind=pool.kind,
             op=op, model=model, user_model=model is not None, threshold=hil.threshold if hil else 0.5,
             cost=stage.costs[pool.kind], speed=pool.speed, output=stage.output,
-            pass_probability=stage.pass_probability, batching=stage.batching,
+            pass_probability=stage.pass_probability, batching=stage.batching, inputs=plans, score=score,
         ))
+    stages = _chain_models(stages)
     tensor = (settings.detector.input_size,) * 2
     for s in stages:
-        if s.op == "detect" and s.model is not None:
+        if s.op in ("detect", "prefilter") and s.model is not None:
             shape = _model_input(s.model)
             if shape is None:
-                problem("pipeline.stages", f"{s.model}: detect needs an input of shape (N, 3, H, W) with fixed H, W")
-            else:
+                from hil.models import inspect_model
+
+                problem(f"pipeline.stages[{specs[s.name][0]}].hil.model",
+                        f"stage '{s.name}': {s.model} has input {inspect_model(s.model).input_shape}; op {s.op} needs "
+                        f"(N, 3, H, W) with fixed H, W: export the model with a fixed size, or use hil.op: model "
+                        f"with hil.shapes")
+            elif s.op == "detect":
                 tensor = shape
     cores = _cores(settings, available_cores, problem)
     if problems:
@@ -176,6 +198,56 @@ def _user_model(path: Path, where: str, problem) -> Optional[Path]:
         problem(where, str(error))
         return None
     return path
+
+
+def _any_model(path: Path, where: str, stage: str, hil, problem) -> tuple[Optional[Path], tuple]:
+    """A model op's file and input plans; every problem names the stage, the field and the model's signature."""
+    import onnx
+
+    from hil.models.inputs import resolve_inputs, signature, signature_text
+
+    if not path.is_file():
+        problem(f"{where}.model", f"stage '{stage}': model file {path} does not exist")
+        return None, ()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        problem(f"{where}.model", f"stage '{stage}': {path} is not an ONNX model: {error}")
+        return None, ()
+    declared = signature(model)
+    plans, found = resolve_inputs(declared, {k: list(v) for k, v in hil.shapes.items()}, dict(hil.inputs))
+    for line in found:
+        field = "inputs" if "generator" in line else "shapes"
+        problem(f"{where}.{field}", f"stage '{stage}': {line}; the model's inputs: {signature_text(declared)}")
+    return path, tuple(plans)
+
+
+def _chain_models(stages: list[StageRun]) -> list[StageRun]:
+    """Inputs of a model stage that the previous model stage outputs come from it (a split model's tensors)."""
+    import onnx
+
+    from hil.models.inputs import Generator
+
+    chained = list(stages)
+    for k in range(1, len(chained)):
+        before, here = chained[k - 1], chained[k]
+        if here.op != "model" or before.op != "model" or before.model is None:
+            continue
+        sent = {o.name for o in onnx.load(str(before.model), load_external_data=False).graph.output}
+        plans = tuple(replace(p, generator=Generator("previous", before.name)) if p.name in sent else p
+                      for p in here.inputs)
+        chained[k] = replace(here, inputs=plans)
+    return chained
+
+
+def _score(path: Path, score, where: str, stage: str, problem) -> Optional[tuple[str, int]]:
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    if score.output not in outputs:
+        problem(f"{where}.output", f"stage '{stage}': {path.name} has no output {score.output!r} (outputs: {outputs})")
+        return None
+    return score.output, score.index
 
 
 def _model_input(path: Path) -> Optional[tuple[int, int]]:

@@ -27,6 +27,7 @@ import numpy as np
 from hil.backends import BackendOptions, OrtCpuBackend, open_backend
 from hil.backends.ort_cpu import cpu_role
 from hil.models import make_frames, postprocess, to_model_input
+from hil.models.bundle import is_bundle, pack, unpack
 from hil.runner.layout import FRONT, Layout, StageRun
 
 Outputs = tuple[list[np.ndarray], Optional[np.ndarray]]  # per-job outputs; pass mask or None
@@ -104,13 +105,24 @@ class Model(Op):
 
 
 class Prefilter(Model):
+    def __init__(self, stage, frames, backend):
+        import onnx
+
+        super().__init__(stage, frames, backend)
+        self.output_names = [o.name for o in onnx.load(str(stage.model), load_external_data=False).graph.output]
+
     def __call__(self, jobs) -> Outputs:
         x = to_model_input(np.stack([self.frames.frame(j.id) for j in jobs]), *self.tail[1:3])
-        p = self.backend.run(x.astype(self.backend.input_spec.dtype, copy=False))[0].reshape(len(jobs), -1)[:, 0]
+        outputs = self.backend.run(x.astype(self.backend.input_spec.dtype, copy=False))
+        name, index = self.stage.score or (None, 0)
+        score = outputs[self.output_names.index(name)] if name else outputs[0]
+        p = score.reshape(len(jobs), -1)[:, index]
         return [j.data for j in jobs], p >= self.stage.threshold
 
     def describe(self) -> str:
-        return f"ONNX prefilter {self.tail[1]}x{self.tail[2]}, pass at p >= {self.stage.threshold:g}: {self.backend.describe()}"
+        name, index = self.stage.score or (self.output_names[0], 0)
+        return (f"ONNX prefilter {self.stage.model.name} on {self.tail[1]}x{self.tail[2]} frames, score {name}[{index}], "
+                f"pass at score >= {self.stage.threshold:g}: {self.backend.describe()}")
 
 
 class Detect(Model):
@@ -122,6 +134,109 @@ class Detect(Model):
 
     def describe(self) -> str:
         return f"ONNX detector {self.tail[1]}x{self.tail[2]}: {self.backend.describe()}"
+
+
+class ModelOp(Op):
+    """Any ONNX model or model segment (``hil.op: model``), with inputs from generators or the previous stage.
+
+    A job's data is either a packed tensor bundle from the previous model
+    stage (``hil.models.bundle``: the tensors crossing a cut), whose tensors
+    feed the inputs of the same names, or the request's payload; inputs the
+    bundle does not carry come from the stage's generators (``hil.inputs``,
+    by request id). ``carry:OUTPUT`` inputs take this op's own OUTPUT of
+    the previous call. All outputs leave as one bundle. Jobs run one by
+    one unless every input has a dynamic batch axis 0, then as one batch.
+    Single-input models run on the side's backend (TensorRT, onnxruntime-gpu
+    or onnxruntime CPU); several inputs run in an onnxruntime CPU session on
+    the side's cores.
+    """
+
+    def __init__(self, stage, frames, backend, plans, output_names, base, seed: int):
+        super().__init__(stage, frames)
+        self.backend, self.plans, self.output_names, self.base = backend, plans, output_names, base
+        self.seed = seed
+        self.carried: dict[str, np.ndarray] = {}
+        self.batchable = all(p.batched for p in plans)
+        for job_id in (-1, -2):  # first runs allocate; keep them out of the measurement
+            self._run_one(self._feeds(_Job(job_id, np.zeros(1, np.uint8))))
+        self.carried.clear()
+
+    def _feeds(self, job) -> dict[str, np.ndarray]:
+        given = unpack(job.data) if is_bundle(job.data) else {}
+        feeds = {}
+        for p in self.plans:
+            if p.name in given:
+                feeds[p.name] = given[p.name]
+            elif p.generator.kind == "previous" and job.id >= 0:
+                raise ValueError(f"input {p.name!r} should come from stage {p.generator.argument}, "
+                                 f"which did not send it")
+            elif p.generator.kind == "carry" and p.generator.argument in self.carried:
+                feeds[p.name] = self.carried[p.generator.argument]
+            else:
+                feeds[p.name] = p.values([max(job.id, 0)], self.seed, self.base)
+        return feeds
+
+    def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if hasattr(self.backend, "run_feeds"):
+            outputs = self.backend.run_feeds(feeds)
+        else:
+            (x,) = feeds.values()
+            outputs = self.backend.run(x)
+        named = dict(zip(self.output_names, outputs))
+        for p in self.plans:
+            if p.generator.kind == "carry" and p.generator.argument in named:
+                self.carried[p.generator.argument] = np.array(named[p.generator.argument])
+        return named
+
+    def __call__(self, jobs) -> Outputs:
+        if self.batchable and len(jobs) > 1 and not any(p.generator.kind == "carry" for p in self.plans):
+            feeds = [self._feeds(j) for j in jobs]
+            named = self._run_one({p.name: np.concatenate([f[p.name] for f in feeds]) for p in self.plans})
+            if all(np.ndim(v) and len(v) == len(jobs) for v in named.values()):
+                return [pack({k: v[i:i + 1] for k, v in named.items()}) for i in range(len(jobs))], None
+        return [pack(self._run_one(self._feeds(j))) for j in jobs], None
+
+    def describe(self) -> str:
+        feeds = ", ".join(f"{p.name} {'x'.join(map(str, p.shape)) or 'scalar'} {p.dtype} <- {p.generator.text}"
+                          for p in self.plans)
+        return (f"ONNX model {self.stage.model.name} (inputs: {feeds}; "
+                f"outputs {', '.join(self.output_names)} packed into one message): {self.backend.describe()}")
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass
+class _Job:
+    id: int
+    data: np.ndarray
+
+
+class MultiInputSession:
+    """A several-input model in onnxruntime on the side's cores (the backends take one input)."""
+
+    kind = "onnxruntime-cpu"
+
+    def __init__(self, path, options: BackendOptions):
+        import onnxruntime as ort
+
+        from hil.backends.ort_cpu import load_session, pin_process, session_options, thread_affinities
+
+        if options.cores:
+            pin_process(options.cores)
+        affinities = thread_affinities(options.threads, options.cores) if options.cores else ""
+        self.session = load_session(ort, path, session_options(ort, options, affinities), ["CPUExecutionProvider"])
+        self.cores, self.threads, self.version = options.cores, options.threads, ort.__version__
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+    def describe(self) -> str:
+        return (f"onnxruntime {self.version} CPUExecutionProvider (several inputs), {self.threads} thread(s), "
+                f"cores {{{','.join(map(str, self.cores or ()))}}} - {cpu_role()}")
+
+    def close(self) -> None:
+        self.session = None
 
 
 class Postprocess(Op):
@@ -168,11 +283,26 @@ def open_op(stage: StageRun, layout: Layout, frames: Optional[FrameBank], backen
     cores = layout.cores[stage.side]
     options = BackendOptions(threads=len(cores), cores=cores, max_batch=max(stage.batching.max_batch, 1),
                              cache_dir=layout.settings.cache)
+    if stage.op == "model":
+        return _open_model_op(stage, layout, frames, backend_kind, options)
     if stage.side == FRONT:
         backend = OrtCpuBackend(stage.model, options).open()
     else:
         backend = open_backend(backend_kind, stage.model, options)
     return (Prefilter if stage.op == "prefilter" else Detect)(stage, frames, backend)
+
+
+def _open_model_op(stage: StageRun, layout: Layout, frames, backend_kind: str, options: BackendOptions) -> ModelOp:
+    import onnx
+
+    model = onnx.load(str(stage.model), load_external_data=False)
+    outputs = [o.name for o in model.graph.output]
+    if len(stage.inputs) == 1:
+        backend = OrtCpuBackend(stage.model, options).open() if stage.side == FRONT else \
+            open_backend(backend_kind, stage.model, options)
+    else:
+        backend = MultiInputSession(stage.model, options)
+    return ModelOp(stage, frames, backend, list(stage.inputs), outputs, layout.plan.base_dir, layout.scenario.run.seed)
 
 
 def side_role(side: str, backend_kind: Optional[str] = None) -> str:

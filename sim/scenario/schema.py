@@ -185,15 +185,28 @@ class Workload(Strict):
 # --- pipeline ---------------------------------------------------------------
 
 
+class StageHilScore(Strict):
+    """Which model output is a prefilter's score: element ``index`` of output ``output``, per item."""
+
+    output: str
+    index: NonNegativeInt = 0
+
+
 class StageHil(Strict):
     """How ``dgsim hil run`` runs a stage for real; the simulator ignores it."""
 
-    op: Optional[Literal["parse", "preprocess", "prefilter", "detect", "postprocess", "emulate"]] = Field(
+    op: Optional[Literal["parse", "preprocess", "prefilter", "detect", "postprocess", "emulate", "model"]] = Field(
         None, description="default by stage name: parse, preprocess, prefilter, infer/detect -> detect, "
         "postprocess; any other stage is emulated (busy-spin on its cost model)"
     )
     model: Optional[str] = Field(None, description="your own ONNX file for prefilter/detect, relative to the scenario file")
     threshold: Fraction = Field(0.5, description="prefilter: forward a frame when its object probability >= this")
+    shapes: dict[str, list[PositiveInt]] = Field(
+        default_factory=dict, description="fixed shapes of the model's inputs with dynamic dimensions, by input name")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="generator per model input: random, image, image:raw, audio, tokens:HIGH, "
+        "const:VALUE, zeros, npy:PATH, carry:OUTPUT (see docs/partition.md)")
+    score: Optional[StageHilScore] = Field(None, description="prefilter with your own model: the score output")
 
 
 def reference_profile(kind: str) -> str:
