@@ -57,7 +57,21 @@ class CellResult:
 def plan_cells(path: Path, overrides: Sequence[str], variants: Sequence[str], axes: Sequence[Axis],
                zipped: bool) -> list[Cell]:
     """Every cell, each point validated for every variant; GridError listing every problem."""
-    cells, problems = [], []
+    problems = []
+    for axis in axes:  # each value alone first, so that a problem names the --grid value that caused it
+        found: dict[str, list[tuple[str, str]]] = {}
+        for value in axis.values:
+            try:
+                load_scenario_file(path, [*overrides, f"{axis.path}={value}"])
+            except ScenarioError as error:
+                found[value] = [(p.path, p.message) for p in error.problems]
+        shared = set.intersection(*(set(v) for v in found.values())) if len(found) == len(axis.values) else set()
+        problems += [f"--grid {axis.path}: {where}: {message}" for where, message in sorted(shared)]
+        problems += [f"--grid {axis.path}={value}: {where}: {message}"
+                     for value, listed in found.items() for where, message in listed if (where, message) not in shared]
+    if problems:
+        raise GridError(list(dict.fromkeys(problems)))
+    cells = []
     for point in points(axes, zipped):
         try:
             scenario_file = load_scenario_file(path, [*overrides, *point.overrides])

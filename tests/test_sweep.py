@@ -1,0 +1,138 @@
+"""``dgsim sweep``: grid parsing and validation, results per variant x point, the cache, failures, Pareto."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.explore.grid import GridError, parse_grid, points, split_values
+from sim.explore.pareto import pareto_front
+
+SCENARIO = """
+name: tiny-sweep
+hardware:
+  pools:
+    server: {profile: host-cpu, cores: 1}
+workload:
+  sources:
+    - {name: arrivals, kind: poisson, rate: 200/s, payload: 0 B}
+pipeline:
+  stages:
+    - name: serve
+      costs: {cpu: {kind: exponential, mean: 1 ms}}
+slo:
+  latency: {p99: 30 ms}
+run: {duration: 1 s, warmup: 0.2 s, drain: 0.5 s, seed: 2, replications: 2}
+variants:
+  one-core: {}
+  two-cores:
+    hardware: {pools: {server: {profile: host-cpu, cores: 2}}}
+"""
+
+
+@pytest.fixture
+def scenario(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SCENARIO)
+    return path
+
+
+def sweep(*args: str):
+    return CliRunner().invoke(app, ["sweep", *args, "-j", "1", "--no-plots"])
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_values_split_outside_brackets_and_grids_combine():
+    assert split_values("[25 fps, 30 fps],[10 fps, 20 fps]") == ["[25 fps, 30 fps]", "[10 fps, 20 fps]"]
+    axes = parse_grid(["a=1,2,3", "b=x,y"])
+    assert [p.settings for p in points(axes, False)][:3] == [(("a", "1"), ("b", "x")), (("a", "1"), ("b", "y")),
+                                                             (("a", "2"), ("b", "x"))]
+    assert len(points(axes, False)) == 6
+    with pytest.raises(GridError, match="as many values"):
+        points(axes, True)
+    assert [p.settings for p in points(parse_grid(["a=1,2", "b=x,y"]), True)] == [(("a", "1"), ("b", "x")),
+                                                                                 (("a", "2"), ("b", "y"))]
+
+
+def test_sweep_rows_metrics_cache_and_same_bytes(scenario, tmp_path):
+    out = tmp_path / "out"
+    grid = ["--grid", "workload.sources.arrivals.rate=100/s,300/s", "--pareto"]
+    first = sweep(str(scenario), *grid, "-o", str(out))
+    assert first.exit_code == 0, first.output
+    table = pd.read_parquet(out / "sweep.parquet")
+    assert list(table["variant"]) == ["one-core", "two-cores"] * 2
+    assert list(table["workload.sources.arrivals.rate"]) == ["100/s", "100/s", "300/s", "300/s"]
+    assert list(table["load"]) == [100.0, 100.0, 300.0, 300.0] and set(table["load_unit"]) == {"requests/s"}
+    assert (table["replications"] == 2).all() and (table["status"] == "ok").all()
+    assert (table["latency.p99.low"] <= table["latency.p99"]).all()
+    assert (table["latency.p99"] <= table["latency.p99.high"]).all()
+    # more load on one core: longer tail; a second core at the same load: shorter
+    one, two = table[table.variant == "one-core"], table[table.variant == "two-cores"]
+    assert one["latency.p99"].iloc[1] > one["latency.p99"].iloc[0]
+    assert (two["latency.p99"].to_numpy() < one["latency.p99"].to_numpy()).all()
+    # two cores cost twice one core: each is on the cost-vs-p99 front at its load
+    assert (two["cost_per_hour"].to_numpy() == pytest.approx(2 * one["cost_per_hour"].to_numpy()))
+    assert table["pareto"].all()
+    before = digest(out / "sweep.parquet")
+    cached = len(list((out / "points").glob("*.json")))
+    assert cached == 4
+    again = sweep(str(scenario), *grid, "-o", str(out))
+    assert again.exit_code == 0 and "4 from the cache" in again.output, again.output
+    assert digest(out / "sweep.parquet") == before
+
+
+def test_a_failed_point_is_reported_and_the_others_kept(scenario, tmp_path):
+    (tmp_path / "good.csv").write_text("timestamp\n0.0\n0.01\n0.5\n")
+    (tmp_path / "bad.csv").write_text("timestamp\n0.0\nnot-a-time\n")
+    text = SCENARIO.replace("{name: arrivals, kind: poisson, rate: 200/s, payload: 0 B}",
+                            "{name: replay, kind: trace, file: good.csv}")
+    scenario.write_text(text)
+    out = tmp_path / "out"
+    result = sweep(str(scenario), "--grid", "workload.sources.replay.file=good.csv,bad.csv", "--variant", "one-core",
+                   "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert "1 failed" in result.output and "bad.csv" in result.output
+    table = pd.read_parquet(out / "sweep.parquet")
+    assert list(table["status"]) == ["ok", "failed"]
+    assert "TraceError" in table["error"].iloc[1]
+    assert table["latency.p99"].notna().iloc[0]
+    assert len(list((out / "points").glob("*.json"))) == 1  # the failure is not cached: a rerun retries it
+
+
+@pytest.mark.parametrize("grid, expected", [
+    (["workload.sources.arrivals.rate=100/s,fast"], "--grid workload.sources.arrivals.rate=fast: workload.sources[0].rate"),
+    (["workload.sources.arrivals.nope=1,2"], "unknown key 'nope'"),
+    (["policies.queue.kind=fifo,"], "empty value"),
+    (["no-equals-sign"], "expected dotted.path=v1,v2"),
+    ([], "empty grid"),
+])
+def test_bad_grid_is_one_line_exit_2_before_anything_runs(scenario, tmp_path, grid, expected):
+    args = [a for g in grid for a in ("--grid", g)]
+    result = sweep(str(scenario), *args, "-o", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_section_in_the_scenario(scenario, tmp_path):
+    scenario.write_text(SCENARIO + "sweep:\n  grid:\n    run.seed: [1, 2]\n")
+    out = tmp_path / "out"
+    result = sweep(str(scenario), "--variant", "one-core", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "sweep.parquet")
+    assert list(table["run.seed"]) == ["1", "2"]
+    assert table["latency.p99"].iloc[0] != table["latency.p99"].iloc[1]
+
+
+def test_pareto_front():
+    assert pareto_front([(1, 10), (2, 5), (3, 6), (1, 11)], [False, False]) == [True, True, False, False]
+    assert pareto_front([(10, 1.0), (12, 2.0), (8, float("nan"))], [True, False]) == [True, True, False]
