@@ -162,7 +162,7 @@ def run(
     try:
         measurement = measure(layouts, settings, folder, live, lambda text: console.print(f"  {text}"),
                               lambda variant_name, workers: _where(console, variant_name, workers))
-    except HarnessError as error:
+    except (HarnessError, ResultsError) as error:
         fail_input([str(error)])
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -3,9 +3,13 @@
 ``dgsim run SCENARIO`` simulates every variant of a scenario, prints a table
 comparing them and writes the results folder. Other packages add commands
 through the ``dgsim.cli`` entry-point group (the hardware harness adds
-``dgsim hil ...``), so ``sim`` never imports them.
+``dgsim hil ...``), so ``sim`` never imports them. Helpers every command
+shares live in ``sim.commandline`` and ``sim.session``, not here.
 
-Exit codes: 0 success, 1 a check failed, 2 invalid input.
+Exit codes: 0 success, 1 a check failed, 2 invalid input (also a bad
+option value, an ``--out`` that cannot hold results, a run estimated to be
+larger than ``--max-work``), 130 interrupted (SIGINT), 143 terminated
+(SIGTERM); an interrupted run writes nothing and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -19,36 +23,16 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from sim.scenario.errors import ScenarioError
+from sim.commandline import INVALID_INPUT, Interrupted, error_line, fail_input, interruptible, run_app, \
+    scenario_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate DPU/GPU inference pipelines.")
-INVALID_INPUT = 2
+__all__ = ["app", "main", "INVALID_INPUT"]
 
 
 @app.callback()
 def _root() -> None:
     """Simulate and measure DPU-offloaded GPU inference pipelines."""
-
-
-def fail_input(lines: list[str]) -> None:
-    """Print one line per problem to stderr and exit 2."""
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for line in lines:
-        console.print(f"[red]error:[/red] {line}", markup=True)
-    raise typer.Exit(INVALID_INPUT)
-
-
-def scenario_overrides(seed: Optional[int], duration: Optional[str], replications: Optional[int],
-                       sets: Optional[List[str]]) -> list[str]:
-    """Command-line options as ``dotted.path=value`` overrides."""
-    out = list(sets or [])
-    if seed is not None:
-        out.append(f"run.seed={seed}")
-    if duration is not None:
-        out.append(f"run.duration={duration}")
-    if replications is not None:
-        out.append(f"run.replications={replications}")
-    return out
 
 
 @app.command()
@@ -63,32 +47,63 @@ def run(
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="run only these variants"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
+    max_work: Optional[float] = typer.Option(None, "--max-work", min=0,
+                                             help="refuse runs estimated above this many request-stages (expected "
+                                                  "arrivals x stages x replications, all variants) [default: 2e8]"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
-    from sim.experiment import simulate
+    from sim.experiment import simulate_plans
     from sim.report.table import comparison_table
-    from sim.results import write_results
+    from sim.results import ResultsError, check_out, write_results
     from sim.scenario.builtin import scenario_path
-    from sim.scenario.load import load_scenario_file
+    from sim.session import InputError, open_scenario
 
     path = scenario_path(scenario)
     try:
-        scenario_file = load_scenario_file(path, scenario_overrides(seed, duration, replications, set_))
-        chosen = variant or None
-        if chosen:
-            unknown = [v for v in chosen if v not in scenario_file.variant_names]
-            if unknown:
-                fail_input([f"{path}: variants: no variant {', '.join(map(repr, unknown))} "
-                            f"(known: {', '.join(scenario_file.variant_names)})"])
-        with _progress() as report:
-            result = simulate(scenario_file, chosen, report, jobs)
-    except ScenarioError as error:
-        fail_input([str(p) for p in error.problems])
-    folder = out or Path("results") / result.scenario
-    summary = write_results(result, folder, scenario_file.path.parent)
+        session = open_scenario(path, scenario_overrides(seed, duration, replications, set_), variant)
+        folder = out or Path("results") / session.name
+        check_out(folder)
+        _check_work(session, max_work)
+    except (InputError, ResultsError) as error:
+        fail_input(error.lines if isinstance(error, InputError) else [str(error)])
+    kept = f"; the previous results in {folder}/ are intact" if folder.exists() else ""
+    try:
+        with interruptible(), _progress() as report:
+            result = simulate_plans(session.plans, report, jobs)
+    except Interrupted as stop:
+        error_line(f"{stop.name}: run stopped, no results written{kept}")
+        raise typer.Exit(stop.exit_code) from None
+    try:
+        with interruptible():
+            summary = write_results(result, folder, session.base_dir)
+    except ResultsError as error:
+        fail_input([str(error)])
+    except Interrupted as stop:
+        error_line(f"{stop.name}: stopped while writing, no results written{kept}")
+        raise typer.Exit(stop.exit_code) from None
     console = Console()
     console.print(comparison_table(result))
+    for name, variant_result in result.variants.items():
+        from sim.capacity import overloads
+
+        for load in overloads(variant_result.plan):
+            console.print(f"[yellow]warning:[/yellow] {name}: {load.warning()}", highlight=False)
     console.print(f"results: {summary.parent}/ (summary.json, requests/, resolved/)")
+
+
+def _check_work(session, limit: Optional[float]) -> None:
+    """Refuse (InputError) a run whose estimated work exceeds ``limit``, before simulating anything."""
+    from sim.scenario.work import DEFAULT_WORK_LIMIT, estimate_work, total
+    from sim.session import InputError
+
+    limit = DEFAULT_WORK_LIMIT if limit is None else limit
+    estimates = {v: estimate_work(plan.scenario, session.base_dir) for v, plan in session.plans.items()}
+    work = total(estimates.values())
+    if work > limit:
+        each = "; ".join(f"{v}: {e.describe()}" for v, e in estimates.items())
+        raise InputError([f"{session.path}: estimated work {work:.3g} request-stages is above the limit "
+                          f"{limit:.3g} ({each}); shorten run.duration or run.replications, or allow it with "
+                          f"--max-work {work:.2g}"])
 
 
 def _register_check() -> None:
@@ -108,6 +123,15 @@ def _register_explore() -> None:
 
 
 _register_explore()
+
+
+def _register_report() -> None:
+    from sim.report.command import register
+
+    register(app)
+
+
+_register_report()
 
 
 class _progress:
@@ -138,9 +162,9 @@ def _load_plugins() -> None:
         entry.load()(app)
 
 
-def main() -> None:
+def main(args: Optional[List[str]] = None) -> None:
     _load_plugins()
-    app()
+    sys.exit(run_app(app, args))
 
 
 if __name__ == "__main__":

@@ -4,21 +4,29 @@ Replication ``r`` of every variant uses the same seed material, so designs
 are compared on common random numbers: the same arrivals, the same
 prefilter decisions and, where stages match, the same service-time streams.
 Same scenario and seed give the same numbers, byte for byte.
+
+Each variant's ``Plan`` is compiled once (``sim.session``) and is what
+travels: worker processes receive the plan, not the scenario file. When
+the run is interrupted (an exception, Ctrl-C, SIGTERM turned into an
+exception by the command), pending replications are cancelled and the
+worker processes are terminated before the exception goes on, so no
+process outlives the command.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import pandas as pd
 
 from sim.metrics.summary import Estimate, combine, summarise
 from sim.model.collect import collect
 from sim.model.system import System
-from sim.plan import Plan, compile_plan
+from sim.plan import Plan
 from sim.scenario.load import ScenarioFile
 from sim.scenario.schema import Scenario
 from sim.workload import generate_arrivals
@@ -33,6 +41,7 @@ class VariantResult:
     frame: pd.DataFrame  # all replications, column ``replication``
     runs: tuple[dict[str, float], ...]
     estimates: dict[str, Estimate]
+    plan: Optional[Plan] = None  # the compiled design that ran (None: the writer compiles it)
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,80 @@ def run_replication(plan: Plan, replication: int, progress: Optional[Callable[[f
     return frame, summarise(frame, usage, run.warmup, run.duration)
 
 
-def _replication_task(scenario_file: ScenarioFile, variant: str, replication: int
-                      ) -> tuple[pd.DataFrame, dict[str, float]]:
-    scenario = scenario_file.resolve(variant)
-    plan = compile_plan(scenario, label=str(scenario_file.path), base_dir=scenario_file.path.parent)
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels and terminates them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _replication_task(plan: Plan, replication: int) -> tuple[pd.DataFrame, dict[str, float]]:
     return run_replication(plan, replication)
+
+
+def run_plans(
+    plans: Mapping[str, Plan],
+    replications: Optional[range] = None,
+    progress: Optional[Progress] = None,
+    jobs: int = 1,
+) -> dict[str, VariantResult]:
+    """Simulate each variant's plan over ``replications`` (default: each one's run.replications).
+
+    With ``jobs`` > 1 the replications run in that many worker processes;
+    the results are identical to a sequential run, only sooner.
+    """
+    tasks = [(v, r) for v, plan in plans.items()
+             for r in (replications if replications is not None else range(plan.scenario.run.replications))]
+    outputs: dict[tuple[str, int], tuple[pd.DataFrame, dict[str, float]]] = {}
+    if jobs > 1 and len(tasks) > 1:
+        outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress)
+    else:
+        for variant, replication in tasks:
+            report = (lambda f, v=variant, r=replication: progress(v, r, f)) if progress else None
+            outputs[variant, replication] = run_replication(plans[variant], replication, report)
+    results = {}
+    for variant, plan in plans.items():
+        done = [outputs[task] for task in tasks if task[0] == variant]
+        runs = tuple(metrics for _, metrics in done)
+        frame = pd.concat([f for f, _ in done], ignore_index=True)
+        frame["variant"] = pd.Categorical([variant] * len(frame), categories=[variant])
+        results[variant] = VariantResult(variant, plan.scenario, frame, runs, combine(runs), plan)
+    return results
+
+
+def _run_parallel(plans: Mapping[str, Plan], tasks: list[tuple[str, int]], workers: int,
+                  progress: Optional[Progress]) -> dict[tuple[str, int], tuple[pd.DataFrame, dict[str, float]]]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sim.experiment"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+    outputs = {}
+    try:
+        futures: dict[Future, tuple[str, int]] = {pool.submit(_replication_task, plans[v], r): (v, r)
+                                                  for v, r in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                outputs[futures[future]] = future.result()
+                if progress:
+                    progress(*futures[future], 1.0)
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return outputs
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers now (not after their replication)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
 
 
 def run_variants(
@@ -67,42 +145,21 @@ def run_variants(
     progress: Optional[Progress] = None,
     jobs: int = 1,
 ) -> dict[str, VariantResult]:
-    """Simulate variants over ``replications`` (default: each one's run.replications).
-
-    With ``jobs`` > 1 the replications run in that many worker processes;
-    the results are identical to a sequential run, only sooner.
-    """
-    scenarios = {v: scenario_file.resolve(v) for v in variants}
-    tasks = [(v, r) for v in variants
-             for r in (replications if replications is not None else range(scenarios[v].run.replications))]
-    outputs: dict[tuple[str, int], tuple[pd.DataFrame, dict[str, float]]] = {}
-    if jobs > 1 and len(tasks) > 1:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["sim.experiment"])
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-            futures = {pool.submit(_replication_task, scenario_file, v, r): (v, r) for v, r in tasks}
-            for future in as_completed(futures):
-                outputs[futures[future]] = future.result()
-                if progress:
-                    progress(*futures[future], 1.0)
-    else:
-        for variant, replication in tasks:
-            plan = compile_plan(scenarios[variant], label=str(scenario_file.path), base_dir=scenario_file.path.parent)
-            report = (lambda f, v=variant, r=replication: progress(v, r, f)) if progress else None
-            outputs[variant, replication] = run_replication(plan, replication, report)
-    results = {}
-    for variant in variants:
-        done = [outputs[task] for task in tasks if task[0] == variant]
-        runs = tuple(metrics for _, metrics in done)
-        frame = pd.concat([f for f, _ in done], ignore_index=True)
-        results[variant] = VariantResult(variant, scenarios[variant], frame, runs, combine(runs))
-    return results
+    """``run_plans`` for variants of a loaded file (each plan compiled once per file)."""
+    return run_plans({v: scenario_file.plan(v) for v in variants}, replications, progress, jobs)
 
 
 def run_variant(scenario_file: ScenarioFile, variant: str, progress: Optional[Progress] = None,
                 replications: Optional[range] = None, jobs: int = 1) -> VariantResult:
     """Simulate one variant over ``replications`` (default: the scenario's run.replications)."""
     return run_variants(scenario_file, [variant], replications, progress, jobs)[variant]
+
+
+def simulate_plans(plans: Mapping[str, Plan], progress: Optional[Progress] = None, jobs: int = 1) -> ExperimentResult:
+    """Every plan over its own run.replications: the result ``dgsim run`` reports and writes."""
+    results = run_plans(plans, None, progress, jobs)
+    first = next(iter(results.values())).scenario
+    return ExperimentResult(first.name, "simulation", first.run.seed, results)
 
 
 def simulate(
@@ -112,6 +169,4 @@ def simulate(
     jobs: int = 1,
 ) -> ExperimentResult:
     names = list(variants) if variants else scenario_file.variant_names
-    results = run_variants(scenario_file, names, None, progress, jobs)
-    first = next(iter(results.values())).scenario
-    return ExperimentResult(first.name, "simulation", first.run.seed, results)
+    return simulate_plans({v: scenario_file.plan(v) for v in names}, progress, jobs)

@@ -1,12 +1,22 @@
 """The results folder: what ``dgsim run`` and ``dgsim hil run`` leave behind.
 
-    OUT/summary.json              every variant's metrics: mean, 95% CI, per-replication values
-    OUT/requests/<variant>.parquet  one row per request (see sim.metrics.records)
-    OUT/resolved/<variant>.yaml   the scenario as run, defaults filled in
+    OUT/summary.json                every variant's metrics: mean, 95% CI, per-replication values
+    OUT/requests/<variant>.parquet  one row per request (docs/results-format.md, sim.metrics.records)
+    OUT/resolved/<variant>.yaml     the scenario as run, defaults filled in
 
 ``summary.json`` is written with sorted keys and no timestamps, so the same
 scenario and seed give the same bytes. NaN (a metric with no data) is
-written as null. ``read_summary`` reads it back for checks and reports.
+written as null. ``read_summary`` reads it back for checks and reports and
+turns anything malformed into one ``ResultsError`` line.
+
+The folder is replaced as a whole: everything is written into a temporary
+folder beside OUT, which is then renamed into place; the old folder is
+kept until that rename succeeded. A failed write (full disk, read-only
+folder) leaves the previous results intact and says why. Only the entries
+above belong to the format: other entries of an existing OUT (the
+harness's stream/ and failures.json, a validation's twin folders) are
+carried into the new folder, while requests/ and resolved/ are replaced
+entirely, so no variant of an earlier run is left behind.
 """
 
 from __future__ import annotations
@@ -14,19 +24,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sim.experiment import ExperimentResult
+from sim.metrics import records
 from sim.metrics.summary import Estimate
-from sim.plan import compile_plan
+from sim.plan import Plan, compile_plan
 from sim.scenario.schema import Scenario
 from sim.units import format_bandwidth, format_duration
 
 FORMAT = "dgsim-summary/1"
+OWNED = ("summary.json", "requests", "resolved")  # what the format consists of
 
 
 def _number(value: float) -> float | None:
@@ -34,6 +48,8 @@ def _number(value: float) -> float | None:
 
 
 def summary_document(result: ExperimentResult) -> dict[str, Any]:
+    from sim.capacity import overload_warnings
+
     variants = {}
     for name, variant in result.variants.items():
         run = variant.scenario.run
@@ -41,6 +57,7 @@ def summary_document(result: ExperimentResult) -> dict[str, Any]:
             "replications": len(variant.runs),
             "duration": run.duration,
             "warmup": run.warmup,
+            "overload": overload_warnings(variant.plan) if variant.plan is not None else [],
             "metrics": {
                 metric: {
                     "mean": _number(e.mean),
@@ -50,23 +67,17 @@ def summary_document(result: ExperimentResult) -> dict[str, Any]:
                 for metric, e in variant.estimates.items()
             },
         }
-    return {"format": FORMAT, "scenario": result.scenario, "source": result.source, "seed": result.seed,
-            "variants": variants}
+    return {"format": FORMAT, "records": records.FORMAT, "scenario": result.scenario, "source": result.source,
+            "seed": result.seed, "variants": variants}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def resolved_document(scenario: Scenario, base_dir: Path = Path(".")) -> dict[str, Any]:
+def resolved_document(scenario: Scenario, base_dir: Path = Path("."), plan: Optional[Plan] = None) -> dict[str, Any]:
     """The scenario as run: every value a profile supplied is written out, so the file alone
-    says what was simulated (and loads back as an equivalent scenario). ``base_dir``: the
-    scenario file's folder, which its calibration and trace files are relative to."""
+    says what was simulated (and loads back as an equivalent scenario). ``plan``: the scenario
+    compiled (compiled here when not given); ``base_dir``: the scenario file's folder, which its
+    calibration and trace files are relative to."""
     document = scenario.model_dump(mode="json", by_alias=True, exclude={"variants"})
-    plan = compile_plan(scenario, base_dir=base_dir)
+    plan = plan if plan is not None else compile_plan(scenario, base_dir=base_dir)
     for name, pool in document["hardware"]["pools"].items():
         resolved = plan.pools[name]
         pool.update(servers=resolved.servers, speed=resolved.speed)
@@ -82,19 +93,114 @@ def resolved_document(scenario: Scenario, base_dir: Path = Path(".")) -> dict[st
     return document
 
 
+class ResultsError(ValueError):
+    """A results folder that cannot be read, or cannot be written where asked (one line)."""
+
+
+def is_results_folder(path: Path) -> bool:
+    """Whether ``path`` holds dgsim results: a summary.json whose ``format`` is a dgsim summary's."""
+    try:
+        document = json.loads((path / "summary.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and str(document.get("format", "")).startswith("dgsim-summary/")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that results cannot replace (before any work is done): ResultsError."""
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: is a file, not a folder; give a folder for the results")
+    if out.is_dir() and any(out.iterdir()) and not is_results_folder(out):
+        raise ResultsError(f"--out {out}: holds files that are not dgsim results (no summary.json of format "
+                           f"dgsim-summary); choose a new or empty folder")
+
+
 def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path(".")) -> Path:
-    """Write the results folder; return the path of summary.json."""
+    """Write the results folder atomically; return the path of summary.json.
+
+    Raises ResultsError (one line: why, and where the previous and new results are) on failure.
+    """
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: is a file, not a folder; no results written")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = _fresh(out, "new")
+    except OSError as error:
+        raise ResultsError(f"--out {out}: cannot write beside it ({_why(error)}); no results written") from None
+    try:
+        _write_into(result, staging, base_dir)
+    except BaseException as error:  # also an interruption: no half-written folder is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, OSError):
+            raise
+        kept = f"; the previous results in {out}/ are intact" if out.exists() else ""
+        raise ResultsError(f"--out {out}: cannot write results ({_why(error)}); none written{kept}") from None
+    try:
+        _swap(staging, out)
+    except OSError as error:
+        raise ResultsError(f"--out {out}: cannot move the new results into place ({_why(error)}); they are in "
+                           f"{staging}/ and the previous results in {out}/ are intact") from None
+    return out / "summary.json"
+
+
+def _write_into(result: ExperimentResult, folder: Path, base_dir: Path) -> None:
+    (folder / "requests").mkdir()
+    (folder / "resolved").mkdir()
     for name, variant in result.variants.items():
-        requests = out / "requests" / f"{name}.parquet"
-        requests.parent.mkdir(parents=True, exist_ok=True)
-        variant.frame.to_parquet(requests.with_name(requests.name + ".tmp"), index=False)
-        os.replace(requests.with_name(requests.name + ".tmp"), requests)
-        resolved = resolved_document(variant.scenario, base_dir)
-        _atomic_write(out / "resolved" / f"{name}.yaml", yaml.safe_dump(resolved, sort_keys=False).encode())
-    summary = out / "summary.json"
+        frame = variant.frame
+        frame = frame.assign(variant=_variant_column(name, len(frame)))[["variant"] + [c for c in frame.columns
+                                                                                   if c != "variant"]]
+        frame.to_parquet(folder / "requests" / f"{name}.parquet", index=False)
+        resolved = resolved_document(variant.scenario, base_dir, variant.plan)
+        (folder / "resolved" / f"{name}.yaml").write_bytes(yaml.safe_dump(resolved, sort_keys=False).encode())
     text = json.dumps(summary_document(result), sort_keys=True, indent=1, allow_nan=False)
-    _atomic_write(summary, (text + "\n").encode())
-    return summary
+    (folder / "summary.json").write_bytes((text + "\n").encode())
+
+
+def _variant_column(name: str, n: int):
+    import pandas as pd
+
+    return pd.Categorical([name] * n, categories=[name])
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; entries of an old ``out`` outside the format move along."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    moved = []
+    try:
+        for entry in sorted(out.iterdir()):
+            if entry.name not in OWNED:
+                os.rename(entry, staging / entry.name)
+                moved.append(entry.name)
+        old = _fresh(out, "old")
+        os.rename(out, old / out.name)
+    except OSError:
+        for name in moved:
+            os.rename(staging / name, out / name)
+        raise
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(old / out.name, out)
+        for name in moved:
+            os.rename(staging / name, out / name)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fresh(out: Path, what: str) -> Path:
+    """An empty folder beside ``out`` for this process (same file system, so renames are atomic)."""
+    folder = out.parent / f".{out.name}.{what}-{os.getpid()}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    return folder
+
+
+def _why(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 @dataclass(frozen=True)
@@ -108,34 +214,68 @@ class SummaryFile:
     variants: dict[str, dict[str, Estimate]]
 
 
-class ResultsError(ValueError):
-    """A results folder that cannot be read."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class _Metric(_Strict):
+    mean: Optional[float]
+    ci95: tuple[Optional[float], Optional[float]]
+    values: list[Optional[float]]
+
+
+class _Variant(_Strict):
+    metrics: dict[str, _Metric]
+
+
+class _Summary(_Strict):
+    format: str
+    scenario: str
+    source: str
+    seed: int
+    variants: dict[str, _Variant]
 
 
 def read_summary(path: Path) -> SummaryFile:
+    """summary.json of a results folder (or the file itself); ResultsError with one line otherwise."""
     path = path / "summary.json" if path.is_dir() else path
     try:
-        document = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ResultsError(f"{path}: no summary.json here (run 'dgsim run' or 'dgsim hil run' first)") from None
+    except OSError as error:
+        raise ResultsError(f"{path}: cannot read ({_why(error)})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ResultsError(f"{path}: not a summary.json (not UTF-8 text: byte {error.start})") from None
+    try:
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise ResultsError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ResultsError(f"{path}: expected format '{FORMAT}', got {document.get('format') if isinstance(document, dict) else document!r}")
+    except RecursionError:
+        raise ResultsError(f"{path}: not a summary.json (nested too deeply)") from None
+    found = document.get("format") if isinstance(document, dict) else None
+    if found != FORMAT:
+        got = repr(found) if isinstance(document, dict) else f"a JSON {type(document).__name__}"
+        raise ResultsError(f"{path}: format: expected '{FORMAT}', got {got}")
+    try:
+        summary = _Summary.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+        raise ResultsError(f"{path}: {where}: {first['msg'].lower()}, got {first['input']!r:.60}{more}") from None
     nan = math.nan
 
-    def value(v):
+    def value(v: Optional[float]) -> float:
         return nan if v is None else float(v)
 
-    try:
-        variants = {
-            name: {
-                metric: Estimate(value(m["mean"]), value(m["ci95"][0]), value(m["ci95"][1]),
-                                 tuple(value(v) for v in m["values"]))
-                for metric, m in body["metrics"].items()
-            }
-            for name, body in document["variants"].items()
+    variants = {
+        name: {
+            metric: Estimate(value(m.mean), value(m.ci95[0]), value(m.ci95[1]), tuple(value(v) for v in m.values))
+            for metric, m in body.metrics.items()
         }
-    except (KeyError, TypeError, IndexError) as error:
-        raise ResultsError(f"{path}: malformed summary ({error!r})") from None
-    return SummaryFile(path, document["scenario"], document["source"], document["seed"], variants)
+        for name, body in summary.variants.items()
+    }
+    return SummaryFile(path, summary.scenario, summary.source, summary.seed, variants)

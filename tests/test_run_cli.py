@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.costs import Deterministic
+from sim.metrics.records import column
 from sim.plan import compile_plan
 from sim.scenario.load import BASE, load_scenario_file
 
@@ -77,8 +78,9 @@ policies:
 run: {duration: 1 s, warmup: 0.25 s, drain: 0.1 s, seed: 1, replications: 1}
 """
 
-STAGE_COLUMNS = ("enqueued", "start", "end", "device")
-FIXED_COLUMNS = ("id", "replication", "source", "class", "arrival", "deadline", "size", "done", "latency", "outcome")
+STAGE_COLUMNS = ("enqueued", "start", "end", "device", "batch", "batch_size", "link")
+FIXED_COLUMNS = ("variant", "id", "replication", "source", "class", "arrival", "deadline", "size", "done", "latency",
+                 "outcome", "reply_link")
 
 
 def _dgsim() -> list[str]:
@@ -135,7 +137,7 @@ def test_run_exits_0_and_prints_a_table_with_a_column_per_variant(real_run):
     cells = [c.strip() for c in header.strip("┃│ ").replace("┃", "|").split("|")]
     assert cells[:3] == ["metric", "slow", "fast"]
     rows = {line.split("│")[1].strip() for line in done.stdout.splitlines() if line.count("│") > 2}
-    assert {"throughput /s", "latency p99 ms", "util % gpu"} <= rows
+    assert {"throughput /s", "latency p99 ms", "util % pool gpu"} <= rows
     assert str(out) in done.stdout.replace("\n", "")
 
 
@@ -155,7 +157,7 @@ def test_results_folder_has_summary_requests_and_resolved_files(real_run):
 def test_request_table_has_the_documented_columns_and_consistent_values(real_run):
     _, out = real_run
     frame = pd.read_parquet(out / "requests" / "slow.parquet")
-    stage_columns = [f"{s}.{c}" for s in ("pre", "infer") for c in STAGE_COLUMNS]
+    stage_columns = [column(s, c) for s in ("pre", "infer") for c in STAGE_COLUMNS]
     assert set(FIXED_COLUMNS) | set(stage_columns) <= set(frame.columns)
     assert sorted(frame["replication"].unique()) == [0, 1]
     # about rate * duration requests per replication: 100 each, 4 sigma is 40
@@ -168,12 +170,12 @@ def test_request_table_has_the_documented_columns_and_consistent_values(real_run
     assert frame["deadline"].to_numpy() == pytest.approx(frame["arrival"].to_numpy() + 0.050)
     assert frame["latency"].to_numpy() == pytest.approx((frame["done"] - frame["arrival"]).to_numpy())
     # the path of every request: queue -> start -> end per stage, stage after stage, reply after the last
-    assert (frame["pre.enqueued"] >= frame["arrival"]).all()
-    assert (frame["pre.start"] >= frame["pre.enqueued"]).all()
-    assert (frame["infer.enqueued"] >= frame["pre.end"]).all()
-    assert (frame["done"] >= frame["infer.end"]).all()
-    assert frame["infer.end"].to_numpy() - frame["infer.start"].to_numpy() == pytest.approx(0.002)
-    assert set(frame["pre.device"]) == {"cpu[0]"} and set(frame["infer.device"]) == {"gpu[0]"}
+    assert (frame["pre__enqueued"] >= frame["arrival"]).all()
+    assert (frame["pre__start"] >= frame["pre__enqueued"]).all()
+    assert (frame["infer__enqueued"] >= frame["pre__end"]).all()
+    assert (frame["done"] >= frame["infer__end"]).all()
+    assert frame["infer__end"].to_numpy() - frame["infer__start"].to_numpy() == pytest.approx(0.002)
+    assert set(frame["pre__device"]) == {"cpu[0]"} and set(frame["infer__device"]) == {"gpu[0]"}
 
 
 def test_resolved_scenarios_load_back_as_valid_scenarios(real_run, small):

@@ -1,24 +1,47 @@
 """The per-request table: the common currency of simulated and measured runs.
 
-One row per request. Fixed columns: ``id``, ``replication``, ``source``,
-``class``, ``priority``, ``arrival``, ``deadline`` (absolute; inf if none),
-``size`` (bytes), ``done``, ``latency`` (``done - arrival``) and ``outcome``
-(completed, deadline_missed, filtered, dropped, unfinished, failed), plus
-for each stage ``<stage>.enqueued``, ``<stage>.start``, ``<stage>.end`` and
-``<stage>.device``. Times are seconds from the start of the run. The
-hardware harness writes the same columns from real timestamps, so
-everything downstream (summaries, checks, validation) reads both alike.
+One row per request; the scheme is documented in docs/results-format.md and
+versioned by ``FORMAT`` (recorded in summary.json). Fixed columns:
+``variant``, ``replication``, ``id``, ``source``, ``class``, ``priority``,
+``arrival``, ``deadline`` (absolute; inf if none), ``size`` (bytes),
+``done``, ``latency`` (``done - arrival``), ``outcome`` (a label of
+``sim.contract.outcomes.Outcome``) and ``reply_link``. Per stage, columns
+named ``<stage>__<field>`` (``column(stage, field)``) for each field of
+``STAGE_FIELDS``: ``enqueued``, ``start``, ``end``, ``device``, ``batch``
+(an id unique in the replication), ``batch_size`` and ``link`` (the link
+the stage's input arrived over). No column name holds a dot, so
+``frame.query("infer__start > 2")`` works for any stage whose name is an
+identifier (others need backticks). Times are seconds from the start of
+the run. The hardware harness writes the same columns from real
+timestamps (null where it does not observe a field), so everything
+downstream reads both alike.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-OUTCOMES = ("completed", "deadline_missed", "filtered", "dropped", "unfinished", "failed")
-SERVED = ("completed", "deadline_missed")
+from sim.contract.outcomes import LABELS, SERVED_LABELS
+
+FORMAT = "dgsim-requests/2"  # 1: dotted per-stage names, no variant/batch/link columns
+SEPARATOR = "__"
+STAGE_FIELDS = ("enqueued", "start", "end", "device", "batch", "batch_size", "link")
+SERVED = SERVED_LABELS
+NO_LINK = -1
+
+
+def column(stage: str, field: str) -> str:
+    """The name of one per-stage column: ``column("infer", "start") == "infer__start"``."""
+    return f"{stage}{SEPARATOR}{field}"
+
+
+def stage_names(frame: pd.DataFrame) -> list[str]:
+    """The stages of a request table, in column order."""
+    suffix = SEPARATOR + "start"
+    return [c.removesuffix(suffix) for c in frame.columns if c.endswith(suffix)]
 
 
 def request_frame(
@@ -41,11 +64,22 @@ def request_frame(
     end: np.ndarray,
     device: np.ndarray,
     device_names: Sequence[str],
+    batch: Optional[np.ndarray] = None,
+    link: Optional[np.ndarray] = None,
+    reply_link: Optional[np.ndarray] = None,
+    link_names: Sequence[str] = (),
+    variant: str = "",
 ) -> pd.DataFrame:
-    """Assemble the table; ``enqueued``/``start``/``end``/``device`` are (requests, stages)."""
+    """Assemble the table; the per-stage arrays are (requests, stages).
+
+    ``device``, ``batch`` and ``link`` use -1 for "none"; ``batch``,
+    ``link`` and ``reply_link`` may be omitted (the columns are then null).
+    """
+    n, width = len(ids), len(stage_names)
     columns: dict[str, object] = {
+        "variant": pd.Categorical([variant] * n, categories=[variant]),
+        "replication": np.full(n, replication, dtype=np.int32),
         "id": ids.astype(np.int64),
-        "replication": np.full(len(ids), replication, dtype=np.int32),
         "source": pd.Categorical.from_codes(source, categories=list(source_names)),
         "class": pd.Categorical.from_codes(klass, categories=list(class_names)),
         "priority": priority.astype(np.int32),
@@ -54,16 +88,38 @@ def request_frame(
         "size": size,
         "done": done,
         "latency": done - arrival,
-        "outcome": pd.Categorical(list(outcome), categories=list(OUTCOMES)),
+        "outcome": pd.Categorical(list(outcome), categories=list(LABELS)),
+        "reply_link": _named(reply_link if reply_link is not None else np.full(n, NO_LINK), link_names),
     }
-    labels = np.array(list(device_names) + [None], dtype=object)
+    missing = np.full((n, width), -1, dtype=np.int64)
+    batch = missing if batch is None else np.asarray(batch, dtype=np.int64).reshape(n, width)
+    link = missing if link is None else np.asarray(link, dtype=np.int64).reshape(n, width)
     for j, name in enumerate(stage_names):
-        columns[f"{name}.enqueued"] = enqueued[:, j]
-        columns[f"{name}.start"] = start[:, j]
-        columns[f"{name}.end"] = end[:, j]
-        columns[f"{name}.device"] = pd.Categorical(labels[device[:, j]], categories=list(device_names))
+        columns[column(name, "enqueued")] = enqueued[:, j]
+        columns[column(name, "start")] = start[:, j]
+        columns[column(name, "end")] = end[:, j]
+        columns[column(name, "device")] = _named(device[:, j], device_names)
+        ids_j, sizes_j = _batches(batch[:, j])
+        columns[column(name, "batch")] = ids_j
+        columns[column(name, "batch_size")] = sizes_j
+        columns[column(name, "link")] = _named(link[:, j], link_names)
     return pd.DataFrame(columns)
 
 
-def stage_names(frame: pd.DataFrame) -> list[str]:
-    return [c.removesuffix(".start") for c in frame.columns if c.endswith(".start")]
+def _named(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
+    """Indices into ``names`` (unique: device or link names) as a categorical; -1 is null."""
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), categories=list(names))
+
+
+def _batches(ids: np.ndarray) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray]:
+    """Batch ids (null for none) and the size of each request's batch."""
+    valid = ids >= 0
+    sizes = np.zeros(len(ids), dtype=np.int64)
+    if valid.any():
+        _, inverse, counts = np.unique(ids[valid], return_inverse=True, return_counts=True)
+        sizes[valid] = counts[inverse]
+    return _masked(ids, valid), _masked(sizes, valid)
+
+
+def _masked(values: np.ndarray, valid: np.ndarray) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(np.where(valid, values, 0).astype(np.int64), ~valid)

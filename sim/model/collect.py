@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.metrics.records import OUTCOMES, request_frame
+from sim.contract.outcomes import Outcome
+from sim.metrics.records import request_frame
 from sim.metrics.usage import ResourceUsage
 from sim.model.system import RunOutput
 
@@ -25,6 +26,11 @@ def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, Resource
 
     arrivals = output.arrivals
     n = len(requests)
+    label = {o: o.label for o in Outcome}
+
+    def optional(attr: str) -> np.ndarray | None:  # fields the model may not record
+        return matrix(attr, dtype=np.int64) if hasattr(requests[0] if requests else None, attr) else None
+
     frame = request_frame(
         replication=replication,
         ids=np.arange(n),
@@ -35,7 +41,7 @@ def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, Resource
         deadline=arrivals.deadline[:n],
         size=arrivals.size[:n],
         done=np.array([r.done for r in requests], dtype=float),
-        outcome=[OUTCOMES[r.outcome] for r in requests],
+        outcome=[label[r.outcome] for r in requests],
         source_names=arrivals.source_names,
         class_names=arrivals.class_names,
         stage_names=stages,
@@ -44,6 +50,11 @@ def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, Resource
         end=matrix("end"),
         device=matrix("instance", dtype=np.int64),
         device_names=[d.name for d in output.devices],
+        batch=optional("batch"),
+        link=optional("link"),
+        reply_link=(np.array([r.reply_link for r in requests], dtype=np.int64)
+                    if requests and hasattr(requests[0], "reply_link") else None),
+        link_names=[link.name for link in output.plan.links],
     )
     return frame, _usage(output)
 
@@ -55,11 +66,11 @@ def _usage(output: RunOutput) -> ResourceUsage:
     capacity: dict[str, float] = {}
     batches: dict[int, list[int]] = {}
     for device in output.devices:
-        device._account_queue()
+        device.account()
         busy[device.pool] = busy.get(device.pool, 0.0) + device.busy_time
         queue[device.pool] = queue.get(device.pool, 0.0) + device.queue_area / window
         capacity[device.pool] = capacity.get(device.pool, 0.0) + device.servers * window
-        for stage, sq in device.stage_queues.items():
+        for stage, sq in device.services.items():
             counts = batches.setdefault(stage, [0, 0])
             counts[0] += sq.batches
             counts[1] += sq.batched_jobs

@@ -1,0 +1,188 @@
+"""Offered load against capacity, from the plan alone: is the design overloaded?
+
+A design whose offered load exceeds the capacity of one of its pools or
+links cannot keep up at any queue length: its queues grow for the whole
+run and the latencies then measure the run's length, not the design. This
+module says so before anyone reads the numbers, from the compiled plan:
+
+- the arrival rate of every source (periodic: streams x mean rate;
+  Poisson/gamma: the rate; MMPP: the dwell-weighted mean rate; trace: its
+  arrivals over the run's duration) and its mean payload;
+- the rate reaching each stage: requests pass every prefilter upstream of
+  it (``pass_probability`` of each ancestor, drawn independently);
+- per pool: offered work = rate x mean service time per request (the
+  stage's cost at its largest batch, divided by the batch and by the
+  pool's speed), against servers x count. A stage on several pools is
+  split in proportion to each pool's capacity (the best any router does);
+- per link and direction: messages/s x channel occupancy per message
+  (``overhead + bytes / bandwidth`` for fifo, ``bytes / bandwidth`` for
+  shared contention), against its channels (one per pair of device
+  instances for ``per-pair`` sharing, else one); bytes are the stage's
+  input (the payload at the first stage, the predecessors' outputs later)
+  and the reply. Several links between the same ends share in proportion
+  to their bandwidth.
+
+The estimate is of the mean load: utilisation below 1 can still queue
+(and batching needs the load to fill batches), but above 1 it is certain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from sim.plan import LinkPlan, Plan
+from sim.scenario.schema import CLIENT, GammaSource, MmppSource, PeriodicSource, PoissonSource, TraceSource
+
+
+@dataclass(frozen=True)
+class Load:
+    """The mean offered load of one pool or link against what it can do."""
+
+    kind: str  # "pool" or "link"
+    name: str
+    offered: float  # server-seconds per second (pool) or channel-seconds per second (link)
+    capacity: float  # servers x instances, or channels (per direction)
+
+    @property
+    def utilisation(self) -> float:
+        return self.offered / self.capacity if self.capacity > 0 else float("inf")
+
+    def warning(self) -> str:
+        unit = "busy servers" if self.kind == "pool" else "busy channels"
+        return (f"{self.kind} {self.name}: offered load is {self.utilisation:.2f}x its capacity "
+                f"({self.offered:.3g} {unit} needed, {self.capacity:g} available); queues grow for the whole "
+                f"run and latencies measure the run's length, not the design")
+
+
+def offered_loads(plan: Plan) -> list[Load]:
+    """Every pool's and link's mean utilisation implied by the plan's workload."""
+    rate, payload = _arrivals(plan)
+    stages = plan.stages
+    reach: list[float] = [0.0] * len(stages)
+    ancestors: list[set[int]] = [set() for _ in stages]
+    for stage in stages:  # topological order
+        for p in stage.preds:
+            ancestors[stage.index] |= ancestors[p] | {p}
+        passed = 1.0
+        for a in ancestors[stage.index]:
+            passed *= stages[a].pass_probability
+        reach[stage.index] = rate * passed
+
+    def per_request(stage, pool_name: str) -> float:
+        pool = plan.pools[pool_name]
+        batch = max(stage.batching.max_batch, 1)
+        return stage.costs[pool.kind].mean(batch) / batch / pool.speed
+
+    shares: list[dict[str, float]] = []
+    for stage in stages:
+        power = {p: plan.pools[p].servers * plan.pools[p].count / max(per_request(stage, p), 1e-300)
+                 for p in stage.pools}
+        total = sum(power.values())
+        shares.append({p: power[p] / total for p in stage.pools})
+
+    busy = {name: 0.0 for name in plan.pools}
+    for stage in stages:
+        for pool, share in shares[stage.index].items():
+            busy[pool] += reach[stage.index] * share * per_request(stage, pool)
+    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
+             for name in plan.pools]
+
+    out_bytes: list[float] = [0.0] * len(stages)
+    occupancy: dict[tuple[str, str, str], float] = {}
+    client_links = any(CLIENT in link.ends for link in plan.links)
+
+    def send(a: str, b: str, messages: float, size: float) -> None:
+        if a == b or messages <= 0:
+            return
+        links = plan.links_between(a, b)
+        if not links or (CLIENT in (a, b) and not client_links):
+            return
+        total = sum(link.bandwidth for link in links)
+        for link in links:
+            hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
+            key = (link.name, a, b)
+            occupancy[key] = occupancy.get(key, 0.0) + messages * link.bandwidth / total * hold
+
+    for stage in stages:
+        received = sum(out_bytes[p] for p in stage.preds) if stage.preds else payload
+        out_bytes[stage.index] = stage.output if stage.output is not None else received
+        for dst, into in shares[stage.index].items():
+            if not stage.preds:
+                send(CLIENT, dst, reach[stage.index] * into, received)
+            for p in stage.preds:
+                for src, share in shares[p].items():
+                    send(src, dst, reach[stage.index] * share * into, out_bytes[p])
+        if not stage.succs:
+            reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
+            passing = reach[stage.index] * stage.pass_probability
+            for src, share in shares[stage.index].items():
+                send(src, CLIENT, passing * share, reply)
+
+    for link in plan.links:
+        directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
+        if not directions:
+            loads.append(Load("link", link.name, 0.0, _channels(plan, link, *link.ends)))
+            continue
+        busiest = max(directions, key=lambda d: occupancy[link.name, *d] / _channels(plan, link, *d))
+        loads.append(Load("link", link.name, occupancy[link.name, *busiest], _channels(plan, link, *busiest)))
+    return loads
+
+
+def overloads(plan: Plan) -> list[Load]:
+    """The pools and links the workload offers more than they can do, busiest first."""
+    return sorted((load for load in offered_loads(plan) if load.utilisation > 1.0), key=lambda l: -l.utilisation)
+
+
+def overload_warnings(plan: Plan) -> list[dict]:
+    """``overloads`` as plain data for summary.json."""
+    return [{"kind": load.kind, "name": load.name, "utilisation": round(load.utilisation, 4),
+             "message": load.warning()} for load in overloads(plan)]
+
+
+def _channels(plan: Plan, link: LinkPlan, a: str, b: str) -> float:
+    if link.sharing == "shared":
+        return 1.0
+    count = {CLIENT: 1}
+    count.update({name: pool.count for name, pool in plan.pools.items()})
+    return float(count.get(a, 1) * count.get(b, 1))
+
+
+def _arrivals(plan: Plan) -> tuple[float, float]:
+    """Mean arrival rate of the whole workload and the mean payload of an arrival."""
+    rates: list[tuple[float, float]] = []
+    for source in plan.scenario.workload.sources:
+        rates.append(_source_rate(plan, source))
+    total = sum(r for r, _ in rates)
+    payload = sum(r * s for r, s in rates) / total if total > 0 else 0.0
+    return total, payload
+
+
+def _source_rate(plan: Plan, source) -> tuple[float, float]:
+    if isinstance(source, PeriodicSource):
+        low, high = source.rate if isinstance(source.rate, tuple) else (source.rate, source.rate)
+        return source.streams * (low + high) / 2, source.payload
+    if isinstance(source, (PoissonSource, GammaSource)):
+        return source.rate, source.payload
+    if isinstance(source, MmppSource):
+        weights = source.dwell
+        return sum(r * d for r, d in zip(source.rates, weights)) / sum(weights), source.payload
+    if isinstance(source, TraceSource):
+        return _trace_rate(plan, source)
+    return 0.0, 0.0
+
+
+def _trace_rate(plan: Plan, source: TraceSource) -> tuple[float, float]:
+    from sim.workload import generate_arrivals
+
+    run = plan.scenario.run
+    one = plan.scenario.workload.model_copy(update={"sources": [source]})
+    arrivals = generate_arrivals(one, run.duration, run.seed, 0, plan.base_dir)
+    n = len(arrivals)
+    return n / run.duration, (float(arrivals.size.mean()) if n else 0.0)
+
+
+def bottleneck(plan: Plan) -> Optional[Load]:
+    """The busiest pool or link."""
+    loads = offered_loads(plan)
+    return max(loads, key=lambda l: l.utilisation) if loads else None
