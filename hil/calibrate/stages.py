@@ -25,7 +25,8 @@ import numpy as np
 
 from hil.calibrate.fit import affine_entry, distribution_entry
 from hil.calibrate.measure import Measurement, Settings, measure, pinned, timed
-from hil.runner.layout import Layout
+from hil.calibrate.model_identity import model_tag
+from hil.runner.layout import FRAME_OPS, Layout
 from hil.runner.ops import FrameBank, honest, open_op
 from hil.runner.station import Job
 
@@ -47,12 +48,14 @@ def stage_entries(layout: Layout, backend: str, rule: Settings, quick: bool, max
     plans = {s.index: batch_sizes(max_batch if max_batch and s.batching.max_batch > 1 else s.batching.max_batch,
                                   quick) for s in layout.stages}
     largest = max(max(sizes) for sizes in plans.values())
-    data = [frames.frame(i) for i in range(largest)] if frames is not None else None
+    # without frames, requests carry a payload and model ops generate their inputs (hil.inputs) by request id
+    data = [frames.frame(i) for i in range(largest)] if frames is not None else \
+        [np.zeros(1, np.uint8) for _ in range(largest)]
     for stage in layout.stages:
         if stage.op == "emulate":
             notes.append(f"stage '{stage.name}': not profiled; the harness emulates it (busy-spin on its cost model)")
             continue
-        if data is None:
+        if frames is None and stage.op in FRAME_OPS:
             raise RuntimeError(f"stage '{stage.name}' ({stage.op}) needs frames, but the layout has none")
         cores = layout.cores[stage.side]
         with pinned(cores):  # a model op pins the process as it opens; pinned() restores the affinity after
@@ -68,6 +71,8 @@ def stage_entries(layout: Layout, backend: str, rule: Settings, quick: bool, max
                            f"{len(m.samples)} samples, {m.windows} windows, {'stable' if m.stable else 'NOT stable'}")
                 what = (f"op {stage.op} on the {stage.side} side, cores {', '.join(map(str, cores))}: "
                         f"{honest(op.describe(), stage.side)}")
+                if stage.model is not None:
+                    what += f"; {model_tag(stage.model)}"
                 if stage.op == "postprocess":
                     rows = sum(int(np.sum(x[:, 4] > 0.25)) for x in data[:largest])
                     what += (f"; its input had {rows / largest:g} rows per image above the 0.25 objectness "

@@ -148,6 +148,20 @@ def prefilter_probabilities(session: ort.InferenceSession, images: np.ndarray) -
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0][:, 0]
 
 
+def frame_scores(session: ort.InferenceSession, images: np.ndarray, score: tuple[str, int] | None = None) -> np.ndarray:
+    """(N,) scores of any prefilter model for uint8 (N, H, W, 3) frames, as the harness computes them.
+
+    The model's own input name and size are read from the session (its H, W must be fixed); the score is
+    element ``index`` of output ``name`` per frame (``hil.score``), by default element 0 of the first output.
+    """
+    spec = session.get_inputs()[0]
+    h, w = spec.shape[2:]
+    x = to_model_input(images, int(h), int(w)).astype(np.float16 if "float16" in spec.type else np.float32)
+    name, index = score or (session.get_outputs()[0].name, 0)
+    out = session.run([name], {spec.name: x})[0]
+    return np.asarray(out).reshape(len(images), -1)[:, index].astype(np.float64)
+
+
 def evaluate_prefilter(session: ort.InferenceSession, frames: FrameSet, threshold: float = 0.5) -> PrefilterScore:
     """Accuracy, pass rate and recall on labelled frames (use a seed not used in training)."""
     passed = prefilter_probabilities(session, frames.images) >= threshold

@@ -139,6 +139,10 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
             pass_probability=stage.pass_probability, batching=stage.batching, inputs=plans, score=score,
         ))
     stages = _chain_models(stages)
+    for s in stages:
+        if s.model is not None:
+            i, spec = specs[s.name]
+            _check_calibrated(spec, s.model, plan.base_dir, f"pipeline.stages[{i}].costs", problem)
     tensor = (settings.detector.input_size,) * 2
     for s in stages:
         if s.op in ("detect", "prefilter") and s.model is not None:
@@ -220,6 +224,23 @@ def _any_model(path: Path, where: str, stage: str, hil, problem) -> tuple[Option
         field = "inputs" if "generator" in line else "shapes"
         problem(f"{where}.{field}", f"stage '{stage}': {line}; the model's inputs: {signature_text(declared)}")
     return path, tuple(plans)
+
+
+def _check_calibrated(spec, model: Path, base_dir: Path, where: str, problem) -> None:
+    """Refuse calibrated costs measured with another model file than the one this stage runs."""
+    from hil.calibrate.model_identity import mismatch
+    from sim.calibration import CalibrationError, load_calibration
+
+    for kind, cost in spec.costs.items():
+        if getattr(cost, "kind", None) != "calibrated":
+            continue
+        try:
+            entry = load_calibration(base_dir / cost.file).entries.get(cost.entry)
+        except (CalibrationError, OSError):
+            continue  # sim.plan reports unreadable calibration files
+        why = mismatch(getattr(entry, "measured", ""), model) if entry is not None else None
+        if why:
+            problem(f"{where}.{kind}", f"stage '{spec.name}': calibration {cost.file} entry '{cost.entry}' {why}")
 
 
 def _chain_models(stages: list[StageRun]) -> list[StageRun]:

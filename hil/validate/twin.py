@@ -136,12 +136,12 @@ def pass_fractions(layout: Layout) -> dict[str, float]:
         return {}
     import onnxruntime as ort
 
-    from hil.models import prefilter_probabilities
+    from hil.models.prefilter import frame_scores
     from hil.runner.ops import FrameBank
 
     bank = FrameBank.of(layout)
     out = {}
-    for stage in stages:
+    for stage in stages:  # any prefilter model: its own input name and size, its hil.score output
         session = ort.InferenceSession(str(stage.model), providers=["CPUExecutionProvider"])
-        out[stage.name] = float((prefilter_probabilities(session, bank.images) >= stage.threshold).mean())
+        out[stage.name] = float((frame_scores(session, bank.images, stage.score) >= stage.threshold).mean())
     return out
