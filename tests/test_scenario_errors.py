@@ -339,3 +339,103 @@ def test_a_problem_shared_by_every_variant_is_reported_once(results):
     result = results["problem-shared-by-variants"]
     assert result.returncode == 2
     assert len(result.lines) == 1, result.lines
+
+
+# --- the corpus of known-bad files (tests/bad_inputs) ----------------------
+#
+# Each file says in its first lines what it breaks, the fragments its one
+# error line must hold ("# expect: a | b | c") and any extra arguments
+# ("# args: --set ..."). Every file here once ended in a traceback, a hang,
+# a silent fallback or a meaningless run; now each gives exactly one line
+# and exit 2, from `dgsim run` and (a sample) from check, hil run and validate.
+
+BAD_INPUTS = Path(__file__).parent / "bad_inputs"
+
+
+@dataclass(frozen=True)
+class BadFile:
+    path: Path
+    expect: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+def _bad_files() -> dict[str, BadFile]:
+    import shlex
+
+    out = {}
+    for path in sorted(BAD_INPUTS.glob("*.yaml")):
+        head = path.read_bytes()[:4000].decode("latin-1").splitlines()
+        meta = {line[2:].partition(":")[0]: line[2:].partition(":")[2].strip()
+                for line in head if line.startswith("# ") and ":" in line}
+        out[path.stem] = BadFile(path, tuple(f.strip() for f in meta["expect"].split("|")),
+                                 tuple(shlex.split(meta.get("args", ""))))
+    return out
+
+
+BAD_FILES = _bad_files()
+# The same bad files through the other commands that load scenarios.
+OTHER_COMMANDS = {
+    "check": ("check",),
+    "hil-run": ("hil", "run"),
+    "validate": ("validate", "--calibration", str(Path(__file__).parents[1] / "docs/examples/calibration-quick.yaml")),
+}
+SAMPLE = ("alias-bomb", "not-utf8", "duplicate-key", "trace-ragged", "variant-name-int", "duration-1e999",
+          "bad-set-yaml", "cost-on-wrong-kind")
+
+
+def _run_forked(jobs: dict[str, tuple[list[str], str, str, str]]) -> dict[str, int]:
+    if not hasattr(os, "fork"):
+        pytest.skip("the forking driver needs os.fork (POSIX)")
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(jobs)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Result]:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    jobs = {}
+    runs = [(name, "run", ("run",)) for name in BAD_FILES]
+    runs += [(name, command, argv) for command, argv in OTHER_COMMANDS.items() for name in SAMPLE]
+    for name, command, argv in runs:
+        case = BAD_FILES[name]
+        folder = root / f"{command}-{name}"
+        folder.mkdir()
+        out = ("--out", str(folder / "out")) if command in ("run", "hil-run") else ()
+        jobs[f"{command}:{name}"] = ([*argv, str(case.path), *out, *case.args], str(folder),
+                                     str(folder / "stdout"), str(folder / "stderr"))
+    codes = _run_forked(jobs)
+    return {key: Result(str(BAD_FILES[key.partition(":")[2]].path), codes[key], Path(o).read_text(),
+                        Path(e).read_text(errors="replace")) for key, (_, _, o, e) in jobs.items()}
+
+
+def test_the_corpus_covers_every_kind_of_bad_input():
+    kinds = {"alias-bomb", "deep-nesting", "duplicate-key", "not-utf8", "nul-bytes", "bad-set-yaml",
+             "replications-true", "duration-1e999", "speed-inf", "cv-nan", "variant-name-int",
+             "variant-stage-name-list", "variant-stage-name-map", "calibration-binary", "trace-non-numeric",
+             "trace-ragged", "trace-header-only", "trace-nan", "trace-nul", "trace-latin1", "rate-1e9-fps",
+             "replications-1e20", "count-huge", "streams-huge", "cost-on-wrong-kind"}
+    assert kinds <= set(BAD_FILES), kinds - set(BAD_FILES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_known_bad_file_gives_one_line_and_exit_2(corpus, name):
+    case, result = BAD_FILES[name], corpus[f"run:{name}"]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(result.lines) == 1, result.lines
+    line = result.lines[0]
+    assert line.startswith("error: ")
+    assert str(case.path) in line or "--set" in line, line
+    missing = [f for f in case.expect if f not in line]
+    assert not missing, f"{missing} not in {line!r}"
+
+
+@pytest.mark.parametrize("command", sorted(OTHER_COMMANDS))
+@pytest.mark.parametrize("name", SAMPLE)
+def test_check_hil_and_validate_report_a_bad_file_as_run_does(corpus, command, name):
+    result, as_run = corpus[f"{command}:{name}"], corpus[f"run:{name}"]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.lines == as_run.lines
