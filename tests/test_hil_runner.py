@@ -32,11 +32,12 @@ from hil.cli import register
 from hil.models import prefilter_probabilities, to_model_input
 from hil.runner.layout import GPU, lay_out
 from hil.runner.ops import FrameBank
-from hil.runner.station import Estimates, Station, build_policies
+from hil.runner.station import channel_policy, process_station
 from hil.transports import available_channel_kinds
 from sim.experiment import run_variant
 from sim.plan import compile_plan
-from sim.policies import admission, batching, build, channel, queueing
+from sim.policies import admission, batching, channel, queueing
+from sim.station import Station
 from sim.results import read_summary
 from sim.scenario.load import load_scenario_file
 from sim.scenario.schema import Scenario
@@ -97,7 +98,7 @@ def test_shm_run_writes_the_simulators_format(shm_run: Path) -> None:
     assert list(frame.columns) == list(simulated.columns)
     assert set(frame["outcome"]) <= {"completed", "deadline_missed", "filtered"}
     served = frame[frame["outcome"] != "filtered"]
-    assert served["postprocess.end"].notna().all() and served["infer.device"].eq("gpu[0]").all()
+    assert served["postprocess__end"].notna().all() and served["infer__device"].eq("gpu[0]").all()
     order = ["arrival", *(f"{s}.{t}" for s in ("parse", "preprocess", "prefilter", "infer", "postprocess")
                           for t in ("enqueued", "start", "end")), "done"]
     times = served[order].to_numpy()
@@ -115,7 +116,7 @@ def test_shm_run_writes_the_simulators_format(shm_run: Path) -> None:
 def test_prefilter_decisions_equal_a_direct_onnxruntime_call(shm_run: Path) -> None:
     frame = pd.read_parquet(shm_run / "requests" / "dpu-offload.parquet")
     info = json.loads((shm_run / "stream" / "dpu-offload" / "r0" / "run.json").read_text())
-    reached = frame[frame["prefilter.end"].notna()]
+    reached = frame[frame["prefilter__end"].notna()]
     bank = FrameBank(**info["frames"])
     session = ort.InferenceSession(info["models"]["prefilter"], providers=["CPUExecutionProvider"])
     images = np.stack([bank.frame(int(i)) for i in reached["id"]])
@@ -154,17 +155,15 @@ def test_policy_objects_are_the_simulators() -> None:
                  "policies.batching.infer.kind=deadline", "policies.channel.kind=by-size"]
     scenario = load_scenario_file(SCENARIO, overrides).resolve("dpu-offload")
     layout = lay_out(compile_plan(scenario, "test", SCENARIO.parent), "dpu-offload", "test", [0, 1])
-    estimates = Estimates(layout.stages)
-    policies = build_policies(layout, GPU, estimates)
+    process = process_station(layout, GPU)
     infer = next(s for s in layout.stages if s.name == "infer")
-    spec = scenario.policies
-    assert type(policies.batchers[infer.index]) is type(build.batching_policy(infer.batching, lambda n: 0.0))
-    assert isinstance(policies.batchers[infer.index], batching.DeadlineAwareBatch)
-    assert isinstance(policies.discipline, queueing.EarliestDeadlineFirst)
-    assert policies.admission == build.admission_policy(spec.admission) and isinstance(policies.admission,
-                                                                                         admission.QueueCap)
-    assert policies.channel == build.channel_policy(spec.channel) and isinstance(policies.channel, channel.BySize)
-    station = Station(layout.side_stages(GPU), policies, estimates)
+    station = process.station
+    assert isinstance(station, Station)  # the simulator's own class, not a copy
+    assert isinstance(station.batchers[infer.index], batching.DeadlineAwareBatch)
+    assert isinstance(station.discipline, queueing.EarliestDeadlineFirst)
+    assert station.admission == admission.QueueCap(scenario.policies.admission.cap)
+    assert isinstance(channel_policy(layout), channel.BySize)
+    assert set(station.queues) == {s.index for s in layout.side_stages(GPU)}
     assert all(isinstance(q, queueing.PolicyQueue) for q in station.queues.values())
 
 

@@ -43,6 +43,25 @@ class J:
     deadline: float = math.inf
     priority: int = 0
     name: str = ""
+    stage: int = 0
+
+
+@dataclass
+class S:
+    """A device's queue state as admission sees it (``QueueStateView``), the same for every stage."""
+
+    length: int = 0
+    wait: float = 0.0
+    remaining: float = 0.0
+
+    def queue_length(self, stage: int) -> int:
+        return self.length
+
+    def expected_wait(self, stage: int) -> float:
+        return self.wait
+
+    def remaining_service(self, stage: int) -> float:
+        return self.remaining
 
 
 @dataclass
@@ -342,22 +361,32 @@ def test_local_first_orders_tiers_by_number_not_by_position():
 
 def test_admit_all_admits_everything():
     job = J(seq=0, deadline=0.0)
-    assert AdmitAll().admit(10.0, job, 10**6, 1e9, 1e9)
+    assert AdmitAll().admit(10.0, job, S(10**6, 1e9, 1e9))
 
 
 def test_queue_cap_refuses_when_cap_jobs_wait():
     policy = QueueCap(cap=3)
-    assert [policy.admit(0.0, JOB, n, 0.0, 0.0) for n in range(6)] == [True, True, True, False, False, False]
+    assert [policy.admit(0.0, JOB, S(n)) for n in range(6)] == [True, True, True, False, False, False]
+
+
+def test_queue_cap_counts_only_the_jobs_of_the_job_s_own_stage():
+    class TwoStages(S):
+        def queue_length(self, stage: int) -> int:
+            return (0, 5)[stage]
+
+    policy = QueueCap(cap=2)
+    assert policy.admit(0.0, J(seq=0, stage=0), TwoStages())
+    assert not policy.admit(0.0, J(seq=0, stage=1), TwoStages())
 
 
 def test_deadline_feasible_refuses_when_wait_plus_service_passes_deadline():
     policy = DeadlineFeasible()
     job = J(seq=0, deadline=1.010)
-    assert policy.admit(1.000, job, 0, expected_wait=0.004, remaining_service=0.005)  # 1.009
-    assert policy.admit(1.000, job, 0, expected_wait=0.005, remaining_service=0.005)  # exactly on time
-    assert not policy.admit(1.000, job, 0, expected_wait=0.006, remaining_service=0.005)  # 1.011
-    assert not policy.admit(1.011, job, 0, expected_wait=0.0, remaining_service=0.0)  # already late
-    assert policy.admit(5.0, J(seq=1), 99, 1e6, 1e6)  # no deadline: always feasible
+    assert policy.admit(1.000, job, S(0, wait=0.004, remaining=0.005))  # 1.009
+    assert policy.admit(1.000, job, S(0, wait=0.005, remaining=0.005))  # exactly on time
+    assert not policy.admit(1.000, job, S(0, wait=0.006, remaining=0.005))  # 1.011
+    assert not policy.admit(1.011, job, S(0))  # already late
+    assert policy.admit(5.0, J(seq=1), S(99, 1e6, 1e6))  # no deadline: always feasible
 
 
 # --- channel selection ------------------------------------------------------
@@ -493,6 +522,7 @@ def test_policy_sources_do_not_import_simpy():
 
 def test_policies_import_with_simpy_blocked():
     modules = sorted(f"sim.policies.{f.stem}" for f in POLICIES.glob("*.py") if f.stem != "__init__")
+    modules += ["sim.station", "sim.registry"]  # the station around the policies is shared too: no SimPy, no clock
     code = "import sys; sys.modules['simpy'] = None\n" + "".join(f"import {m}\n" for m in modules)
     code += "assert 'simpy' not in [k for k, v in sys.modules.items() if v is not None]\nprint('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,39 +1,39 @@
-"""One worker process as a server: per-stage queues, batchers and admission.
+"""One worker process as a server: ``sim.station.Station`` in real time.
 
-This is ``sim.model.device.DeviceInstance`` in real time. Every stage the
-process runs has a ``PolicyQueue`` ordered by the scenario's queue
-discipline and the scenario's batching policy; when the process is free it
-looks at its stage queues in discipline order of their heads and launches
-the first batch a batcher allows, or learns when to ask again. A job that
-reaches a queue first passes the admission policy. All these objects are
-built by ``sim.policies.build`` from the scenario, exactly as the simulator
-builds them, so a decision means the same in both worlds.
+The harness's worker processes make their queueing, batching and admission
+decisions through the very ``Station`` class the simulator's devices use,
+built from the scenario by the same registries. This module only adapts it
+to a real process: the worker asks ``poll`` whenever it is free (it is one
+server, as a pool's core or GPU stream is in the simulator), runs what it
+gets, and reports the measured time with ``done``; when the station says
+"not before t", the worker sleeps until then or until a message arrives.
 
-Policies need estimates the simulator takes from its cost models
-(service time of a batch, expected wait, remaining service). Here each
-estimate is the scenario's cost model scaled by the ratio measured/modelled
-of that stage in this run (a moving average), so a deadline-aware batcher
-plans with this machine's real speed. Stages of the other process keep
-their model estimates.
+Policies need estimates the simulator takes from its cost models (service
+time of a batch, expected wait, remaining service). Here each estimate is
+the scenario's cost model scaled by the ratio measured/modelled of that
+stage in this run (a moving average), so a deadline-aware batcher plans
+with this machine's real speed. Stages of the other process keep their
+model estimates.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Sequence
 
 import numpy as np
 
 from hil.runner.layout import Layout, StageRun
-from sim.policies import build
-from sim.policies.batching import Dispatch
-from sim.policies.queueing import PolicyQueue
+from sim.policies.admission import ADMISSION
+from sim.policies.channel import CHANNELS, ChannelPolicy
+from sim.policies.queueing import DISCIPLINES
+from sim.scenario.schema import Policies
+from sim.station import Decision, Launch, Station
 
 
 @dataclass(slots=True, eq=False)
 class Job:
-    """A request waiting at one stage of this process (satisfies ``sim.policies.views.JobView``)."""
+    """A request waiting at one stage of this process (satisfies ``sim.station.StationJob``)."""
 
     id: int
     stage: int
@@ -44,10 +44,10 @@ class Job:
     seq: int = 0
 
 
-class Estimates:
-    """Service-time estimates per stage: cost model x measured/model ratio (EWMA)."""
+class MeasuredEstimates:
+    """Service-time estimates per stage: cost model x measured/model ratio (EWMA); ``sim.station.Estimates``."""
 
-    def __init__(self, stages: tuple[StageRun, ...]):
+    def __init__(self, stages: Sequence[StageRun]):
         self.stages = stages
         self.ratio = [1.0] * len(stages)
 
@@ -58,67 +58,54 @@ class Estimates:
         """From the start of ``stage`` to the end of the pipeline, one request."""
         return sum(self.service(s, 1) for s in range(stage, len(self.stages)))
 
+    def after(self, stage: int) -> float:
+        return self.remaining(stage + 1)
+
     def observe(self, stage: int, batch: int, seconds: float) -> None:
         model = self.stages[stage].model_mean(batch)
         if model > 0:
             self.ratio[stage] += 0.1 * (seconds / model - self.ratio[stage])
 
 
-@dataclass(frozen=True)
-class Policies:
-    """The scenario's policy objects as one process uses them."""
+class ProcessStation:
+    """The stage queues of one worker process and the decision of what it runs next."""
 
-    discipline: Any
-    batchers: dict[int, Any]
-    admission: Any
-    channel: Any
-
-
-def build_policies(layout: Layout, side: str, estimates: Estimates) -> Policies:
-    """The policy objects of ``side``, built by ``sim.policies.build`` as the simulator builds them."""
-    spec = layout.scenario.policies
-    batchers = {
-        s.index: build.batching_policy(s.batching, lambda n, i=s.index: estimates.service(i, n) + estimates.remaining(i + 1))
-        for s in layout.side_stages(side)
-    }
-    return Policies(build.queue_discipline(spec.queue), batchers, build.admission_policy(spec.admission),
-                    build.channel_policy(spec.channel))
-
-
-class Station:
-    """The stage queues of one process and the decision of what to run next."""
-
-    def __init__(self, stages: list[StageRun], policies: Policies, estimates: Estimates):
-        self.queues = {s.index: PolicyQueue(policies.discipline) for s in stages}
-        self.policies = policies
+    def __init__(self, stages: Sequence[StageRun], policies: Policies, estimates: MeasuredEstimates):
         self.estimates = estimates
-        self.waiting = 0
-        self._seq = 0
+        self.station: Station[Job] = Station(
+            {s.index: s.batching for s in stages},
+            DISCIPLINES[policies.queue.kind](),
+            ADMISSION[policies.admission.kind](policies.admission),
+            estimates,
+            servers=1,
+        )
+
+    @property
+    def waiting(self) -> int:
+        return self.station.waiting
 
     def offer(self, job: Job, now: float) -> bool:
-        """Queue ``job`` if the admission policy lets it in (``job.enqueued`` set by the caller)."""
-        expected_wait = self.waiting * self.estimates.service(job.stage, 1)
-        if not self.policies.admission.admit(now, job, self.waiting, expected_wait,
-                                             self.estimates.remaining(job.stage)):
-            return False
-        self._seq += 1
-        job.seq = self._seq
-        self.queues[job.stage].push(job)
-        self.waiting += 1
-        return True
+        """Admission: queue ``job`` at ``job.stage`` (False: refused, the request is dropped)."""
+        return self.station.offer(job, now)
 
-    def next_batch(self, now: float) -> tuple[int, list[Job]] | float:
-        """``(stage, jobs)`` to run now, or the time to ask again (inf: when a job arrives)."""
-        ready = sorted((q.head_key(), i) for i, q in self.queues.items() if q)
-        wake = math.inf
-        for _, i in ready:
-            decision = self.policies.batchers[i].decide(now, self.queues[i])
-            if isinstance(decision, Dispatch):
-                jobs = self.queues[i].pop_many(decision.count)
-                self.waiting -= len(jobs)
-                return i, jobs
-            wake = min(wake, decision.time)
-        return wake
+    def poll(self, now: float) -> Decision:
+        """The process is free: a ``Launch`` to run now, or the time to ask again (inf: on a message)."""
+        return self.station.next_batch(now)
+
+    def done(self, launch: Launch, seconds: float) -> None:
+        """A launched batch took ``seconds`` for real: refine the estimates."""
+        self.estimates.observe(launch.stage, len(launch.jobs), seconds)
 
     def depths(self) -> dict[int, int]:
-        return {i: len(q) for i, q in self.queues.items()}
+        return self.station.depths()
+
+
+def process_station(layout: Layout, side: str) -> ProcessStation:
+    """The station of ``side``'s worker, built from the scenario as the simulator builds its devices'."""
+    return ProcessStation(layout.side_stages(side), layout.scenario.policies, MeasuredEstimates(layout.stages))
+
+
+def channel_policy(layout: Layout) -> ChannelPolicy:
+    """Which transport carries a message of a given size: the scenario's channel policy."""
+    spec = layout.scenario.policies.channel
+    return CHANNELS[spec.kind](spec)

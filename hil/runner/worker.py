@@ -40,8 +40,10 @@ import numpy as np
 from hil.backends.ort_cpu import pin_process
 from hil.runner.layout import FRONT, Layout
 from hil.runner.ops import FrameBank, PassDraws, honest, open_op, side_role
-from hil.runner.station import Estimates, Job, Station, build_policies
+from hil.runner.station import Job, channel_policy, process_station
 from hil.runner.stream import EventLog
+from sim.contract.outcomes import Outcome
+from sim.station import Launch
 from hil.transports import (
     ChannelClosed,
     ChannelSpec,
@@ -103,9 +105,8 @@ class Side(abc.ABC):
         self.log = EventLog(c.folder / f"{c.side}.jsonl")
         needs_bank = (c.side == FRONT and layout.uses_frames) or any(s.op in ("parse", "prefilter") for s in self.mine)
         self.frames = FrameBank.of(layout) if needs_bank else None
-        self.estimates = Estimates(self.stages)
-        self.policies = build_policies(layout, c.side, self.estimates)
-        self.station = Station(self.mine, self.policies, self.estimates)
+        self.station = process_station(layout, c.side)
+        self.channel = channel_policy(layout)
         self.ops = {s.index: open_op(s, layout, self.frames, c.backend, c.replication) for s in self.mine}
         seed = layout.scenario.run.seed
         self.draws = {s.index: PassDraws.of(s, seed, c.replication) for s in self.mine
@@ -143,9 +144,9 @@ class Side(abc.ABC):
             busy |= self.poll()
             while conn.poll():
                 self.control(conn.recv(), now)
-            decision = self.station.next_batch(self.now())
-            if isinstance(decision, tuple):
-                self.execute(*decision)
+            decision = self.station.poll(self.now())
+            if isinstance(decision, Launch):
+                self.execute(decision)
                 busy = True
             if self.log.due(now):
                 self.log.add("q", now, {self.stages[i].name: d for i, d in self.station.depths().items()})
@@ -176,7 +177,8 @@ class Side(abc.ABC):
                 self.deliver(msg, received)
         return got
 
-    def execute(self, index: int, jobs: list[Job]) -> None:
+    def execute(self, launch: Launch) -> None:
+        index, jobs = launch.stage, launch.jobs
         stage = self.stages[index]
         start = self.now()
         try:
@@ -184,10 +186,10 @@ class Side(abc.ABC):
         except Exception as exc:
             reason = f"stage {stage.name} ({stage.op}) failed: {type(exc).__name__}: {exc}"
             for job in jobs:
-                self.finish(job, "failed", self.now(), reason)
+                self.finish(job, Outcome.FAILED, self.now(), reason)
             return
         end = self.now()
-        self.estimates.observe(index, len(jobs), end - start)
+        self.station.done(launch, end - start)
         self.log.add("b", index, len(jobs), start, end)
         if passed is None and index in self.draws:
             passed = self.draws[index]([j.id for j in jobs]) < stage.pass_probability
@@ -196,13 +198,13 @@ class Side(abc.ABC):
             if job.id < self.c.record:
                 self.recorded[f"{stage.name}:{job.id}"] = np.array(outputs[k])
             if passed is not None and not passed[k]:
-                self.finish(job, "filtered", end)
+                self.finish(job, Outcome.FILTERED, end)
             else:
                 self.forward(job, index + 1, outputs[k], end)
 
     def forward(self, job: Job, stage: int, data: np.ndarray, now: float) -> None:
         if stage == self.n:
-            self.finish(job, "completed", now, data=data)
+            self.finish(job, Outcome.COMPLETED, now, data=data)
         elif self.stages[stage].side == self.c.side:
             self.enter(job, stage, data, now)
         else:
@@ -211,13 +213,13 @@ class Side(abc.ABC):
     def enter(self, job: Job, stage: int, data: np.ndarray, now: float) -> None:
         job.stage, job.data, job.enqueued = stage, data, now
         if not self.station.offer(job, now):
-            self.finish(job, "dropped", now, "refused by the admission policy")
+            self.finish(job, Outcome.DROPPED, now, "refused by the admission policy")
 
     def send(self, job: Job, tag: int, data: np.ndarray) -> bool:
         data = np.ascontiguousarray(data)
         kind = "none"
         try:
-            kind = choose_transport(data.nbytes, self.policies.channel, tuple(self.senders))
+            kind = choose_transport(data.nbytes, self.channel, tuple(self.senders))
             stamps = (0.0, 0.0, job.deadline, float(job.priority))
             self.senders[kind].send(Message(job.id, data, tag, stamps), timeout=self.c.reply_timeout)
         except TransportError as exc:
@@ -243,7 +245,7 @@ class Side(abc.ABC):
         """A message from the other process."""
 
     @abc.abstractmethod
-    def finish(self, job: Job, outcome: str, now: float, reason: str = "", data=None) -> None:
+    def finish(self, job: Job, outcome: Outcome, now: float, reason: str = "", data=None) -> None:
         """The request left the pipeline here (completed, filtered, dropped, failed)."""
 
     @abc.abstractmethod
@@ -277,11 +279,11 @@ class Back(Side):
         job = Job(msg.request_id, msg.tag, msg.stamps[2], int(msg.stamps[3]), msg.array)
         self.enter(job, msg.tag, msg.array, received)
 
-    def finish(self, job: Job, outcome: str, now: float, reason: str = "", data=None) -> None:
-        if outcome == "completed":
+    def finish(self, job: Job, outcome: Outcome, now: float, reason: str = "", data=None) -> None:
+        if outcome is Outcome.COMPLETED:
             self.send(job, DONE, data)
         else:
-            self.send(job, ENDED, np.frombuffer(f"{outcome}\n{reason}".encode(), np.uint8))
+            self.send(job, ENDED, np.frombuffer(f"{outcome.label}\n{reason}".encode(), np.uint8))
 
     def transport_failed(self, job: Job, kind: str, exc: Exception) -> None:
         pass  # the front times the request out with the reason
@@ -324,7 +326,7 @@ class Front(Side):
                 break
             expired.append(rid)
         for rid in expired:
-            self.finish(self.live[rid], "failed", now, f"no reply from the GPU side within "
+            self.finish(self.live[rid], Outcome.FAILED, now, f"no reply from the GPU side within "
                         f"{self.c.reply_timeout:g} s (backend hung, crashed or too slow)")
         return bool(issued or expired)
 
@@ -336,30 +338,34 @@ class Front(Side):
         if msg.tag >= 0:
             self.enter(job, msg.tag, msg.array, received)
         elif msg.tag == DONE:
-            self.finish(job, "completed", received)
+            self.finish(job, Outcome.COMPLETED, received)
         else:
-            outcome, _, reason = msg.array.tobytes().decode(errors="replace").partition("\n")
+            label, _, reason = msg.array.tobytes().decode(errors="replace").partition("\n")
+            try:
+                outcome = Outcome.from_label(label)
+            except ValueError as error:
+                outcome, reason = Outcome.FAILED, f"the GPU side sent an unreadable ending: {error}"
             self.finish(job, outcome, received, reason)
 
     def send(self, job: Job, tag: int, data: np.ndarray) -> bool:
         if self.peer_failed:
-            self.finish(job, "failed", self.now(), self.peer_failed)
+            self.finish(job, Outcome.FAILED, self.now(), self.peer_failed)
             return False
         if super().send(job, tag, data):
             self.remote[job.id] = self.now()
             return True
         return False
 
-    def finish(self, job: Job, outcome: str, now: float, reason: str = "", data=None) -> None:
+    def finish(self, job: Job, outcome: Outcome, now: float, reason: str = "", data=None) -> None:
         if self.live.pop(job.id, None) is None:
             return
         self.remote.pop(job.id, None)
-        if outcome == "completed" and now > job.deadline:
-            outcome = "deadline_missed"
-        self.log.add("d", job.id, now, outcome, reason)
+        if outcome is Outcome.COMPLETED and now > job.deadline:
+            outcome = Outcome.DEADLINE_MISSED
+        self.log.add("d", job.id, now, outcome.label, reason)
 
     def transport_failed(self, job: Job, kind: str, exc: Exception) -> None:
-        self.finish(job, "failed", self.now(), f"sending to the GPU side over {kind} failed: {exc}")
+        self.finish(job, Outcome.FAILED, self.now(), f"sending to the GPU side over {kind} failed: {exc}")
 
     def control(self, message: tuple, now: float) -> None:
         if message[0] == "stop" and self.stopping is None:
@@ -368,7 +374,7 @@ class Front(Side):
         elif message[0] == "peer-failed":
             self.peer_failed = message[1]
             for rid in list(self.remote):
-                self.finish(self.live[rid], "failed", now, message[1])
+                self.finish(self.live[rid], Outcome.FAILED, now, message[1])
 
     def finished(self, now: float) -> bool:
         if self.stopping is not None:
@@ -382,7 +388,7 @@ class Front(Side):
     def wrap_up(self) -> dict:
         now = self.now()
         for job in list(self.live.values()):
-            self.log.add("d", job.id, math.nan, "unfinished", "still in the pipeline when the run ended")
+            self.log.add("d", job.id, math.nan, Outcome.UNFINISHED.label, "still in the pipeline when the run ended")
             self.live.pop(job.id)
         self.log.flush(now)
         return {"end": self.load.end if self.load.end is not None else now}

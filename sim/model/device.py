@@ -1,15 +1,15 @@
-"""A device instance: servers fed by per-stage queues and batchers.
+"""A device instance in simulated time: servers around a ``Station``.
 
 A host CPU or a DPU has cores, a GPU has execution streams; each is a
-server. Every stage placed on the device has its own queue (ordered by the
-queue discipline) and its own batcher. Whenever a server is free, the
-device looks at its stage queues in discipline order of their heads and
-launches the first batch a batcher allows; if every batcher says wait, it
-sets a timer for the earliest time one wants to be asked again. There are
-no per-job processes: arrivals and completions call ``_dispatch`` directly,
-so a batch costs one SimPy timeout.
+server. What waits, in which order, and which batch goes next is decided
+by the device's ``sim.station.Station``, the same object the hardware
+harness's workers use. This adapter only supplies simulated time: whenever
+a server is free it asks the station for a batch; when the station says
+"not before t" it sets one SimPy timer for the earliest such time. There
+are no per-job processes: arrivals and completions call ``_dispatch``
+directly, so a batch costs one SimPy timeout.
 
-Busy time, batch sizes and the time-integral of queue length are
+Busy time, batch counts and the time-integral of queue length are
 accumulated inside the measurement window as the run goes.
 """
 
@@ -22,8 +22,7 @@ import simpy
 
 from sim.costs import Sampler
 from sim.model.request import Job
-from sim.policies.batching import BatchingPolicy, Dispatch
-from sim.policies.queueing import PolicyQueue, QueueDiscipline
+from sim.station import Launch, Station
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,9 @@ class Window:
 
 
 @dataclass
-class StageQueue:
-    stage: int
-    queue: PolicyQueue
-    batcher: BatchingPolicy
+class StageService:
+    """How one stage is served on this device: its service-time draws and batch counts."""
+
     sampler: Sampler
     batches: int = 0
     batched_jobs: int = 0
@@ -50,48 +48,49 @@ class StageQueue:
 class DeviceInstance:
     """One device of a pool (satisfies ``InstanceView`` through ``Candidate``)."""
 
-    def __init__(self, env: simpy.Environment, uid: int, name: str, pool: str, servers: int, window: Window):
+    def __init__(self, env: simpy.Environment, uid: int, name: str, pool: str, servers: int, window: Window,
+                 station: Station, services: dict[int, StageService], batch_ids: list[int]):
         self.env = env
         self.uid = uid
         self.name = name
         self.pool = pool
         self.servers = servers
         self.window = window
+        self.station = station
+        self.services = services
         self.free = servers
-        self.waiting = 0
-        self.stage_queues: dict[int, StageQueue] = {}
         self.busy_time = 0.0
         self.queue_area = 0.0
         self._queue_changed = 0.0
         self._wake_at = math.inf
-        self._seq = 0
+        self._batch_ids = batch_ids  # one counter shared by every device of the run
+
+    @property
+    def waiting(self) -> int:
+        return self.station.waiting
 
     @property
     def busy(self) -> int:
         return self.servers - self.free
 
-    def add_stage(self, stage: int, discipline: QueueDiscipline, batcher: BatchingPolicy, sampler: Sampler) -> None:
-        self.stage_queues[stage] = StageQueue(stage, PolicyQueue(discipline), batcher, sampler)
-
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def submit(self, job: Job) -> None:
-        self._account_queue()
-        self.waiting += 1
-        self.stage_queues[job.stage].queue.push(job)
+    def offer(self, job: Job) -> bool:
+        """Admission and queueing at the current time; False if the job is refused."""
+        now = self.env.now
+        if not self.station.offer(job, now):
+            return False
+        self._account(now, self.station.waiting - 1)
         if self.free:
             self._dispatch()
+        return True
 
-    def expected_wait(self, stage: int) -> float:
-        sq = self.stage_queues[stage]
-        return self.waiting / self.servers * sq.sampler.mean(1)
+    def account(self) -> None:
+        """Bring the queue-length integral up to now (before reading ``queue_area``)."""
+        self._account(self.env.now, self.station.waiting)
 
-    def _account_queue(self) -> None:
-        now = self.env.now
-        if self.waiting:
-            self.queue_area += self.waiting * self.window.overlap(self._queue_changed, now)
+    def _account(self, now: float, waiting: int) -> None:
+        """Add ``waiting`` jobs' time since the last change to the queue integral."""
+        if waiting:
+            self.queue_area += waiting * self.window.overlap(self._queue_changed, now)
         self._queue_changed = now
 
     def _dispatch(self, _event=None) -> None:
@@ -99,38 +98,37 @@ class DeviceInstance:
         now = env.now
         if _event is not None and now >= self._wake_at:
             self._wake_at = math.inf
-        queues = list(self.stage_queues.values())
-        while self.free and self.waiting:
-            ready = [sq for sq in queues if sq.queue] if len(queues) > 1 else queues
-            if len(ready) > 1:
-                ready.sort(key=lambda sq: sq.queue.head_key())
-            chosen, count, wake = None, 0, math.inf
-            for sq in ready:
-                decision = sq.batcher.decide(now, sq.queue)
-                if isinstance(decision, Dispatch):
-                    chosen, count = sq, decision.count
-                    break
-                wake = min(wake, decision.time)
-            if chosen is None:
-                if wake < self._wake_at:
-                    self._wake_at = wake
-                    env.timeout(max(0.0, wake - now)).callbacks.append(self._dispatch)
+        station = self.station
+        while self.free and station.waiting:
+            decision = station.next_batch(now)
+            if not isinstance(decision, Launch):
+                if decision < self._wake_at:
+                    self._wake_at = decision
+                    env.timeout(_delay_until(now, decision)).callbacks.append(self._dispatch)
                 return
-            self._account_queue()
-            jobs = chosen.queue.pop_many(count)
-            self.waiting -= len(jobs)
-            self.free -= 1
-            service = chosen.sampler.sample(len(jobs))
-            window = self.window
-            if now < window.end and now + service > window.start:
-                self.busy_time += min(now + service, window.end) - max(now, window.start)
-                if now >= window.start:
-                    chosen.batches += 1
-                    chosen.batched_jobs += len(jobs)
-            for job in jobs:
-                job.request.start[job.stage] = now
-                job.request.instance[job.stage] = self.uid
-            env.timeout(service).callbacks.append(_Finish(self, jobs))
+            self._launch(now, decision)
+
+    def _launch(self, now: float, launch: Launch) -> None:
+        jobs = launch.jobs
+        self._account(now, self.station.waiting + len(jobs))  # up to now, the batch was still waiting
+        self.free -= 1
+        service = self.services[launch.stage]
+        duration = service.sampler.sample(len(jobs))
+        window = self.window
+        if now < window.end and now + duration > window.start:
+            self.busy_time += min(now + duration, window.end) - max(now, window.start)
+            if now >= window.start:
+                service.batches += 1
+                service.batched_jobs += len(jobs)
+        self._batch_ids[0] += 1
+        batch = self._batch_ids[0]
+        stage, uid = launch.stage, self.uid
+        for job in jobs:
+            request = job.request
+            request.start[stage] = now
+            request.instance[stage] = uid
+            request.batch[stage] = batch
+        self.env.timeout(duration).callbacks.append(_Finish(self, jobs))
 
     def _finish(self, jobs: list[Job]) -> None:
         self.free += 1
@@ -138,8 +136,20 @@ class DeviceInstance:
         for job in jobs:
             job.request.end[job.stage] = now
             job.on_done(job)
-        if self.waiting:
+        if self.station.waiting:
             self._dispatch()
+
+
+def _delay_until(now: float, when: float) -> float:
+    """A delay that brings SimPy's clock (``now + delay``) to ``when`` or just past it, never short.
+
+    ``now + (when - now)`` can round below ``when``; a timer that fired a hair
+    early would find the batcher still waiting and set no new timer.
+    """
+    delay = max(0.0, when - now)
+    while now + delay < when:
+        delay = math.nextafter(delay, math.inf)
+    return delay
 
 
 @dataclass(slots=True)
@@ -160,7 +170,7 @@ class Candidate:
 
     @property
     def queue_length(self) -> int:
-        return self.device.waiting
+        return self.device.station.waiting
 
     @property
     def busy(self) -> int:

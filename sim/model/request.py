@@ -1,30 +1,22 @@
 """A request, and the jobs it puts into device queues.
 
-A request is born at its arrival time and ends in exactly one outcome. On
-its way it records, for every stage, when it reached the device's queue,
-when service started and ended, and which device instance served it; these
-become the per-request columns of the results.
+A request is born at its arrival time and ends in exactly one outcome
+(``sim.contract.outcomes.Outcome``). On its way it records, for every
+stage, when it reached the device's queue, when service started and ended,
+which device instance served it, in which batch (an id unique in the run)
+and over which link it arrived (an index into the plan's links; -1 for
+none), plus the link its reply left by; these become the per-request
+columns of the results.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
 
+from sim.contract.outcomes import Outcome
 
-class Outcome(IntEnum):
-    PENDING = -1
-    COMPLETED = 0
-    DEADLINE_MISSED = 1
-    FILTERED = 2
-    DROPPED = 3
-    UNFINISHED = 4
-    FAILED = 5
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+__all__ = ["Job", "Outcome", "Request"]
 
 
 @dataclass(slots=True, eq=False)
@@ -40,11 +32,14 @@ class Request:
     start: list[float]
     end: list[float]
     instance: list[int]
+    batch: list[int]
+    link: list[int]
     out_bytes: list[float]
     waiting_preds: list[int]
     sinks_left: int
     outcome: Outcome = Outcome.PENDING
     done: float = math.nan
+    reply_link: int = -1
 
     @classmethod
     def blank(cls, id: int, source: int, klass: int, priority: int, arrival: float,
@@ -52,7 +47,7 @@ class Request:
         n = len(preds)
         nan = math.nan
         return cls(id, source, klass, priority, arrival, deadline, size,
-                   [nan] * n, [nan] * n, [nan] * n, [-1] * n, [0.0] * n, list(preds), sinks)
+                   [nan] * n, [nan] * n, [nan] * n, [-1] * n, [-1] * n, [-1] * n, [0.0] * n, list(preds), sinks)
 
 
 @dataclass(slots=True, eq=False)

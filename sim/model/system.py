@@ -30,14 +30,20 @@ from typing import Callable, Optional
 import numpy as np
 import simpy
 
+from sim.contract import streams
+from sim.contract.outcomes import Outcome
 from sim.costs import Sampler, make_sampler
-from sim.model.device import Candidate, DeviceInstance, Window
+from sim.model.device import Candidate, DeviceInstance, StageService, Window
 from sim.model.link import Channel, make_channel
-from sim.model.request import Job, Outcome, Request
+from sim.model.request import Job, Request
 from sim.plan import LinkPlan, Plan
-from sim.policies import build as policy_build
+from sim.policies.admission import ADMISSION
+from sim.policies.channel import CHANNELS
+from sim.policies.queueing import DISCIPLINES
+from sim.policies.routing import ROUTING
 from sim.scenario.schema import CLIENT
-from sim.workload import Arrivals, stream_rng
+from sim.station import ModelEstimates, Station
+from sim.workload import Arrivals
 
 Progress = Callable[[float], None]
 
@@ -96,49 +102,57 @@ class _State:
         self.finished = 0
         self.next_arrival = 0
         policies = plan.scenario.policies
-        rng = lambda name: stream_rng(seed, replication, name)  # noqa: E731
+        rng = lambda name: streams.stream_rng(seed, replication, name)  # noqa: E731
+        stages = plan.stages
+        self.remaining = self._remaining_service()
+        after = [max((self.remaining[s] for s in stage.succs), default=0.0) for stage in stages]
+        discipline = DISCIPLINES[policies.queue.kind]()
+        admission = ADMISSION[policies.admission.kind](policies.admission)
+
+        # Each pool: the stages it serves and their service-time draws (one stream per stage and pool).
+        pool_stages: dict[str, dict[int, Sampler]] = {name: {} for name in plan.pools}
+        for stage in stages:
+            for pool_name in stage.pools:
+                pool = plan.pools[pool_name]
+                pool_stages[pool_name][stage.index] = make_sampler(
+                    stage.costs[pool.kind], rng(streams.service(stage.name, pool_name)), 1 / pool.speed)
 
         self.devices: list[DeviceInstance] = []
         pool_devices: dict[str, list[DeviceInstance]] = {}
+        batch_ids = [0]
         for pool in plan.pools.values():
+            samplers = pool_stages[pool.name]
+            estimates = ModelEstimates({i: smp.mean for i, smp in samplers.items()}, self.remaining, after)
+            batching = {i: stages[i].batching for i in samplers}
             pool_devices[pool.name] = []
             for name in pool.instance_names():
-                device = DeviceInstance(env, len(self.devices), name, pool.name, pool.servers, window)
+                station = Station(batching, discipline, admission, estimates, pool.servers)
+                services = {i: StageService(smp) for i, smp in samplers.items()}
+                device = DeviceInstance(env, len(self.devices), name, pool.name, pool.servers, window,
+                                        station, services, batch_ids)
                 self.devices.append(device)
                 pool_devices[pool.name].append(device)
 
-        discipline = policy_build.queue_discipline(policies.queue)
-        stages = plan.stages
-        self.remaining = self._remaining_service()
         self.candidates: list[list[Candidate]] = []
         self.routers = []
         self.pass_draws: list[Optional[np.ndarray]] = []
         for stage in stages:
-            for pool_name in stage.pools:
-                pool = plan.pools[pool_name]
-                sampler = make_sampler(stage.costs[pool.kind], rng(f"service:{stage.name}:{pool_name}"), 1 / pool.speed)
-                downstream = max((self.remaining[s] for s in stage.succs), default=0.0)
-                batcher = policy_build.batching_policy(
-                    stage.batching, lambda n, smp=sampler, d=downstream: smp.mean(n) + d
-                )
-                for device in pool_devices[pool_name]:
-                    device.add_stage(stage.index, discipline, batcher, sampler)
             self.candidates.append(
                 [Candidate(d, tier) for tier, p in enumerate(stage.pools) for d in pool_devices[p]]
             )
-            self.routers.append(policy_build.routing_policy(policies.routing, rng(f"routing:{stage.name}")))
+            self.routers.append(ROUTING[policies.routing.kind](policies.routing, rng(streams.routing(stage.name))))
             self.pass_draws.append(
-                rng(f"pass:{stage.name}").random(len(arrivals)) if stage.pass_probability < 1 else None
+                rng(streams.passes(stage.name)).random(len(arrivals)) if stage.pass_probability < 1 else None
             )
-        self.admission = policy_build.admission_policy(policies.admission)
-        self.channel_policy = policy_build.channel_policy(policies.channel)
+        self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
         self._hops = {
             (a, b): plan.links_between(a, b)
             for a in [CLIENT, *plan.pools] for b in [CLIENT, *plan.pools]
         }
+        self._link_index = {link.name: i for i, link in enumerate(plan.links)}
         self._channels: dict[tuple, Channel] = {}
         self._latency: dict[str, Sampler] = {
-            link.name: make_sampler(link.latency, rng(f"latency:{link.name}")) for link in plan.links
+            link.name: make_sampler(link.latency, rng(streams.latency(link.name))) for link in plan.links
         }
         self._preds = [len(s.preds) for s in stages]
         self._sinks = len(plan.sinks)
@@ -176,21 +190,17 @@ class _State:
         if device is source:
             self._queue(job, device)
             return
-        self._send(source, device, size, lambda: self._queue(job, device))
+        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device))
 
     def _queue(self, job: Job, device: DeviceInstance) -> None:
         request = job.request
         if request.outcome != Outcome.PENDING:
             return
-        now = self.env.now
-        job.enqueued = now
-        request.enqueued[job.stage] = now
-        waiting = len(device.stage_queues[job.stage].queue)
-        if not self.admission.admit(now, job, waiting, device.expected_wait(job.stage), self.remaining[job.stage]):
+        if not device.offer(job):
+            request.enqueued[job.stage] = job.enqueued
             self._finish(request, Outcome.DROPPED)
             return
-        job.seq = device.next_seq()
-        device.submit(job)
+        request.enqueued[job.stage] = job.enqueued
 
     # --- stage exit -----------------------------------------------------
 
@@ -216,7 +226,7 @@ class _State:
             request.sinks_left -= 1
             if request.sinks_left == 0:
                 reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else out
-                self._send(device, None, reply, lambda: self._answer(request))
+                request.reply_link = self._send(device, None, reply, lambda: self._answer(request))
 
     def _answer(self, request: Request) -> None:
         late = self.env.now > request.deadline
@@ -231,16 +241,18 @@ class _State:
     # --- links ----------------------------------------------------------
 
     def _send(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
-              deliver: Callable[[], None]) -> None:
+              deliver: Callable[[], None]) -> int:
+        """Carry ``size`` bytes from one device (None: the client) to another; the link's index or -1."""
         a = source.pool if source else CLIENT
         b = target.pool if target else CLIENT
         links = self._hops[a, b]
         if not links:  # a client hop with no client links declared, or a same-pool hop
             deliver()
-            return
+            return -1
         kind = self.channel_policy.choose(size, [link.kind for link in links]) if len(links) > 1 else links[0].kind
         link = next(link for link in links if link.kind == kind)
         self._channel(link, source, target, a).send(size, deliver)
+        return self._link_index[link.name]
 
     def _channel(self, link: LinkPlan, source, target, direction: str) -> Channel:
         if link.sharing == "shared":

@@ -1,32 +1,37 @@
 """Whether a job may join a queue at all.
 
-Admission runs when a job arrives at a device queue. Refusing it drops the
-request there (outcome ``dropped``), which is how overloaded services keep
-the latency of the requests they do accept.
+Admission runs when a job reaches a device's queue for its stage, through
+``sim.station.Station.offer`` on both sides. Refusing it drops the request
+there (outcome ``dropped``), which is how overloaded services keep the
+latency of the requests they do accept. A policy reads what it needs from
+a ``QueueStateView`` of the device, computed only when asked.
 
 - ``AdmitAll``: never refuse.
-- ``QueueCap``: refuse when ``cap`` jobs already wait.
+- ``QueueCap``: refuse when ``cap`` jobs already wait for this stage on this
+  device.
 - ``DeadlineFeasible``: refuse when even the expected wait plus the
   remaining service would answer after the deadline.
+
+``ADMISSION`` maps each scenario kind (``none``, ``queue-cap``,
+``deadline``) to the factory that builds its policy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
-from sim.policies.views import JobView
+from sim.policies.views import JobView, QueueStateView
+from sim.registry import Registry
 
 
 class AdmissionPolicy(Protocol):
-    def admit(
-        self, now: float, job: JobView, queue_length: int, expected_wait: float, remaining_service: float
-    ) -> bool: ...
+    def admit(self, now: float, job: JobView, state: QueueStateView) -> bool: ...
 
 
 @dataclass(frozen=True)
 class AdmitAll:
-    def admit(self, now, job, queue_length, expected_wait, remaining_service) -> bool:
+    def admit(self, now: float, job: JobView, state: QueueStateView) -> bool:
         return True
 
 
@@ -34,11 +39,24 @@ class AdmitAll:
 class QueueCap:
     cap: int
 
-    def admit(self, now, job, queue_length, expected_wait, remaining_service) -> bool:
-        return queue_length < self.cap
+    def admit(self, now: float, job: JobView, state: QueueStateView) -> bool:
+        return state.queue_length(job.stage) < self.cap
 
 
 @dataclass(frozen=True)
 class DeadlineFeasible:
-    def admit(self, now, job, queue_length, expected_wait, remaining_service) -> bool:
-        return now + expected_wait + remaining_service <= job.deadline
+    def admit(self, now: float, job: JobView, state: QueueStateView) -> bool:
+        return now + state.expected_wait(job.stage) + state.remaining_service(job.stage) <= job.deadline
+
+
+class AdmissionSettings(Protocol):
+    """The scenario's admission section (``sim.scenario.schema.AdmissionSpec``)."""
+
+    kind: str
+    cap: int
+
+
+ADMISSION: Registry[Callable[[AdmissionSettings], AdmissionPolicy]] = Registry("admission policy")
+ADMISSION.register("none")(lambda spec: AdmitAll())
+ADMISSION.register("queue-cap")(lambda spec: QueueCap(spec.cap))
+ADMISSION.register("deadline")(lambda spec: DeadlineFeasible())

@@ -13,13 +13,18 @@ job arrives, whichever comes first.
 - ``DeadlineAwareBatch``: a dynamic batcher that launches early when waiting
   longer would make the most urgent job miss its deadline, given an
   estimate of the batch's service time.
+
+``BATCHING`` maps each scenario kind (``none``, ``fixed``, ``dynamic``,
+``deadline``) to the factory that builds its batcher.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol, Union
+from typing import Callable, Optional, Protocol, Union
+
+from sim.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -114,3 +119,38 @@ class DeadlineAwareBatch:
         latest_start = queue.earliest_deadline - self.service_time(waiting + 1)
         launch_at = min(queue.oldest_enqueued + self.max_delay, latest_start)
         return Dispatch(waiting) if now >= launch_at else WaitUntil(launch_at)
+
+
+class BatchingSettings(Protocol):
+    """The scenario's batching section for one stage (``sim.scenario.schema.BatchingSpec``)."""
+
+    kind: str
+    max_batch: int
+    max_delay: float
+    timeout: Optional[float]
+
+
+ServiceTime = Callable[[int], float]
+"""``service_time(n)``: estimated time from launching a batch of ``n`` to the request's reply."""
+
+BATCHING: Registry[Callable[[BatchingSettings, ServiceTime], BatchingPolicy]] = Registry("batching policy")
+
+
+@BATCHING.register("none")
+def _no_batching(spec: BatchingSettings, service_time: ServiceTime) -> BatchingPolicy:
+    return NoBatching()
+
+
+@BATCHING.register("fixed")
+def _fixed(spec: BatchingSettings, service_time: ServiceTime) -> BatchingPolicy:
+    return FixedBatch(spec.max_batch, spec.timeout if spec.timeout is not None else math.inf)
+
+
+@BATCHING.register("dynamic")
+def _dynamic(spec: BatchingSettings, service_time: ServiceTime) -> BatchingPolicy:
+    return DynamicBatch(spec.max_batch, spec.max_delay)
+
+
+@BATCHING.register("deadline")
+def _deadline(spec: BatchingSettings, service_time: ServiceTime) -> BatchingPolicy:
+    return DeadlineAwareBatch(spec.max_batch, spec.max_delay, service_time)

@@ -9,13 +9,18 @@ the links available between the two endpoints, the kinds of the larger
 bands are tried in order, then those of the smaller bands, then the first
 available link (a message too big for its favourite channel is better
 served by a bulkier one than by a chattier one).
+
+``CHANNELS`` maps each scenario kind (``by-size``, ``fixed``) to the
+factory that builds its policy.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
+
+from sim.registry import Registry
 
 
 class ChannelPolicy(Protocol):
@@ -51,3 +56,29 @@ class FixedChannel:
 
     def choose(self, size_bytes: float, available: Sequence[str]) -> str:
         return self.kind if self.kind in available else available[0]
+
+
+class BandSettings(Protocol):
+    below: Optional[float]
+    use: str
+
+
+class ChannelSettings(Protocol):
+    """The scenario's channel section (``sim.scenario.schema.ChannelSelectionSpec``)."""
+
+    kind: str
+    bands: Sequence[BandSettings]
+    use: Optional[str]
+
+
+CHANNELS: Registry[Callable[[ChannelSettings], ChannelPolicy]] = Registry("channel policy")
+
+
+@CHANNELS.register("by-size")
+def _by_size(spec: ChannelSettings) -> ChannelPolicy:
+    return BySize(tuple(SizeBand(b.below if b.below is not None else math.inf, b.use) for b in spec.bands))
+
+
+@CHANNELS.register("fixed")
+def _fixed(spec: ChannelSettings) -> ChannelPolicy:
+    return FixedChannel(spec.use)

@@ -20,13 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from sim.registry import Registry
+
 SKIP = "skip"
 
-_PREFERENCE = {
-    "cpu-path": ("gpu", "cpu"),
-    "dpu-offload": ("gpu", "dpu", "cpu"),
-    "explicit": (),
-}
+STRATEGIES: Registry[tuple[str, ...]] = Registry("placement strategy")
+"""Each strategy's device kinds in order of preference for a stage's costs."""
+STRATEGIES.register("cpu-path")(("gpu", "cpu"))
+STRATEGIES.register("dpu-offload")(("gpu", "dpu", "cpu"))
+STRATEGIES.register("explicit")(())
 
 
 class PlacementError(ValueError):
@@ -53,7 +55,7 @@ class Placement:
         if stage in self.overrides:
             pools = self.overrides[stage]
             return () if pools == (SKIP,) else pools
-        for kind in _PREFERENCE[self.strategy]:
+        for kind in STRATEGIES[self.strategy]:
             if kind in cost_kinds:
                 pools = tuple(name for name, k in pool_kinds.items() if k == kind)
                 if pools:

@@ -4,7 +4,8 @@ A discipline is a sort key: FIFO serves in order of arrival, priority serves
 the highest class first (FIFO within a class), EDF serves the earliest
 deadline first. ``PolicyQueue`` is a binary heap on that key, the same
 structure the simulator's devices and the harness's batchers use, so the
-two worlds serve jobs in the same order.
+two worlds serve jobs in the same order. ``DISCIPLINES`` maps each scenario
+kind (``fifo``, ``priority``, ``edf``) to its discipline.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from sim.policies.views import JobView
+from sim.registry import Registry
 
 Job = TypeVar("Job", bound=JobView)
 
@@ -46,6 +48,12 @@ class EarliestDeadlineFirst:
 
     def key(self, job: JobView) -> tuple[float, ...]:
         return (job.deadline, job.seq)
+
+
+DISCIPLINES: Registry[type] = Registry("queue discipline")
+DISCIPLINES.register("fifo")(Fifo)
+DISCIPLINES.register("priority")(Priority)
+DISCIPLINES.register("edf")(EarliestDeadlineFirst)
 
 
 @dataclass

@@ -12,16 +12,20 @@ its choice.
 - ``LocalFirst``: the least-loaded instance of the most preferred tier whose
   load is under ``spill_at``; when every tier is at or over it, the least
   loaded of the last tier (cloud fallback).
+
+``ROUTING`` maps each scenario kind to the factory that builds its router
+(given the scenario's routing section and the stage's random stream).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from sim.policies.views import InstanceView, JobView
+from sim.registry import Registry
 
 
 class RoutingPolicy(Protocol):
@@ -83,3 +87,18 @@ class LocalFirst:
             if _load(candidates[best]) < self.spill_at * candidates[best].servers:
                 return best
         return best
+
+
+class RoutingSettings(Protocol):
+    """The scenario's routing section (``sim.scenario.schema.RoutingSpec``)."""
+
+    kind: str
+    spill_at: int
+
+
+ROUTING: Registry[Callable[[RoutingSettings, np.random.Generator], RoutingPolicy]] = Registry("routing policy")
+ROUTING.register("round-robin")(lambda spec, rng: RoundRobin())
+ROUTING.register("shortest-queue")(lambda spec, rng: JoinShortestQueue())
+ROUTING.register("power-of-two")(lambda spec, rng: PowerOfTwoChoices(rng))
+ROUTING.register("random")(lambda spec, rng: RandomRouting(rng))
+ROUTING.register("local-first")(lambda spec, rng: LocalFirst(spec.spill_at))

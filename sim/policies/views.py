@@ -1,4 +1,4 @@
-"""What a policy may look at: read-only views of jobs and device instances.
+"""What a policy may look at: read-only views of jobs, queues and device instances.
 
 The simulator's own objects satisfy these protocols directly, and so do the
 harness's, so no copy is made per decision. Policies only read them.
@@ -13,8 +13,12 @@ class JobView(Protocol):
     """One unit of work waiting at a device: a request at one stage."""
 
     @property
+    def stage(self) -> int:
+        """The stage (index in the plan's stage order) the job waits for."""
+
+    @property
     def seq(self) -> int:
-        """Order of arrival at this queue (ties broken by it)."""
+        """Order of arrival at this device (ties broken by it)."""
 
     @property
     def enqueued(self) -> float:
@@ -27,6 +31,19 @@ class JobView(Protocol):
     @property
     def priority(self) -> int:
         """Larger is more urgent."""
+
+
+class QueueStateView(Protocol):
+    """A device's queues as admission sees them (``sim.station.Station``)."""
+
+    def queue_length(self, stage: int) -> int:
+        """Jobs waiting for ``stage`` on this device, not yet in service."""
+
+    def expected_wait(self, stage: int) -> float:
+        """Estimated wait of a job joining ``stage`` now, in seconds."""
+
+    def remaining_service(self, stage: int) -> float:
+        """Estimated service from the start of ``stage`` to the reply, one request, in seconds."""
 
 
 class InstanceView(Protocol):

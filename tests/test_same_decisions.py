@@ -1,0 +1,198 @@
+"""The simulator and the harness make the same decisions, by construction.
+
+Both sides wrap ``sim.station.Station``: the simulator's ``DeviceInstance``
+drives it from SimPy timers, the harness's ``ProcessStation`` from a
+worker's real-time loop. Here both are fed the same job sequence (arrival
+times, stages, deadlines, priorities) with the same service times, for
+every batching x queueing x admission policy, and must produce the same
+sequence of decisions: which jobs are admitted or dropped, and which batch
+of which stage starts when. The harness side runs on a virtual clock
+stepped exactly as a worker steps (take in arrivals, then, when free, ask
+for a batch; sleep until the next arrival, completion or wake-up time), so
+the test needs no real time.
+
+Also here: no module under ``sim/`` imports ``hil``.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simpy
+
+from hil.runner.layout import StageRun
+from hil.runner.station import Job as HarnessJob
+from hil.runner.station import MeasuredEstimates, ProcessStation
+from sim.costs import Affine, make_sampler
+from sim.model.device import DeviceInstance, StageService, Window
+from sim.model.request import Job as SimJob
+from sim.model.request import Request
+from sim.policies.admission import ADMISSION
+from sim.policies.batching import BATCHING
+from sim.policies.queueing import DISCIPLINES
+from sim.scenario.schema import BatchingSpec, Policies
+from sim.station import Launch, ModelEstimates, Station
+
+STAGES = 2  # a two-stage pipeline on one device: stage 0 feeds stage 1
+COSTS = (Affine(kind="affine", base="2 ms", per_item="1 ms"), Affine(kind="affine", base="1 ms", per_item="1.5 ms"))
+
+
+@dataclass(frozen=True)
+class Arrival:
+    id: int
+    time: float
+    stage: int
+    deadline: float
+    priority: int
+
+
+def job_sequence(seed: int, count: int = 80) -> list[Arrival]:
+    """Arrivals at both stages, bursty enough to queue and batch, with mixed deadlines and priorities."""
+    rng = np.random.default_rng(seed)
+    times = np.cumsum(rng.exponential(0.0025, count))
+    stages = rng.integers(0, STAGES, count)
+    slack = rng.choice([0.006, 0.015, 0.04, math.inf], count)
+    priority = rng.integers(0, 3, count)
+    return [Arrival(i, float(t), int(s), float(t + d), int(p))
+            for i, (t, s, d, p) in enumerate(zip(times, stages, slack, priority))]
+
+
+def policies(batching: str, queue: str, admission: str) -> Policies:
+    spec = {"kind": batching, "max_batch": 4, "max_delay": "3 ms"}
+    if batching == "fixed":
+        spec = {"kind": "fixed", "max_batch": 3, "timeout": "5 ms"}
+    return Policies.model_validate({
+        "queue": {"kind": queue},
+        "admission": {"kind": admission, "cap": 2},
+        "batching": {f"s{i}": spec for i in range(STAGES)},
+    })
+
+
+def stage_runs(spec: Policies) -> list[StageRun]:
+    return [StageRun(i, f"s{i}", "front", "dpu", "dpu", "emulate", None, False, 0.5, COSTS[i], 1.0, None, 1.0,
+                     spec.batching[f"s{i}"]) for i in range(STAGES)]
+
+
+def simulated(spec: Policies, arrivals: list[Arrival]) -> list[tuple]:
+    """Decisions of the simulator's device (SimPy, one server)."""
+    env = simpy.Environment()
+    samplers = {i: make_sampler(COSTS[i], np.random.default_rng(0)) for i in range(STAGES)}
+    means = [samplers[i].mean(1) for i in range(STAGES)]
+    remaining = [sum(means[i:]) for i in range(STAGES)]
+    after = [sum(means[i + 1:]) for i in range(STAGES)]
+    station = Station({i: spec.batching[f"s{i}"] for i in range(STAGES)}, DISCIPLINES[spec.queue.kind](),
+                      ADMISSION[spec.admission.kind](spec.admission),
+                      ModelEstimates({i: s.mean for i, s in samplers.items()}, remaining, after), servers=1)
+    device = DeviceInstance(env, 0, "dev[0]", "dev", 1, Window(0.0, math.inf), station,
+                            {i: StageService(s) for i, s in samplers.items()}, [0])
+    decisions: list[tuple] = []
+    requests: list[Request] = []
+
+    def arrive(a: Arrival):
+        yield env.timeout(a.time)
+        request = Request.blank(a.id, 0, 0, a.priority, a.time, a.deadline, 1.0, [0] * STAGES, 1)
+        requests.append(request)
+        job = SimJob(request, a.stage, 0, a.time, a.deadline, a.priority, lambda j: None)
+        decisions.append(("offer", env.now, a.id, device.offer(job)))
+
+    for a in arrivals:
+        env.process(arrive(a))
+    env.run()
+    batches: dict[tuple[int, int], list[int]] = {}
+    starts: dict[tuple[int, int], float] = {}
+    for r in requests:
+        for stage in range(STAGES):
+            if r.batch[stage] >= 0:
+                batches.setdefault((stage, r.batch[stage]), []).append(r.id)
+                starts[stage, r.batch[stage]] = r.start[stage]
+    for (stage, batch), ids in sorted(batches.items(), key=lambda kv: kv[0][1]):
+        decisions.append(("launch", starts[stage, batch], stage, tuple(sorted(ids))))
+    return decisions
+
+
+def measured(spec: Policies, arrivals: list[Arrival]) -> list[tuple]:
+    """Decisions of the harness's worker station, stepped on a virtual clock as a worker steps."""
+    runs = stage_runs(spec)
+    station = ProcessStation(runs, spec, MeasuredEstimates(runs))
+    offers: list[tuple] = []
+    launches: list[tuple] = []
+    pending = list(arrivals)
+    running: Launch | None = None
+    busy_until = wake = math.inf
+    while pending or station.waiting or running:
+        now = min(pending[0].time if pending else math.inf, busy_until, wake)
+        if running is not None and now == busy_until:
+            station.done(running, busy_until - running_since)
+            running, busy_until = None, math.inf
+        while pending and pending[0].time == now:
+            a = pending.pop(0)
+            job = HarnessJob(a.id, a.stage, a.deadline, a.priority, np.empty(0))
+            offers.append(("offer", now, a.id, station.offer(job, now)))
+        wake = math.inf
+        if running is None:
+            decision = station.poll(now)
+            if isinstance(decision, Launch):
+                launches.append(("launch", now, decision.stage, tuple(sorted(j.id for j in decision.jobs))))
+                running, running_since = decision, now
+                busy_until = now + runs[decision.stage].model_mean(len(decision.jobs))
+            else:
+                wake = decision
+        if not pending and not running and math.isinf(wake) and station.waiting:
+            pytest.fail("the harness station is stuck: jobs wait and nothing will wake it")
+    return offers + launches
+
+
+def same(a: list[tuple], b: list[tuple]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x[0] != y[0] or x[2:] != y[2:] or not math.isclose(x[1], y[1], rel_tol=1e-12, abs_tol=1e-12):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("batching,queue,admission",
+                         list(itertools.product(BATCHING.kinds, DISCIPLINES.kinds, ADMISSION.kinds)))
+def test_simulator_and_harness_decide_alike(batching: str, queue: str, admission: str) -> None:
+    spec = policies(batching, queue, admission)
+    for seed in (1, 2):
+        arrivals = job_sequence(seed)
+        sim_side, hil_side = simulated(spec, arrivals), measured(spec, arrivals)
+        offers = [d for d in sim_side if d[0] == "offer"]
+        assert len(offers) == len(arrivals)
+        assert any(d[0] == "launch" for d in sim_side)
+        if admission != "none":
+            assert not all(d[3] for d in offers) or batching == "none", "the case should exercise refusals"
+        first = next((i for i, (x, y) in enumerate(zip(sim_side, hil_side)) if not same([x], [y])), None)
+        assert same(sim_side, hil_side), (
+            f"seed {seed}: first difference at decision {first}: simulator {sim_side[first] if first is not None else None}"
+            f" vs harness {hil_side[first] if first is not None else None}")
+
+
+def test_batches_and_refusals_happen() -> None:
+    """The job sequence is hard enough that batching and admission really decide something."""
+    arrivals = job_sequence(1)
+    decisions = simulated(policies("dynamic", "edf", "queue-cap"), arrivals)
+    launches = [d for d in decisions if d[0] == "launch"]
+    assert max(len(d[3]) for d in launches) > 1
+    assert any(not d[3] for d in decisions if d[0] == "offer")
+
+
+def test_no_module_under_sim_imports_hil() -> None:
+    root = Path(__file__).resolve().parent.parent / "sim"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(root.parent)}: {n}" for n in names if n == "hil" or n.startswith("hil.")]
+    assert not offenders, offenders
