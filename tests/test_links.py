@@ -9,6 +9,10 @@ hand from those two rules.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +20,7 @@ import simpy
 
 from sim.costs import Deterministic, make_sampler
 from sim.model.device import Window
-from sim.model.link import FifoChannel, SharedChannel, make_channel
+from sim.model.link import CHANNELS, CONTENTION_KINDS, FifoChannel, SharedChannel, make_channel
 
 BW = 1e6  # bytes per second: 1000 bytes take 1 ms
 EVERYTHING = Window(0.0, math.inf)
@@ -187,6 +191,16 @@ def test_make_channel_picks_the_contention_model():
     assert isinstance(make_channel("shared", env, "x", BW, latency("0 s"), 0.0, EVERYTHING), SharedChannel)
 
 
+def test_make_channel_refuses_an_unknown_contention_kind_and_names_the_known_ones():
+    env = simpy.Environment()
+    with pytest.raises(ValueError, match=r"'rr'.*fifo, shared"):
+        make_channel("rr", env, "x", BW, latency("0 s"), 0.0, EVERYTHING)
+
+
+def test_known_contention_kinds_are_the_registry():
+    assert CONTENTION_KINDS == tuple(CHANNELS) == ("fifo", "shared")
+
+
 @pytest.mark.parametrize("cls", [FifoChannel, SharedChannel])
 def test_a_lone_message_takes_size_over_bandwidth_plus_overhead_plus_latency(cls):
     env, channel = setup(cls, overhead=6.5e-6, lat="0.83 us", bandwidth=25e9)
@@ -194,3 +208,124 @@ def test_a_lone_message_takes_size_over_bandwidth_plus_overhead_plus_latency(cls
     send_at(env, channel, 0, 2.46e6, arrived, "frame")
     env.run()
     assert arrived["frame"] == pytest.approx(6.5e-6 + 2.46e6 / 25e9 + 0.83e-6)
+
+
+# --- processor sharing far from t = 0 ----------------------------------------
+
+
+def run_bounded(env: simpy.Environment, max_events: int) -> int:
+    """Run ``env`` to the end, failing (instead of hanging) past ``max_events``."""
+    events = 0
+    while env.peek() < math.inf:
+        env.step()
+        events += 1
+        assert events <= max_events, f"still running after {events} events at t={env.now!r}: a stall"
+    return events
+
+
+def exact_processor_sharing(sends: list[tuple[Fraction, Fraction]], bandwidth: Fraction) -> list[Fraction]:
+    """Finish times of (time, bytes) sends under processor sharing, in exact rational arithmetic."""
+    order = sorted(range(len(sends)), key=lambda i: sends[i][0])
+    remaining: dict[int, Fraction] = {}
+    finish: dict[int, Fraction] = {}
+    now, upcoming = Fraction(0), 0
+    while upcoming < len(order) or remaining:
+        next_join = sends[order[upcoming]][0] if upcoming < len(order) else None
+        if remaining:
+            rate = bandwidth / len(remaining)
+            first = min(remaining.values())
+            next_done = now + first / rate
+        else:
+            next_done = None
+        if next_join is not None and (next_done is None or next_join < next_done):
+            if remaining:
+                moved = (next_join - now) * bandwidth / len(remaining)
+                remaining = {i: r - moved for i, r in remaining.items()}
+            now = next_join
+            remaining[order[upcoming]] = sends[order[upcoming]][1]
+            upcoming += 1
+        else:
+            moved = (next_done - now) * bandwidth / len(remaining)
+            now = next_done
+            remaining = {i: r - moved for i, r in remaining.items()}
+            for i in [i for i, r in remaining.items() if r == 0]:
+                finish[i] = now
+                del remaining[i]
+    return [finish[i] for i in range(len(sends))]
+
+
+@pytest.mark.parametrize("start", [1e5, 1e6, 86_400.0 * 7])
+def test_shared_channel_far_from_time_zero_finishes_with_the_processor_sharing_answer(start):
+    # At t ~ 16 s the byte-residual version of this channel left a 33 KB
+    # frame's last 1e-5 bytes in flight; their time was below the spacing of
+    # floats at that t, so it rescheduled itself at the same instant forever.
+    # Awkward sizes at 12.5 GB/s (100 Gbit/s), joins staggered by fractions
+    # of a transfer, at t far from 0 where a float's spacing is 1e-11..1e-10 s.
+    bandwidth = 12.5e9
+    sizes = [2000.0, 33_000.0 / 3, 2.46e6, 7.0, 123_456.789, 2000.0, 33_001.5, 1e-3, 999_999.9, 2000.0]
+    offsets = [0.0, 1.3e-7, 2.2e-7, 2.2e-7, 5.77e-6, 1.1e-5, 1.3e-5, 1.7e-5, 4e-5, 1.9e-4]
+    env, channel = setup(SharedChannel, bandwidth=bandwidth)
+    arrived = {}
+    for i, (offset, size) in enumerate(zip(offsets, sizes)):
+        send_at(env, channel, start + offset, size, arrived, i)
+    run_bounded(env, max_events=10 * len(sizes))
+    assert sorted(arrived) == list(range(len(sizes)))
+    # Reference: exact rationals on the float send times the channel really saw.
+    sends = [(Fraction(start + offset), Fraction(size)) for offset, size in zip(offsets, sizes)]
+    exact = exact_processor_sharing(sends, Fraction(bandwidth))
+    spacing = math.ulp(start)  # the best any float clock can do at this t
+    for i, expected in enumerate(exact):
+        assert abs(Fraction(arrived[i]) - expected) <= 16 * spacing, i
+    # The channel never idled: the last message leaves when all the bytes have moved.
+    assert float(max(exact)) == pytest.approx(start + sum(sizes) / bandwidth, abs=16 * spacing)
+    assert channel.busy_time == pytest.approx(sum(sizes) / bandwidth, abs=16 * spacing)
+    assert channel.bytes_moved == pytest.approx(sum(sizes))
+
+
+def test_shared_channel_mm1_ps_mean_sojourn_and_fair_share():
+    # M/M/1-PS: Poisson arrivals at load rho, exponential sizes. Mean sojourn
+    # E[T] = E[S] / (1 - rho), and (what sets processor sharing apart from
+    # FIFO) a message's expected time is proportional to its own size:
+    # E[T | S] = S / (1 - rho), so E[T / S] = 1 / (1 - rho) too. Started at
+    # t = 1e6 s to stay far from 0. 40 batch means, 99.9% Student-t interval.
+    from scipy import stats
+
+    rho, mean_service, messages, batches = 0.6, 1e-3, 40_000, 40
+    rng = np.random.default_rng(11)
+    gaps = rng.exponential(mean_service / rho, messages)
+    sizes = rng.exponential(mean_service * BW, messages)
+    start = 1e6
+    times = start + np.cumsum(gaps)
+    env, channel = setup(SharedChannel)
+    arrived = {}
+    for i, (when, size) in enumerate(zip(times, sizes)):
+        send_at(env, channel, float(when), float(size), arrived, i)
+    run_bounded(env, max_events=10 * messages)
+    sojourn = np.array([arrived[i] for i in range(messages)]) - times
+    service = sizes / BW
+
+    def interval(values):
+        means = values.reshape(batches, -1).mean(axis=1)
+        half = stats.t.ppf(0.9995, batches - 1) * means.std(ddof=1) / math.sqrt(batches)
+        return means.mean() - half, means.mean() + half
+
+    low, high = interval(sojourn)
+    assert low <= mean_service / (1 - rho) <= high
+    low, high = interval(sojourn / service)
+    assert low <= 1 / (1 - rho) <= high
+    assert high - low < 0.2 / (1 - rho)  # tight enough to tell PS from FIFO (FIFO's E[T/S] is unbounded here)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_video_analytics_run_past_the_old_stall_finishes(tmp_path):
+    # The run of issue 9 item 0, shortened: with seed 3 the byte-residual
+    # channel stalled at t = 16.0013 s, so 17 s of simulated time reaches it.
+    command = [sys.executable, "-m", "sim.cli", "run", str(REPO / "scenarios" / "video-analytics-64.yaml"),
+               "--variant", "dpu-offload", "--duration", "17 s", "--set", "run.replications=1",
+               "--set", "run.seed=3", "-j", "1", "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "summary.json").is_file()

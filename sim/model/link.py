@@ -3,7 +3,7 @@
 A message of ``n`` bytes occupies the channel for ``overhead + n /
 bandwidth`` and arrives ``latency`` after it leaves (latency is
 propagation: it does not hold the channel). Concurrent messages contend in
-one of two ways:
+one of the kinds registered in ``CHANNELS``:
 
 - ``fifo``: one message at a time, in order of arrival (a DMA engine
   copying buffers one after another);
@@ -11,15 +11,26 @@ one of two ways:
   (processor sharing, how TCP flows or RDMA queue pairs split a port);
   the per-message overhead is then paid before the message joins.
 
+Processor sharing is kept as finish tags on a virtual clock (the
+"virtual time" of fair queueing): with ``n`` messages in flight the
+virtual clock runs at ``1 / n`` of real time, a message joining at
+virtual time ``v`` gets the tag ``v + size / bandwidth``, and the message
+with the smallest tag is the next to finish. No byte counts are carried
+from event to event, so rounding cannot leave a message with a residue
+too small to move the clock: every completion event removes at least one
+message, at any simulated time.
+
 Busy time (any message on the wire) and bytes moved are counted inside the
 measurement window.
 """
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
+from itertools import count
 from typing import Callable
 
 import simpy
@@ -34,7 +45,6 @@ Delivery = Callable[[], None]
 class _Message:
     size: float
     deliver: Delivery
-    remaining: float = 0.0
 
 
 class Channel(ABC):
@@ -67,6 +77,8 @@ class Channel(ABC):
 
 
 class FifoChannel(Channel):
+    """One message at a time, in order of sending."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._queue: deque[_Message] = deque()
@@ -91,41 +103,52 @@ class FifoChannel(Channel):
 
 
 class SharedChannel(Channel):
-    """Processor sharing: n messages in flight each move at bandwidth / n."""
+    """Processor sharing: n messages in flight each move at bandwidth / n.
+
+    ``_virtual`` is the virtual clock at real time ``_updated``: the service
+    (in seconds at full bandwidth) that any message in flight since the
+    start of the busy period has received. ``_tags`` holds (finish tag,
+    order of joining, message); ties finish together, in order of joining.
+    The clock restarts at 0 whenever the channel empties, so its precision
+    depends on the length of a busy period, not on the simulated time.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._active: list[_Message] = []
+        self._tags: list[tuple[float, int, _Message]] = []
+        self._order = count()
+        self._virtual = 0.0
         self._updated = 0.0
         self._version = 0
 
     def send(self, size: float, deliver: Delivery) -> None:
-        message = _Message(size, deliver, remaining=size)
+        message = _Message(size, deliver)
         if self.overhead > 0:
             self.env.timeout(self.overhead).callbacks.append(lambda _e: self._join(message))
         else:
             self._join(message)
 
     def _advance(self) -> None:
+        """Move the virtual clock (and the busy time) up to now."""
         now = self.env.now
-        if self._active:
+        if self._tags:
             self.busy_time += self.window.overlap(self._updated, now)
-            share = self.bandwidth / len(self._active) * (now - self._updated)
-            for message in self._active:
-                message.remaining -= share
+            self._virtual += (now - self._updated) / len(self._tags)
         self._updated = now
 
     def _join(self, message: _Message) -> None:
         self._advance()
-        self._active.append(message)
+        tag = self._virtual + message.size / self.bandwidth
+        heapq.heappush(self._tags, (tag, next(self._order), message))
         self._schedule()
 
     def _schedule(self) -> None:
+        """Wake up when the smallest tag is reached; a later join cancels this."""
         self._version += 1
-        if not self._active:
+        if not self._tags:
+            self._virtual = 0.0
             return
-        first = min(m.remaining for m in self._active)
-        delay = max(0.0, first) * len(self._active) / self.bandwidth
+        delay = max(0.0, self._tags[0][0] - self._virtual) * len(self._tags)
         version = self._version
         self.env.timeout(delay).callbacks.append(lambda _e: self._complete(version))
 
@@ -133,15 +156,31 @@ class SharedChannel(Channel):
         if version != self._version:
             return
         self._advance()
-        tolerance = 1e-9 * max(1.0, max(m.size for m in self._active))
-        finished = [m for m in self._active if m.remaining <= tolerance]
-        self._active = [m for m in self._active if m.remaining > tolerance]
+        # The head's tag is reached by construction; taking it as the clock
+        # drops the rounding of the real-time arithmetic.
+        tag = self._tags[0][0]
+        self._virtual = tag
+        finished = []
+        while self._tags and self._tags[0][0] <= tag:
+            finished.append(heapq.heappop(self._tags)[2])
         self._schedule()
         for message in finished:
             self._arrive(message)
 
 
-def make_channel(contention: str, env, name, bandwidth, latency, overhead, window) -> Channel:
-    cls = FifoChannel if contention == "fifo" else SharedChannel
-    return cls(env, name, bandwidth, latency, overhead, window)
+CHANNELS: dict[str, type[Channel]] = {"fifo": FifoChannel, "shared": SharedChannel}
+"""The registry of contention kinds: a link's ``contention`` names one of these."""
 
+CONTENTION_KINDS: tuple[str, ...] = tuple(CHANNELS)
+"""The known contention kinds, for validating scenario files."""
+
+
+def make_channel(contention: str, env: simpy.Environment, name: str, bandwidth: float, latency: Sampler,
+                 overhead: float, window: Window) -> Channel:
+    """A channel of the registered kind ``contention``."""
+    try:
+        cls = CHANNELS[contention]
+    except KeyError:
+        raise ValueError(f"link {name!r}: unknown contention {contention!r}; "
+                         f"known kinds: {', '.join(CONTENTION_KINDS)}") from None
+    return cls(env, name, bandwidth, latency, overhead, window)
