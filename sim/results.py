@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.experiment import ExperimentResult
 from sim.metrics import records
@@ -220,7 +220,7 @@ class _Strict(BaseModel):
 
 class _Metric(_Strict):
     mean: Optional[float]
-    ci95: tuple[Optional[float], Optional[float]]
+    ci95: list[Optional[float]] = Field(min_length=2, max_length=2)
     values: list[Optional[float]]
 
 
