@@ -15,10 +15,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from sim import profiles
 from sim.costs import CostSpec
+from sim.policies.admission import ADMISSION
+from sim.policies.batching import BATCHING
+from sim.policies.channel import CHANNELS
+from sim.policies.placement import STRATEGIES
+from sim.policies.queueing import DISCIPLINES
+from sim.policies.routing import ROUTING
+from sim.registry import Registry
+
+
+def kind_of(registry: Registry) -> Any:
+    """A ``str`` field whose value must be one of ``registry``'s kinds (the error lists them)."""
+    return Annotated[str, AfterValidator(registry.check)]
+
 from sim.units import Bandwidth, Duration, Rate, Size
 
 # Numbers are strict: ``true`` is not 1 and ``"3"`` is not 3 (YAML reads
@@ -257,28 +270,28 @@ class Pipeline(Strict):
 
 
 class PlacementSpec(Strict):
-    strategy: Literal["cpu-path", "dpu-offload", "explicit"] = "dpu-offload"
+    strategy: kind_of(STRATEGIES) = "dpu-offload"
     map: dict[str, Union[str, list[str]]] = Field(default_factory=dict)
 
 
 class RoutingSpec(Strict):
-    kind: Literal["round-robin", "shortest-queue", "power-of-two", "random", "local-first"] = "round-robin"
+    kind: kind_of(ROUTING) = "round-robin"
     spill_at: PositiveInt = Field(4, description="local-first: jobs per server before spilling to the next tier")
 
 
 class BatchingSpec(Strict):
-    kind: Literal["none", "fixed", "dynamic", "deadline"] = "none"
+    kind: kind_of(BATCHING) = "none"
     max_batch: PositiveInt = Field(1, le=MAX_BATCH)
     max_delay: Duration = Field(0.0, ge=0, description="dynamic/deadline: longest wait of the oldest job")
     timeout: Optional[Duration] = Field(None, gt=0, description="fixed: flush a partial batch after this")
 
 
 class QueueSpec(Strict):
-    kind: Literal["fifo", "priority", "edf"] = "fifo"
+    kind: kind_of(DISCIPLINES) = "fifo"
 
 
 class AdmissionSpec(Strict):
-    kind: Literal["none", "queue-cap", "deadline"] = "none"
+    kind: kind_of(ADMISSION) = "none"
     cap: PositiveInt = 64
 
 
@@ -288,7 +301,7 @@ class SizeBandSpec(Strict):
 
 
 class ChannelSelectionSpec(Strict):
-    kind: Literal["by-size", "fixed"] = "by-size"
+    kind: kind_of(CHANNELS) = "by-size"
     bands: list[SizeBandSpec] = Field(
         default_factory=lambda: [
             SizeBandSpec(below="512 KB", use="tcp"),
