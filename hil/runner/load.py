@@ -33,7 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from sim.scenario.schema import PeriodicSource, Scenario, Workload
+from sim.registry import Registry
+from sim.scenario.schema import Scenario, Workload
 from sim.units import format_rate
 from sim.workload import Arrivals, generate_arrivals
 
@@ -70,20 +71,38 @@ def _poisson(fields: dict, rate: float):
                                          "rate": format_rate(rate)})
 
 
-def _scaled(source, f: float, notes: list[str]):
-    kind = source.kind
-    if isinstance(source, PeriodicSource):
-        streams = max(1, round(source.streams * f))
-        notes.append(f"scale {f:g}: source '{source.name}' {source.streams} -> {streams} streams")
-        return source.model_copy(update={"streams": streams})
-    if kind in ("poisson", "gamma"):
-        notes.append(f"scale {f:g}: source '{source.name}' rate {source.rate:g}/s -> {source.rate * f:g}/s")
-        return source.model_copy(update={"rate": source.rate * f})
-    if kind == "mmpp":
-        notes.append(f"scale {f:g}: source '{source.name}' rates x {f:g}")
-        return source.model_copy(update={"rates": [r * f for r in source.rates]})
+SCALERS: Registry = Registry("workload source kind")
+"""How ``--scale F`` rewrites each kind of source: (source, F, notes) -> the scaled source."""
+
+
+@SCALERS.register("periodic")
+def _scale_periodic(source, f: float, notes: list[str]):
+    streams = max(1, round(source.streams * f))
+    notes.append(f"scale {f:g}: source '{source.name}' {source.streams} -> {streams} streams")
+    return source.model_copy(update={"streams": streams})
+
+
+@SCALERS.register("poisson")
+@SCALERS.register("gamma")
+def _scale_rate(source, f: float, notes: list[str]):
+    notes.append(f"scale {f:g}: source '{source.name}' rate {source.rate:g}/s -> {source.rate * f:g}/s")
+    return source.model_copy(update={"rate": source.rate * f})
+
+
+@SCALERS.register("mmpp")
+def _scale_mmpp(source, f: float, notes: list[str]):
+    notes.append(f"scale {f:g}: source '{source.name}' rates x {f:g}")
+    return source.model_copy(update={"rates": [r * f for r in source.rates]})
+
+
+@SCALERS.register("trace")
+def _scale_trace(source, f: float, notes: list[str]):
     notes.append(f"scale {f:g}: trace '{source.name}' replayed at speed x {source.speedup * f:g}")
     return source.model_copy(update={"speedup": source.speedup * f})
+
+
+def _scaled(source, f: float, notes: list[str]):
+    return SCALERS[source.kind](source, f, notes)
 
 
 def _long_enough(scenario: Scenario, min_requests: int, base_dir: Path, notes: list[str]) -> Scenario:
