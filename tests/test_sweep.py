@@ -42,8 +42,8 @@ def scenario(tmp_path) -> Path:
     return path
 
 
-def sweep(*args: str):
-    return CliRunner().invoke(app, ["sweep", *args, "-j", "1", "--no-plots"])
+def sweep(*args: str, plots: bool = False):
+    return CliRunner().invoke(app, ["sweep", *args, "-j", "1", "--plots" if plots else "--no-plots"])
 
 
 def digest(path: Path) -> str:
@@ -126,11 +126,14 @@ def test_bad_grid_is_one_line_exit_2_before_anything_runs(scenario, tmp_path, gr
 def test_sweep_section_in_the_scenario(scenario, tmp_path):
     scenario.write_text(SCENARIO + "sweep:\n  grid:\n    run.seed: [1, 2]\n")
     out = tmp_path / "out"
-    result = sweep(str(scenario), "--variant", "one-core", "-o", str(out))
+    result = sweep(str(scenario), "--variant", "one-core", "-o", str(out), plots=True)
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out / "sweep.parquet")
     assert list(table["run.seed"]) == ["1", "2"]
     assert table["latency.p99"].iloc[0] != table["latency.p99"].iloc[1]
+    page = (out / "sweep.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(list((out / "plots").glob("*.png"))) >= 2
+    assert "http://" not in page and "https://" not in page  # opens without a network
 
 
 def test_pareto_front():

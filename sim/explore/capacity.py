@@ -2,9 +2,10 @@
 
 The search works on one variant's load axis (``sim.explore.load``):
 
-1. bracket: the analytic bottleneck bound (``sim.explore.bound``) is the
-   first high probe; should it pass after all, the load doubles until one
-   does not. The first low probe is half the high one, halved again until
+1. bracket: 10% past the analytic bottleneck bound (``sim.explore.bound``)
+   is the first high probe (at the bound itself a queue is critical and its
+   verdict slow to reach); should it pass after all, the load doubles until
+   one does not. The first low probe is half the high one, halved again until
    one passes;
 2. bisect between the highest load that passed and the lowest that did
    not, until the bracket is within the relative ``tolerance`` (or one
@@ -44,6 +45,7 @@ from sim.scenario.load import ScenarioFile, load_scenario_file
 
 DEFAULT_TOLERANCE = 0.02
 MAX_DOUBLINGS = 6  # beyond the bound: 64x it at most
+OVER_BOUND = 1.1  # the first high probe: just past the bound, where queues grow for the whole run
 MIN_FRACTION = 1e-3  # a continuous axis stops halving at this fraction of the bound
 
 
@@ -189,7 +191,7 @@ def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor,
     rate, resource = saturation(plan)
     per_unit = axis.arrival_rate(axis.base) / axis.base
     bound = rate / per_unit if math.isfinite(rate) else math.inf
-    start = bound if math.isfinite(bound) else axis.base * 2
+    start = bound * OVER_BOUND if math.isfinite(bound) else axis.base * 2
 
     def measure(value: float) -> Probe:
         probe_file = load_scenario_file(scenario_file.path, [*scenario_file.overrides, *axis.overrides(value)])

@@ -1,0 +1,145 @@
+"""Regenerate reports/seed-comparison.md: the seed design's claims beside what dgsim predicts.
+
+    python benchmarks/seed_comparison.py --out reports/seed-comparison.md [--capacity results/va-capacity/capacity.json]
+
+Simulates scenarios/video-analytics-64.yaml as shipped (nothing tuned): the
+capacity of each design in camera streams at its budgets (the same search as
+``dgsim capacity``; or read from a capacity.json it wrote), GPU utilisation
+at each design's capacity, and latency, utilisation and the prefilter's
+drop rate at the seed's 64 streams. Costs come from the device profiles'
+cited prices (sim/profiles.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sim.experiment import run_variants  # noqa: E402
+from sim.explore.capacity import DEFAULT_TOLERANCE, find_capacity  # noqa: E402
+from sim.explore.capacity_report import capacity_document  # noqa: E402
+from sim.explore.commands import CAPACITY_REPLICATION_CAP  # noqa: E402
+from sim.explore.executors import Serial  # noqa: E402
+from sim.scenario.load import load_scenario_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "video-analytics-64.yaml"
+CPU, DPU = "cpu-path", "dpu-offload"
+
+
+def pct(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def ms(estimate) -> str:
+    return f"{estimate.mean * 1e3:.1f} ms [{estimate.low * 1e3:.1f}, {estimate.high * 1e3:.1f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "seed-comparison.md")
+    parser.add_argument("--capacity", type=Path, default=None, help="a capacity.json of this scenario to reuse")
+    args = parser.parse_args()
+    scenario_file = load_scenario_file(SCENARIO)
+    base = scenario_file.resolve(CPU)
+    if args.capacity:
+        document = json.loads(args.capacity.read_text())
+    else:
+        results = [find_capacity(scenario_file, v, Serial(), DEFAULT_TOLERANCE, CAPACITY_REPLICATION_CAP,
+                                 lambda line: print(line, file=sys.stderr)) for v in (CPU, DPU)]
+        document = json.loads(json.dumps(capacity_document(base.name, base.run.seed, DEFAULT_TOLERANCE, results)))
+    at64 = run_variants(scenario_file, [CPU, DPU])
+    cap = {v: document["variants"][v] for v in (CPU, DPU)}
+    e = {v: at64[v].estimates for v in (CPU, DPU)}
+    ratio = cap[DPU]["capacity"]["value"] / cap[CPU]["capacity"]["value"]
+
+    def util(v, name):
+        u = cap[v]["utilisation"].get(name)
+        return None if u is None else u["mean"]
+
+    lines = [
+        "# The seed design's claims against dgsim's predictions",
+        "",
+        "Regenerate: `python benchmarks/seed_comparison.py --out reports/seed-comparison.md` "
+        "(add `--capacity results/video-analytics-64-capacity/capacity.json` to reuse a `dgsim capacity` run).",
+        "",
+        "Scenario: `scenarios/video-analytics-64.yaml` as shipped (seed "
+        f"{base.run.seed}, {base.run.replications} replications of {base.run.duration:g} s, 95% confidence "
+        "intervals). Nothing was tuned to match the claims. Capacity: `dgsim capacity` (largest stream count "
+        f"meeting every `slo` budget: p99 <= 100 ms, miss rate <= 1%, GPU <= 90% busy; tolerance "
+        f"{document['tolerance']:.0%}; INCONCLUSIVE probes count as not passing).",
+        "",
+        "| seed design's claim | dgsim predicts | agrees? |",
+        "|---|---|---|",
+        f"| 64 camera streams at 25-30 fps | input: 64 streams, rates drawn in [25, 30] fps | (input) |",
+        f"| 100 ms end-to-end budget | input: p99 <= 100 ms budget and a 100 ms deadline | (input) |",
+        f"| prefilter drops ~71% of frames | {pct(e[DPU]['rate.filter'].mean)} filtered at 64 streams "
+        f"(input `pass_probability: 0.29`; the simulator draws it per frame) | yes, by construction |",
+        f"| ~2.1x throughput with DPU offload | capacity {cap[CPU]['capacity']['value']:g} streams (cpu-path) vs "
+        f"{cap[DPU]['capacity']['value']:g} (dpu-offload): **{ratio:.2f}x** | {'no' if abs(ratio - 2.1) > 0.3 else 'yes'} |",
+        f"| GPU utilisation 32% -> 76% | at 64 streams: {pct(e[CPU]['utilisation.gpu'].mean)} -> "
+        f"{pct(e[DPU]['utilisation.gpu'].mean)}; at each design's capacity: {pct(util(CPU, 'gpu'))} -> "
+        f"{pct(util(DPU, 'gpu'))} | no |",
+        f"| lower end-to-end latency with offload | at 64 streams, p50 {ms(e[CPU]['latency.p50'])} (cpu-path) vs "
+        f"{ms(e[DPU]['latency.p50'])} (dpu-offload); p99 {ms(e[CPU]['latency.p99'])} vs {ms(e[DPU]['latency.p99'])} "
+        f"| {'yes' if e[DPU]['latency.p99'].high < e[CPU]['latency.p99'].low else 'no'} |",
+        "",
+        "## Capacity of each design",
+        "",
+        "| design | capacity (streams) | bracket: passes / not | binding budget | bottleneck at capacity | "
+        "utilisation at capacity | analytic bound | USD/h | USD/h per stream |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in (CPU, DPU):
+        c = cap[v]
+        busy = ", ".join(f"{k} {u['mean']:.0%}" for k, u in sorted(c["utilisation"].items()))
+        binding = c["binding_budget"]
+        lines.append(
+            f"| {v} | {c['capacity']['value']:g} | {c['capacity']['low']:g} / {c['capacity']['high']:g} "
+            f"({c['capacity']['high_verdict']}) | {binding['label'] + ' ' + binding['budget'] if binding else '-'} | "
+            f"{c['bottleneck']['name'] if c['bottleneck'] else '-'} | {busy} | "
+            f"{c['analytic_bound']['value']:.1f} ({c['analytic_bound']['resource']}) | "
+            f"{c['cost_per_hour']:.2f} | {c['cost_per_unit']:.3f} |")
+    lines += ["", "Costs (USD per hour of the pools each design uses; sources in `sim/profiles.py`):", ""]
+    for v in (CPU, DPU):
+        for p in cap[v]["cost_pools"]:
+            lines.append(f"- {v}, pool `{p['pool']}`: {p['usd_per_hour']:.3f} USD/h; {p['basis']}")
+    lines += [
+        "",
+        "## Where dgsim disagrees, and which assumption decides it",
+        "",
+        f"- **Throughput ({ratio:.2f}x, not ~2.1x).** Neither design is GPU-bound in this scenario. The CPU path "
+        "is limited by the host CPU pool: 8 cores (an assumption in the scenario) each spending ~3.9 ms per frame "
+        "on parse + decode/resize (assumed software decode, ~300 fps per core). DPU offload is limited by the "
+        "BlueField-3's 16 Arm cores at ~6.9 ms per frame (parse, decode at an assumed 1.7x a host core, the "
+        "prefilter). The ratio of capacities is therefore the ratio of (cores / per-frame cost) of the two "
+        "front ends: (16 / 6.9 ms) / (8 / 3.9 ms) ~ 1.1. The seed's 2.1x needs a front end twice as fast relative "
+        "to the host's: fewer host cores given to video, hardware decode on the DPU, or a host path that "
+        "also pays for work the DPU path avoids. Which it was is not stated; calibrate the stage costs "
+        "(`dgsim hil calibrate`) and the pool sizes before trusting either figure.",
+        "- **GPU utilisation.** In dgsim the prefilter removes ~71% of the frames before the GPU, so at the same "
+        "load the offload design's GPU is *less* busy, not more; at each design's capacity the GPU stays far "
+        "from saturation (YOLOv8s at ~0.28 ms per frame in batches of up to 16 on an A100, derived from "
+        "ultralytics' batch-1 figure). The seed's 32% -> 76% implies the GPU carried ~2.4x more work after "
+        "offload, which cannot follow from 2.1x more frames of which 29% reach it; it would need the GPU to "
+        "do work per frame that dgsim's scenario does not give it (decode on NVDEC, say) or a different "
+        "prefilter pass rate. dgsim's GPU figures follow the detector cost and batching assumptions.",
+        "- **Latency.** At 64 streams both designs are far below the budget; offload's per-frame path is "
+        "longer (slower Arm cores for decode, an extra prefilter stage) while the CPU path pays a PCIe copy. "
+        "Which is lower is decided by the assumed Arm/x86 decode ratio (1.7x): dgsim does not reproduce a "
+        "latency gain from offload unless the DPU's decode is at least as fast as a host core's.",
+        "",
+        "Assumptions named above are marked `assumed` in the scenario file; every device figure and price "
+        "cites its public source in `sim/profiles.py`.",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
