@@ -61,9 +61,11 @@ class Probe:
 
 
 def probe_verdict(outcomes: Sequence[Outcome]) -> Verdict:
-    """PASS when every budget passed, FAIL when one failed, INCONCLUSIVE otherwise."""
-    if any(o.verdict is Verdict.FAIL for o in outcomes):
-        return Verdict.FAIL
+    """PASS when every budget passed; else FAIL, INVALID (data that cannot decide), INCONCLUSIVE, in that order."""
+    for worst in ("FAIL", "INVALID"):
+        found = [o.verdict for o in outcomes if o.verdict.value == worst]
+        if found:
+            return found[0]
     if all(o.verdict is Verdict.PASS for o in outcomes):
         return Verdict.PASS
     return Verdict.INCONCLUSIVE
@@ -163,6 +165,15 @@ def _relative_margin(outcome: Outcome) -> float:
     return outcome.margin / bound if not math.isnan(outcome.margin) else math.inf
 
 
+def scenario_budgets(scenario) -> list[Budget]:
+    """The scenario's budgets, as ``dgsim check`` reads them (with the hardware when it takes it)."""
+    import inspect
+
+    if len(inspect.signature(budgets_of).parameters) > 1:
+        return budgets_of(scenario.slo, scenario.hardware)
+    return budgets_of(scenario.slo)
+
+
 def capacity_checks(budgets: Sequence[Budget]) -> tuple[list[Budget], list[str]]:
     """The budgets that limit capacity, and the labels of those that cannot (floors)."""
     kept = [b for b in budgets if b.direction != MIN]
@@ -183,7 +194,7 @@ def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor,
     scenario = scenario_file.resolve(variant)
     label = f"{scenario_file.path} (variant {variant})"
     axis = load_axis(scenario, label)
-    checks, ignored = capacity_checks(budgets_of(scenario.slo))
+    checks, ignored = capacity_checks(scenario_budgets(scenario))
     if not checks:
         raise ScenarioError([Problem(label, "slo", "no latency, rate or utilisation budget to find the capacity at; "
                                      "add one, e.g. slo: {latency: {p99: 100 ms}}")])

@@ -110,6 +110,11 @@ def capacity_lines(document: Mapping) -> list[str]:
 
 
 def _show(metric: str, value) -> str:
-    from sim.check.budgets import show
-
-    return show(metric, math.nan if value is None else value)
+    """A value in the unit people read it in: ms for latencies, % for rates and utilisation."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if ".latency." in f".{metric}":
+        return f"{value * 1e3:.3f} ms"
+    if metric.startswith(("rate.", "utilisation.")) or ".rate." in metric:
+        return f"{value * 100:.2f} %"
+    return f"{value:.4g}"

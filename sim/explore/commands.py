@@ -82,8 +82,7 @@ def capacity_command(
         scenario_file = load_scenario_file(path, scenario_overrides(seed, None, None, set_))
         names = _chosen(scenario_file, variant, path)
         first = scenario_file.resolve(names[0])
-        from sim.explore.capacity import capacity_checks
-        from sim.check.budgets import budgets_of
+        from sim.explore.capacity import capacity_checks, scenario_budgets
         from sim.explore.load import load_axis
 
         problems = []
@@ -93,7 +92,7 @@ def capacity_command(
                 load_axis(resolved, f"{path} (variant {name})")
             except ScenarioError as error:
                 problems += [str(p) for p in error.problems]
-            if not capacity_checks(budgets_of(resolved.slo))[0]:
+            if not capacity_checks(scenario_budgets(resolved))[0]:
                 problems.append(f"{path} (variant {name}): slo: no latency, rate or utilisation budget to find "
                                 f"the capacity at; add one, e.g. slo: {{latency: {{p99: 100 ms}}}}")
         if problems:
@@ -119,9 +118,9 @@ def capacity_command(
 
 def _budget_lines(scenario) -> dict[str, float]:
     """Latency budgets (metric -> seconds) to draw on latency plots."""
-    from sim.check.budgets import budgets_of
+    from sim.explore.capacity import scenario_budgets
 
-    return {b.metric: b.bound for b in budgets_of(scenario.slo) if b.metric.startswith("latency.")}
+    return {b.metric: b.bound for b in scenario_budgets(scenario) if b.metric.startswith("latency.")}
 
 
 def _chosen(scenario_file, only: Optional[List[str]], path) -> list[str]:
