@@ -17,8 +17,8 @@ import signal
 from contextlib import contextmanager
 from typing import Iterator, NoReturn, Optional, Sequence
 
-import click
 import typer
+from typer._click import exceptions as _click  # typer vendors click: its errors are these classes
 from rich.console import Console
 
 INVALID_INPUT = 2
@@ -53,17 +53,17 @@ def run_app(app: typer.Typer, args: Optional[Sequence[str]] = None, prog: str = 
     """Run ``app`` and return its exit code; a usage error is one ``error:`` line and exit 2."""
     try:
         code = app(args=list(args) if args is not None else None, prog_name=prog, standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:  # bare ``dgsim``: its help, as click prints it
-        click.echo(error.format_message())
+    except _click.NoArgsIsHelpError as error:  # bare ``dgsim``: its help, as click prints it
+        print(error.format_message())
         return INVALID_INPUT
-    except click.UsageError as error:  # bad option values, unknown options, missing arguments
+    except _click.UsageError as error:  # bad option values, unknown options, missing arguments
         where = error.ctx.command_path if error.ctx is not None else prog
         error_line(f"{where}: {_one_line(error.format_message())} (see '{where} --help')")
         return INVALID_INPUT
-    except click.ClickException as error:
+    except _click.ClickException as error:
         error_line(_one_line(error.format_message()))
         return error.exit_code or INVALID_INPUT
-    except click.Abort:  # Ctrl-C at a prompt, or KeyboardInterrupt that nothing caught
+    except typer.Abort:  # Ctrl-C at a prompt, or KeyboardInterrupt that nothing caught
         error_line("interrupted")
         return 128 + signal.SIGINT
     except KeyboardInterrupt:

@@ -311,3 +311,70 @@ def test_short_run_of_the_seed_scenario_filters_only_with_the_dpu_prefilter(tmp_
     assert metric(document, "dpu-offload", "rate.filter") == pytest.approx(0.71, abs=5 * sigma)
     # both designs see the same frames (common random numbers)
     assert metric(document, "cpu-path", "requests.arrived") == arrived
+
+
+# --- bad option values, work limit, overload ---------------------------------
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--seed", "abc"], "--seed"),
+    (["run", "--jobs", "0"], "--jobs"),
+    (["run", "--max-work", "lots"], "--max-work"),
+    (["run", "--no-such-option"], "--no-such-option"),
+    (["check", "--max-replications", "many"], "--max-replications"),
+])
+def test_bad_option_values_give_one_error_line_and_exit_2(args, expected, capsys):
+    from sim.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], captured.err
+    assert "Usage:" not in captured.err and "╭" not in captured.err and captured.out == ""
+
+
+def test_a_run_above_the_work_limit_is_refused_with_the_estimate_and_the_flag(small, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(small, "--out", out, "--max-work", "100")
+    assert result.exit_code == 2
+    [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "request-stages" in line and "--max-work" in line and "above the limit" in line
+    assert not out.exists()
+    assert invoke(small, "--out", out, "--max-work", "1e6", "--jobs", "1").exit_code == 0
+
+
+OVERLOADED = UNLOADED.replace("rate: 20 fps", "rate: 1500 fps").replace("name: unloaded", "name: overloaded")
+
+
+def test_an_overloaded_design_is_warned_after_the_table_and_recorded(tmp_path):
+    path = tmp_path / "overloaded.yaml"
+    path.write_text(OVERLOADED)  # 1,500 requests/s of 1 ms on one core: 1.5x its capacity
+    out = tmp_path / "out"
+    result = invoke(path, "--out", out, "--jobs", "1", "--duration", "0.5 s", "--set", "run.warmup=0.1 s")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning:"))
+    assert warning > max(i for i, line in enumerate(lines) if "latency p99" in line)
+    assert "pool cpu" in lines[warning] and "1.50x" in lines[warning]
+    [recorded] = summary(out)["variants"]["base"]["overload"]
+    assert recorded["kind"] == "pool" and recorded["name"] == "cpu" and recorded["utilisation"] == pytest.approx(1.5)
+    assert summary(out)["records"] == "dgsim-requests/2"
+
+
+def test_the_request_table_works_with_query_and_names_batches_and_links(small, tmp_path):
+    out = tmp_path / "out"
+    assert invoke(small, "--out", out, "--jobs", "1", "--set", "policies.batching.infer.kind=dynamic",
+                  "--set", "policies.batching.infer.max_batch=4", "--set", "policies.batching.infer.max_delay=5 ms"
+                  ).exit_code == 0
+    frame = pd.read_parquet(out / "requests" / "fast.parquet")
+    assert not [c for c in frame.columns if "." in c]
+    assert set(frame["variant"]) == {"fast"}
+    late = frame.query("infer__start > 0.5 and outcome == 'completed'")
+    assert len(late) and (late["infer__start"] > 0.5).all()
+    if frame["infer__batch"].notna().any():  # the model records batches
+        served = frame[frame["infer__batch"].notna()]
+        sizes = served.groupby(["replication", "infer__batch"])["id"].transform("size")
+        assert (sizes == served["infer__batch_size"]).all() and served["infer__batch_size"].max() <= 4
+        assert set(served["infer__link"].dropna()) == {"pcie"}
