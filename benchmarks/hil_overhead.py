@@ -113,7 +113,7 @@ def measure_width(args, width: float) -> str:
         raws.append(raw_throughput(*raw_args))
         reference = (raws[-2] + raws[-1]) / 2
         rounds.append((metrics["throughput"], reference, metrics["throughput"] / reference,
-                       metrics.get("batch.infer", 1.0), metrics["utilisation.cpu"], metrics["utilisation.gpu"]))
+                       metrics.get("stage.infer.batch", 1.0), metrics["utilisation.pool.cpu"], metrics["utilisation.pool.gpu"]))
         p, ref, q, b, front, gpu = rounds[-1]
         print(f"  round {r + 1}: pipeline {p:.2f}/s vs raw {ref:.2f}/s -> {q:.3f} (batch {b:.1f}, front {front:.0%}, "
               f"gpu side {gpu:.0%}); raw #{r + 1}: {raws[-1]:.2f}/s")

@@ -24,14 +24,17 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from sim.check.baseline import BaselineError, parse_tolerance
-from sim.check.budgets import MAX, MIN, Budget, budgets_of
+from sim.check.budgets import MAX, MIN, Budget, budget, budgets_of
 from sim.check.command import check_command
-from sim.check.verdict import Verdict, against, decide, replicate
+from sim.check.evidence import TAIL_ALPHA, evidence, samples_needed
+from sim.check.verdict import Verdict, against, decide, judge, replicate
+from sim.contract.metric_keys import ALL, Kind, MetricKey
 from sim.experiment import run_variant, simulate
 from sim.metrics.summary import Estimate, combine, estimate
+from sim.report.table import estimates_table
 from sim.results import write_results
 from sim.scenario.load import load_scenario_file
-from sim.scenario.schema import Slo
+from sim.scenario.schema import Hardware, Slo
 
 MM1 = """\
 name: {name}
@@ -65,7 +68,7 @@ pipeline:
   stages:
     - {name: prep, costs: {dpu: {kind: deterministic, value: 0.2 ms}}}
     - {name: infer, costs: {gpu: {kind: deterministic, value: 1 ms}}}
-slo: {latency: {p99: 5 ms}}
+slo: {latency: {p90: 5 ms}}
 run: {duration: 2 s, warmup: 0.2 s, replications: 3}
 """
 
@@ -84,7 +87,7 @@ policies:
   batching:
     infer: {kind: dynamic, max_batch: 8, max_delay: 0.1 ms}
 slo: {latency: {p99: 0.5 ms}}
-run: {duration: 2 s, warmup: 0.2 s, replications: 3}
+run: {duration: 2.5 s, warmup: 0.2 s, replications: 3}
 """
 
 app = typer.Typer()
@@ -138,6 +141,15 @@ def latency_mean(path: Path, replications: range, sets: tuple[str, ...] = ()) ->
     return combine(runs)["latency.mean"]
 
 
+def counted(metrics: dict[str, float], served: int = 1000) -> dict[str, float]:
+    """One replication's metrics with the served-request counts that make them evidence."""
+    return {**metrics, "requests.completed": float(served), "requests.deadline_missed": 0.0}
+
+
+def line_of(output: str, check_label: str) -> list[str]:
+    return next(line for line in output.splitlines() if check_label in line).split()
+
+
 # --- pure logic ---------------------------------------------------------------
 
 
@@ -147,15 +159,25 @@ def test_budgets_of_an_slo_cover_every_kind_overall_and_per_class():
         "drop_rate_max": 0.01, "miss_rate_max": 0.02, "filter_rate_max": 0.5, "utilisation_max": {"gpu": 0.9},
         "classes": {"video": {"latency": {"p50": "10 ms"}, "utilisation_max": {"gpu": 0.8}}},
     })
-    found = [(b.metric, b.bound, b.direction, b.label) for b in budgets_of(slo)]
+    hardware = Hardware.model_validate({"pools": {"gpu": {"profile": "a100"}}})
+    found = [(b.metric, b.bound, b.direction, b.label) for b in budgets_of(slo, hardware)]
     assert found == [
         ("latency.mean", 0.005, MAX, "latency mean"), ("latency.p99", 0.03, MAX, "latency p99"),
         ("latency.p999", 0.05, MAX, "latency p99.9"), ("throughput", 100.0, MIN, "throughput"),
         ("rate.drop", 0.01, MAX, "drop rate"), ("rate.miss", 0.02, MAX, "miss rate"),
-        ("rate.filter", 0.5, MAX, "filter rate"), ("utilisation.gpu", 0.9, MAX, "utilisation gpu"),
+        ("rate.filter", 0.5, MAX, "filter rate"), ("utilisation.pool.gpu", 0.9, MAX, "utilisation gpu"),
         ("class.video.latency.p50", 0.01, MAX, "class video latency p50"),
-        ("utilisation.gpu", 0.8, MAX, "class video utilisation gpu"),
+        ("utilisation.pool.gpu", 0.8, MAX, "class video utilisation gpu"),
     ]
+
+
+def test_a_utilisation_budget_on_a_name_both_a_pool_and_a_link_checks_each():
+    slo = Slo.model_validate({"utilisation_max": {"x": 0.5}})
+    hardware = Hardware.model_validate({"pools": {"x": {"profile": "a100"}, "y": {"profile": "bluefield-3"}},
+                                        "links": [{"name": "x", "between": ["x", "y"], "kind": "pcie",
+                                                   "bandwidth": "1 Gbit/s"}]})
+    found = [(b.metric, b.label) for b in budgets_of(slo, hardware)]
+    assert found == [("utilisation.pool.x", "utilisation pool x"), ("utilisation.link.x", "utilisation link x")]
 
 
 @pytest.mark.parametrize("low, high, direction, verdict", [
@@ -217,13 +239,14 @@ def test_replicate_doubles_until_decided_and_stops_at_the_cap():
 
     def run(reps: range):
         asked.append(reps)
-        return [{"x": 1.0 + (0.2 if r % 2 else -0.2)} for r in reps]
+        return [counted({"latency.mean": 1.0 + (0.2 if r % 2 else -0.2)}) for r in reps]
 
-    runs, [outcome] = replicate(run, [Budget("x", 1.3, MAX, "x")], start=2, cap=20)
+    mean = MetricKey(Kind.LATENCY, ALL, "mean")
+    runs, [outcome] = replicate(run, [budget(mean, 1.3)], start=2, cap=20)
     assert asked == [range(2), range(2, 4), range(4, 8)]
     assert outcome.verdict is Verdict.PASS and outcome.replications == len(runs) == 8
     asked.clear()
-    runs, [outcome] = replicate(run, [Budget("x", 1.0, MAX, "x")], start=3, cap=20)
+    runs, [outcome] = replicate(run, [budget(mean, 1.0)], start=3, cap=20)
     assert asked == [range(3), range(3, 6), range(6, 12), range(12, 20)] and len(runs) == 20
     assert outcome.verdict is Verdict.INCONCLUSIVE
 
@@ -259,7 +282,8 @@ def test_pass_exits_0_and_fail_exits_1_with_numbers_and_junit(tmp_path):
 def test_inconclusive_counts_as_configured_and_is_reported_with_its_numbers(tmp_path):
     path = scenario(tmp_path)
     mean = latency_mean(path, range(3)).mean
-    args = (path, "--set", f"slo.latency.mean={mean * 1e3:.6f} ms", "--max-replications", 3)
+    within = math.ceil(mean * 1e9) / 1e6  # ms, at or just above the estimate: undecided, not over budget
+    args = (path, "--set", f"slo.latency.mean={within:.6f} ms", "--max-replications", 3)
     lenient = check(*args, "--junit", tmp_path / "lenient.xml")
     assert lenient.exit_code == 0, lenient.output
     assert "INCONCLUSIVE" in lenient.output and "warning: 1 check(s) INCONCLUSIVE, counted as PASS" in lenient.output
@@ -270,6 +294,106 @@ def test_inconclusive_counts_as_configured_and_is_reported_with_its_numbers(tmp_
     assert strict.exit_code == 1 and "counted as FAIL" in strict.output
     [failure] = parse_junit(tmp_path / "strict.xml").findall(".//failure")
     assert failure.get("type") == "inconclusive"
+
+
+def test_inconclusive_over_budget_never_passes(tmp_path):
+    """p99 near 200 ms against a 150 ms budget, few replications: undecided, and counted as a failure."""
+    path = scenario(tmp_path)
+    runs = [counted({"latency.p99": v}) for v in (0.12, 0.28)]  # mean 200 ms, an interval far wider
+    [outcome] = replicate(lambda reps: runs[reps.start:reps.stop], [budget(MetricKey(Kind.LATENCY, ALL, "p99"), 0.15)],
+                          start=2, cap=2)[1]
+    assert outcome.verdict is Verdict.INCONCLUSIVE and outcome.over_budget
+    assert outcome.fails(inconclusive_fails=False) and outcome.fails(inconclusive_fails=True)
+
+    mean = latency_mean(path, range(3)).mean
+    below = math.floor(mean * 0.999 * 1e9) / 1e6  # ms, a hair under the estimate: inside the noise, over budget
+    result = check(path, "--set", f"slo.latency.mean={below:.6f} ms", "--max-replications", 3,
+                   "--junit", tmp_path / "over.xml")
+    assert result.exit_code == 1, result.output
+    assert line_of(result.output, "latency mean")[0] == "INCONCLUSIVE"
+    assert "INCONCLUSIVE with the estimate over budget, counted as FAIL" in result.output
+    assert "dgsim check FAILED" in result.output
+    [failure] = parse_junit(tmp_path / "over.xml").findall(".//failure")
+    assert failure.get("type") == "inconclusive"
+
+
+ZERO_SERVED = """\
+name: stuck
+hardware:
+  pools:
+    cpu: {profile: host-cpu, count: 1, servers: 1}
+workload:
+  sources:
+    - {name: jobs, kind: poisson, rate: 50/s, payload: 1 KB}
+pipeline:
+  stages:
+    - name: work
+      costs: {cpu: {kind: deterministic, value: 100 s}}
+policies:
+  placement: {strategy: cpu-path}
+slo: {latency: {p99: 50 ms}, drop_rate_max: 0.01, utilisation_max: {cpu: 1.0}}
+run: {duration: 1 s, warmup: 0.1 s, drain: 0.1 s, replications: 2, seed: 3}
+"""
+
+
+def test_a_design_that_serves_nothing_is_invalid_and_fails(tmp_path):
+    """Before: latency NaN was INCONCLUSIVE (a pass) and 0 % dropped passed, so the gate said PASSED."""
+    path = scenario(tmp_path, ZERO_SERVED, name="stuck")
+    result = check(path, "--max-replications", 2, "--junit", tmp_path / "stuck.xml", "--markdown", tmp_path / "s.md")
+    assert result.exit_code == 1, result.output
+    for label in ("latency p99", "drop rate", "utilisation cpu"):
+        row = line_of(result.output, label)
+        assert row[0] == "INVALID" and row[-2:] == ["2", "0"]  # n: 2 replications, 0 served in the worst
+    assert "invalid stuck / base / latency p99: no data: no request served in replication(s) 1, 2" in result.output
+    assert "invalid stuck / base / drop rate: no data: no request served in replication(s) 1, 2" in result.output
+    assert "dgsim check FAILED: 0 passed, 0 failed, 3 invalid" in result.output
+    failures = parse_junit(tmp_path / "stuck.xml").findall(".//failure")
+    assert len(failures) == 3 and {f.get("type") for f in failures} == {"invalid"}
+    assert "| ⛔ INVALID | stuck | base | latency p99 |" in (tmp_path / "s.md").read_text()
+
+
+def test_too_few_requests_for_a_percentile_is_invalid(tmp_path):
+    path = scenario(tmp_path, extra="slo: {latency: {p99.9: 50 ms, p50: 50 ms}}\n")
+    result = check(path, "--max-replications", 3)
+    assert result.exit_code == 1, result.output
+    p999, p50 = line_of(result.output, "latency p99.9"), line_of(result.output, "latency p50")
+    served = int(p999[-1])
+    assert p999[0] == "INVALID" and 6 <= served < samples_needed(MetricKey(Kind.LATENCY, ALL, "p999"))
+    assert p50[0] == "PASS"
+    assert "a p99.9 needs at least 3688 served requests per replication" in result.output
+
+
+@pytest.mark.parametrize("statistic, needed", [("p50", 6), ("p90", 36), ("p95", 72), ("p99", 368), ("p999", 3688)])
+def test_a_percentile_needs_enough_requests_that_the_largest_bounds_it(statistic, needed):
+    key = MetricKey(Kind.LATENCY, ALL, statistic)
+    q = key.percent / 100
+    assert samples_needed(key) == needed and q**needed <= TAIL_ALPHA < q ** (needed - 1)
+    enough = {"latency." + statistic: estimate([0.01, 0.02]), "requests.completed": estimate([needed, needed + 5]),
+              "requests.deadline_missed": estimate([0.0, 0.0])}
+    assert evidence(key, enough).problem is None and evidence(key, enough).samples == needed
+    short = {**enough, "requests.completed": estimate([needed, needed - 1])}
+    assert "too few samples" in evidence(key, short).problem
+    assert judge(budget(key, 1.0), short, 2).verdict is Verdict.INVALID
+
+
+def test_a_metric_missing_or_without_counts_is_invalid():
+    key = MetricKey(Kind.LATENCY, ALL, "mean")
+    assert judge(budget(key, 1.0), {}, 3).verdict is Verdict.INVALID
+    no_counts = {"latency.mean": estimate([0.1, 0.2, 0.3])}
+    assert "cannot count the samples" in judge(budget(key, 1.0), no_counts, 3).reason
+
+
+def test_the_table_warns_about_a_percentile_from_too_few_requests():
+    from rich.console import Console
+
+    few = {"latency.p999": estimate([0.05, 0.06]), "latency.p50": estimate([0.01, 0.01]),
+           "requests.completed": estimate([6.0, 9.0]), "requests.deadline_missed": estimate([0.0, 0.0])}
+    console = Console(width=200, record=True)
+    console.print(estimates_table("t", {"v": few}))
+    text = console.export_text()
+    assert "latency p99.9 ms" in text and " !" in text
+    assert "v: latency p99.9 from 6 served request(s) in a replication; it needs at least 3688" in text
+    assert "latency p50 from" not in text
 
 
 def test_more_replications_decide_a_budget_the_first_ones_could_not(tmp_path):
@@ -283,7 +407,7 @@ def test_more_replications_decide_a_budget_the_first_ones_could_not(tmp_path):
     result = check(path, "--set", f"slo.latency.mean={bound * 1e3:.9f} ms")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.stdout.splitlines() if "latency mean" in line)
-    assert line.startswith("PASS") and line.rstrip().endswith(f" {decided}")
+    assert line.startswith("PASS") and line.split()[-2] == str(decided)  # reps, then served/rep
     assert f"mm1 / base: simulating replications {decided // 2 + 1}-{decided}" in result.stderr
 
 
@@ -401,6 +525,36 @@ def test_results_folders_are_judged_on_the_same_budgets(tmp_path):
     assert parent.stdout == alone.stdout == from_file.stdout == simulated.stdout
     relaxed = check("--results", tmp_path / "results", "--set", "slo.latency.mean=50 ms")
     assert relaxed.exit_code == 0, relaxed.output
+
+
+def test_a_results_folder_with_null_metrics_fails(tmp_path):
+    """Before: null metrics were INCONCLUSIVE, counted as passes: exit 0 with no data."""
+    path = scenario(tmp_path, extra="slo: {latency: {p99: 50 ms}, miss_rate_max: 0.5}\n")
+    write_results(dataclasses.replace(simulate(load_scenario_file(path)), source="measurement"), tmp_path / "res")
+    summary = tmp_path / "res" / "summary.json"
+    document = json.loads(summary.read_text())
+    for m in document["variants"]["base"]["metrics"].values():
+        m.update(mean=None, ci95=[None, None], values=[None for _ in m["values"]])
+    summary.write_text(json.dumps(document))
+    result = check(path, "--results", tmp_path / "res", "--junit", tmp_path / "null.xml")
+    assert result.exit_code == 1, result.output
+    assert [line_of(result.output, label)[0] for label in ("latency p99", "miss rate")] == ["INVALID", "INVALID"]
+    assert line_of(result.output, "latency p99")[-2:] == ["3", "?"]  # 3 replications, served count unknown
+    assert "no data: 'latency.p99' is null in replication(s) 1, 2, 3" in result.output
+    assert parse_junit(tmp_path / "null.xml").get("failures") == "2"
+
+
+def test_every_verdict_shows_n_replications_and_served_requests(tmp_path):
+    path = scenario(tmp_path, extra="slo: {latency: {p99: 50 ms}}\n")
+    result = check(path, "--junit", tmp_path / "n.xml", "--markdown", tmp_path / "n.md")
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[-2:] == ["reps", "served/rep"]
+    reps, served = int(row.split()[-2]), int(row.split()[-1])
+    assert reps == 3 and 368 <= served < 700  # 200/s over 2.7 s, the fewest of three replications
+    [case] = parse_junit(tmp_path / "n.xml").iter("testcase")
+    assert f"n = 3 replication(s) with at least {served} served request(s) each" in case.findtext("system-out")
+    assert f"| 3 | {served} |" in (tmp_path / "n.md").read_text()
 
 
 # --- diagnostics ------------------------------------------------------------------

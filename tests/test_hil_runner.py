@@ -34,7 +34,9 @@ from hil.runner.layout import GPU, lay_out
 from hil.runner.ops import FrameBank
 from hil.runner.station import channel_policy, process_station
 from hil.transports import available_channel_kinds
+from sim.contract.outcomes import LABELS, SERVED_LABELS, Outcome
 from sim.experiment import run_variant
+from sim.metrics.records import column
 from sim.plan import compile_plan
 from sim.policies import admission, batching, channel, queueing
 from sim.station import Station
@@ -90,24 +92,34 @@ def test_shm_run_writes_the_simulators_format(shm_run: Path) -> None:
     summary = read_summary(shm_run)
     assert summary.source == "measurement" and set(summary.variants) == {"dpu-offload"}
     metrics = summary.variants["dpu-offload"]
-    assert metrics["throughput"].mean > 10 and metrics["latency.p50"].mean > 0
-    assert 0 < metrics["utilisation.dpu"].mean <= 1 and 0 < metrics["utilisation.gpu"].mean <= 1
     frame = pd.read_parquet(shm_run / "requests" / "dpu-offload.parquet")
     scenario = load_scenario_file(SCENARIO, ["run.duration=0.3 s", "run.warmup=0.1 s", "run.replications=1"])
     simulated = run_variant(scenario, "dpu-offload", replications=range(1)).frame
     assert list(frame.columns) == list(simulated.columns)
-    assert set(frame["outcome"]) <= {"completed", "deadline_missed", "filtered"}
-    served = frame[frame["outcome"] != "filtered"]
-    assert served["postprocess__end"].notna().all() and served["infer__device"].eq("gpu[0]").all()
-    order = ["arrival", *(f"{s}.{t}" for s in ("parse", "preprocess", "prefilter", "infer", "postprocess")
-                          for t in ("enqueued", "start", "end")), "done"]
-    times = served[order].to_numpy()
-    assert (np.diff(times, axis=1) >= -1e-9).all(), "per-stage timestamps out of order"
-    measured = frame[frame["arrival"] >= 0.5]
-    assert metrics["rate.filter"].mean == pytest.approx((measured["outcome"] == "filtered").mean())
     resolved = Scenario.model_validate(yaml.safe_load((shm_run / "resolved" / "dpu-offload.yaml").read_text()))
     drawn = generate_arrivals(resolved.workload, resolved.run.duration, resolved.run.seed, 0, SCENARIO.parent)
     np.testing.assert_array_equal(frame["arrival"].to_numpy(), drawn.time)  # what the simulator draws for it
+    # Every request issued has exactly one ending, and the summary counts are the table's (how many end
+    # which way depends on how loaded this machine is, so no test asks for a rate: see benchmarks/).
+    assert frame["outcome"].isin(LABELS).all()
+    warmup, end = resolved.run.warmup, resolved.run.duration
+    window = frame[(frame["arrival"] >= warmup) & (frame["arrival"] < end)]
+    counts = window["outcome"].value_counts()
+    for label in LABELS:
+        assert metrics[f"requests.{label}"].mean == counts.get(label, 0), label
+    assert metrics["requests.arrived"].mean == len(window) == sum(counts.get(label, 0) for label in LABELS)
+    handled = window["outcome"].isin([*SERVED_LABELS, Outcome.FILTERED.label]).sum()
+    assert handled > 0 and metrics["throughput"].mean == pytest.approx(handled / (end - warmup))
+    assert 0 < metrics["utilisation.pool.dpu"].mean <= 1 and 0 <= metrics["utilisation.pool.gpu"].mean <= 1
+    served = frame[frame["outcome"].isin(SERVED_LABELS)]
+    assert served[column("postprocess", "end")].notna().all() and served[column("infer", "device")].eq("gpu[0]").all()
+    order = ["arrival", *(column(s, t) for s in ("parse", "preprocess", "prefilter", "infer", "postprocess")
+                          for t in ("enqueued", "start", "end")), "done"]
+    times = served[order].to_numpy()
+    assert (np.diff(times, axis=1) >= -1e-9).all(), "per-stage timestamps out of order"
+    if len(served):
+        assert metrics["latency.p50"].mean > 0
+    assert metrics["rate.filter"].mean == pytest.approx((window["outcome"] == "filtered").mean())
     info = json.loads((shm_run / "stream" / "dpu-offload" / "r0" / "run.json").read_text())
     assert info["transports"] == ["shm"] and info["workers"]["front"]["cores"] != info["workers"]["gpu"]["cores"]
     assert json.loads((shm_run / "failures.json").read_text()) == []
@@ -147,7 +159,7 @@ def test_tcp_run_end_to_end(tmp_path: Path) -> None:
     hops = [json.loads(line) for line in (tmp_path / "stream" / "dpu-offload" / "r0" / "gpu.jsonl").open()
             if line.startswith('["h"')]
     assert hops and {h[2] for h in hops} == {"tcp"}
-    assert read_summary(tmp_path).variants["dpu-offload"]["link_bytes_per_s.tcp"].mean > 0
+    assert read_summary(tmp_path).variants["dpu-offload"]["bytes_per_s.link.rdma"].mean > 0  # the scenario's dpu-gpu link
 
 
 def test_policy_objects_are_the_simulators() -> None:
@@ -180,7 +192,9 @@ def test_sigint_stops_cleanly_and_keeps_the_results(tmp_path: Path) -> None:
     assert process.returncode == 130, output
     assert "Traceback" not in output and "interrupted" in output
     frame = pd.read_parquet(tmp_path / "requests" / "dpu-offload.parquet")
-    assert len(frame) > 10 and read_summary(tmp_path).variants["dpu-offload"]["throughput"].mean > 0
+    assert len(frame) > 0 and frame["outcome"].isin(LABELS).all()  # every request issued before Ctrl-C has an ending
+    metrics = read_summary(tmp_path).variants["dpu-offload"]
+    assert metrics["requests.arrived"].mean == sum(metrics[f"requests.{label}"].mean for label in LABELS)
     assert not [p for p in Path("/dev/shm").iterdir() if p.name.startswith(f"dgsim-ring-{process.pid}-")]
     deadline = time.monotonic() + 10
     while _session_members(process.pid) and time.monotonic() < deadline:

@@ -69,7 +69,7 @@ def test_mean_sojourn_matches_theory(name):
 
 def test_utilisation_matches_offered_load():
     result = run_variant(load_scenario_file(SCENARIOS / "mmc.yaml"), "base")
-    utilisation = result.estimates["utilisation.server"]
+    utilisation = result.estimates["utilisation.pool.server"]
     assert utilisation.low - 0.01 <= 0.8 <= utilisation.high + 0.01
 
 

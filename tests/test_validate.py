@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hil.cli import register
 from hil.runner.layout import FRONT, GPU, lay_out
 from hil.runner.load import make_load, prepare
-from hil.validate.compare import Row, breakdown, compare, relative_error
+from hil.validate.compare import P50, P99, THROUGHPUT, Row, breakdown, compare, relative_error
 from hil.validate.conditions import LOW_LOAD, Conditions, adjusted, loop_turn
 from hil.validate.twin import TwinError, twin_scenario
 from sim.calibration import (
@@ -116,13 +116,12 @@ def test_errors_and_the_goal():
 
     assert relative_error(1.1, 1.0) == pytest.approx(0.1) and math.isnan(relative_error(1.0, 0.0))
     rows = compare(0.5, {"latency.p50": e(0.0104), "throughput": e(97.0)},
-                   {"latency.p50": e(0.010), "throughput": e(100.0), "latency.p99": e(0.05)},
-                   ["latency.p50", "latency.p99", "throughput"])
+                   {"latency.p50": e(0.010), "throughput": e(100.0), "latency.p99": e(0.05)}, [P50, P99, THROUGHPUT])
     p50, p99, thr = rows
     assert p50.error == pytest.approx(0.04) and p50.goal == 0.05 and p50.met
     assert math.isnan(p99.error) and not p99.met  # no prediction: not met
     assert thr.error == pytest.approx(-0.03) and thr.met
-    beyond = Row(0.9, "latency.p50", e(2.0), e(1.0))
+    beyond = Row(0.9, P50, e(2.0), e(1.0))
     assert beyond.goal is None and beyond.met is None  # the goal stops at 0.8
     assert estimate([1.0, 2.0, 3.0]).half_width > 0
 
@@ -152,8 +151,8 @@ def test_conditions_scale_entries_interpolate_and_measure_turns(tmp_path):
     assert "x 1.500" in after.measured
     load_calibration(write_calibration(out, tmp_path / "adjusted.yaml"))  # still a valid file
     # turns: the gap between batches of one process while work waited
-    frame = pd.DataFrame({"replication": [0, 0], "parse.enqueued": [0.0, 0.0005], "parse.start": [0.0, 0.0013],
-                          "parse.end": [0.001, 0.002], **{f"postprocess.{c}": [math.nan] * 2
+    frame = pd.DataFrame({"replication": [0, 0], "parse__enqueued": [0.0, 0.0005], "parse__start": [0.0, 0.0013],
+                          "parse__end": [0.001, 0.002], **{f"postprocess__{c}": [math.nan] * 2
                                                           for c in ("enqueued", "start", "end")}})
     assert loop_turn(frame, _one_stage_layout(), FRONT) == pytest.approx(0.0003)
 

@@ -15,10 +15,19 @@ monotonic clock both processes share):
 
 ``assemble`` turns the events of one run into the simulator's per-request
 table (``sim.metrics.records.request_frame``, the very same columns) and a
-``ResourceUsage``: pool utilisation = batch busy time / window (one server
-per process), mean queue = time-integral of waiting jobs / window, batch
-size per stage, and per transport the bytes moved and the fraction of time
-a message was in flight.
+``ResourceUsage`` keyed as the simulator keys it: every pool of the
+scenario (utilisation = batch busy time / window, one server per process;
+mean queue = time-integral of waiting jobs / window; a pool no stage runs
+on is idle), batch size per stage, and every link of the scenario by its
+name. A message between the processes is the hop the simulator sends over
+a link: the k-th message of a request is the k-th time its (linear)
+pipeline crosses between the two processes, the front standing in for the
+client, and it goes over the scenario's link between those two pools (the
+channel policy picks among several, as in the simulator). A link's
+utilisation is the time its busiest direction had a message in flight, and
+its throughput the bytes both directions delivered, per second of window.
+Links the harness does not exercise (client links the front stands in for,
+links between pools of one process) are not measured: NaN, written null.
 """
 
 from __future__ import annotations
@@ -31,8 +40,10 @@ from typing import Optional
 
 import numpy as np
 
-from hil.runner.layout import Layout
+from hil.runner.layout import FRONT, Layout
+from hil.runner.station import channel_policy
 from sim.metrics.usage import ResourceUsage
+from sim.scenario.schema import CLIENT
 
 
 class EventLog:
@@ -124,7 +135,7 @@ def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> 
     def overlap(a: float, b: float) -> float:
         return max(0.0, min(b, end) - max(a, start))
 
-    pools = {s.pool for s in layout.stages}
+    pools = list(layout.plan.pools)  # every pool, as the simulator reports them
     busy = dict.fromkeys(pools, 0.0)
     queue = dict.fromkeys(pools, 0.0)
     batches: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -136,17 +147,46 @@ def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> 
             batches[s.name][1] += size
     for _, stage, enqueued, t0, _ in events["s"]:
         queue[layout.stages[stage].pool] += overlap(enqueued, t0)
-    hops: dict[str, list] = defaultdict(list)
-    for _, kind, nbytes, sent, received in events["h"]:
-        hops[kind].append((sent, received, nbytes))
+    crossings = _crossings(layout)
+    measured = {link.name for a, b in crossings for link in layout.plan.links_between(a, b)}
+    messages: dict[int, list] = defaultdict(list)
+    for rid, _, nbytes, sent, received in events["h"]:
+        messages[rid].append((sent, received, nbytes))
+    hops: dict[str, dict[tuple, list]] = {name: defaultdict(list) for name in measured}
+    choose = channel_policy(layout).choose
+    for rid in sorted(messages):
+        for k, (sent, received, nbytes) in enumerate(sorted(messages[rid])):
+            a, b = crossings[min(k, len(crossings) - 1)]
+            links = layout.plan.links_between(a, b)
+            if not links:
+                continue  # a client hop with no client link declared: the simulator has none either
+            kind = choose(nbytes, [link.kind for link in links]) if len(links) > 1 else links[0].kind
+            name = next(link.name for link in links if link.kind == kind)
+            hops[name][a, b].append((sent, received, nbytes))
+    nan = math.nan
     return ResourceUsage(
         window=window,
         pool_utilisation={p: b / window for p, b in busy.items()},
         pool_queue={p: q / window for p, q in queue.items()},
-        link_utilisation={k: _union(sorted((a, b) for a, b, _ in h), overlap) / window for k, h in hops.items()},
-        link_throughput={k: sum(n for _, b, n in h if start <= b < end) / window for k, h in hops.items()},
+        link_utilisation={link.name: max((_union(sorted((a, b) for a, b, _ in h), overlap)
+                                          for h in hops[link.name].values()), default=0.0) / window
+                          if link.name in measured else nan for link in layout.plan.links},
+        link_throughput={link.name: sum(n for h in hops[link.name].values() for _, b, n in h if start <= b < end)
+                         / window if link.name in measured else nan for link in layout.plan.links},
         stage_batch={name: jobs / count for name, (count, jobs) in batches.items() if count},
     )
+
+
+def _crossings(layout: Layout) -> list[tuple[str, str]]:
+    """(from pool, to pool) each time the pipeline passes between the processes, in order; the front is the client."""
+    out, side, pool = [], FRONT, CLIENT
+    for stage in layout.stages:
+        if stage.side != side:
+            out.append((pool, stage.pool))
+        side, pool = stage.side, stage.pool
+    if side != FRONT:
+        out.append((pool, CLIENT))
+    return out or [(CLIENT, CLIENT)]
 
 
 def _union(intervals: list[tuple[float, float]], overlap) -> float:

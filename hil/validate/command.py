@@ -49,8 +49,7 @@ def validate_command(
     """Run the harness and its simulated twin on the same arrivals at several loads; report the errors."""
     from hil.runner.layout import lay_out
     from hil.validate.twin import check_twin
-    from sim.cli import fail_input, scenario_overrides
-    from sim.plan import compile_plan
+    from sim.commandline import fail_input, scenario_overrides
     from sim.scenario.builtin import scenario_path
     from sim.scenario.errors import ScenarioError
     from sim.scenario.load import load_scenario_file
@@ -74,7 +73,7 @@ def validate_command(
             problems.append(f"{path}: variants: no variant '{chosen}' (known: {', '.join(names)})")
         else:
             label = f"{path} (variant {chosen})"
-            layout = lay_out(compile_plan(loaded.resolve(chosen), label, loaded.path.parent), chosen, label)
+            layout = lay_out(loaded.plan(chosen), chosen, label)
     except ScenarioError as error:
         problems += [str(p) for p in error.problems]
     if not calibration.is_file():
@@ -89,7 +88,7 @@ def validate_command(
     from hil.transports import TransportError
     from hil.validate.compare import compare, metric_names
     from hil.validate.report import rows_document, write_report
-    from hil.validate.sweep import SweepOptions, run_sweep, sides
+    from hil.validate.sweep import SweepOptions, run_sweep
 
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
@@ -104,8 +103,7 @@ def validate_command(
     except (BackendError, TransportError, HarnessError, RuntimeError, OSError) as error:
         err.print(f"[red]error:[/red] validation failed: {error}")
         raise typer.Exit(1) from None
-    pools = [p for ps in sides(sweep.layout).values() for p in ps]
-    names = metric_names(pools, kinds)
+    names = metric_names(sweep.layout, kinds)
     rows = [r for p in sweep.points for r in compare(p.load, p.predicted["twin"], p.measured.estimates, names)]
     ablation = {twin: [r for p in sweep.points for r in compare(p.load, p.predicted[twin], p.measured.estimates, names)]
                 for twin in sweep.points[0].simulated}
@@ -147,12 +145,12 @@ def _loads(text: str, problems: list[str]) -> tuple[float, ...]:
 
 
 def _kinds(choice: str, problems: list[str]) -> tuple[str, ...]:
-    from hil.cli import _transport_kinds
+    from hil.options import transport_kinds
 
     if choice not in ("shm", "tcp", "rdma", "auto"):
         problems.append(f"--transport: expected shm, tcp, rdma or auto, got {choice!r}")
         return ()
-    return _transport_kinds(choice, problems)
+    return transport_kinds(choice, problems)
 
 
 def _calibrated_variant(calibration: Path, names: list[str]) -> str:

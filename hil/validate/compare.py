@@ -23,18 +23,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hil.runner.layout import FRONT, GPU, Layout
+from sim.contract.metric_keys import ALL, Kind, MetricKey, Subject
 from sim.metrics.records import SERVED, stage_names
 from sim.metrics.summary import Estimate
 
-LATENCY = ("latency.mean", "latency.p50", "latency.p90", "latency.p99")
-GOALS = {"latency.p50": 0.05, "latency.p99": 0.10, "throughput": 0.03}
+P50, P99 = MetricKey(Kind.LATENCY, ALL, "p50"), MetricKey(Kind.LATENCY, ALL, "p99")
+LATENCY = (MetricKey(Kind.LATENCY, ALL, "mean"), P50, MetricKey(Kind.LATENCY, ALL, "p90"), P99)
+THROUGHPUT = MetricKey(Kind.THROUGHPUT)
+GOALS = {P50: 0.05, P99: 0.10, THROUGHPUT: 0.03}
 GOAL_MAX_LOAD = 0.8
 
 
 @dataclass(frozen=True)
 class Row:
     load: float
-    metric: str
+    metric: MetricKey
     predicted: Estimate
     measured: Estimate
 
@@ -58,13 +62,40 @@ def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
 
 
-def metric_names(pools: list[str], links: tuple[str, ...]) -> list[str]:
-    return [*LATENCY, "throughput", *(f"utilisation.{p}" for p in pools), *(f"utilisation.{k}" for k in links)]
+@dataclass(frozen=True)
+class Compared:
+    """A metric as the harness measured it, and the twin's metric for the same quantity."""
+
+    measured: MetricKey
+    predicted: MetricKey
 
 
-def compare(load: float, predicted: dict[str, Estimate], measured: dict[str, Estimate], names: list[str]) -> list[Row]:
+def metric_names(layout: Layout, kinds: tuple[str, ...]) -> list[Compared]:
+    """Latency, throughput, each pool's utilisation and the link between the two processes.
+
+    The harness keys a message by the scenario's link between the two
+    processes' pools; the twin models that link once per transport kind and
+    names each after its kind. They are compared when that pairing is one
+    to one (one scenario link, one kind); otherwise no link row is shown.
+    """
+    same = [Compared(k, k) for k in (*LATENCY, THROUGHPUT)]
+    sides = {side: {s.pool for s in layout.side_stages(side)} for side in (FRONT, GPU)}
+    pools = [MetricKey(Kind.UTILISATION, Subject.pool(p)) for side in (FRONT, GPU) for p in sorted(sides[side])]
+    crossing = [link.name for link in layout.plan.links
+                if any(link.joins(a, b) for a in sides[FRONT] for b in sides[GPU])]
+    links = []
+    if len(crossing) == 1 and len(kinds) == 1:
+        links = [Compared(MetricKey(Kind.UTILISATION, Subject.link(crossing[0])),
+                          MetricKey(Kind.UTILISATION, Subject.link(kinds[0])))]
+    return [*same, *(Compared(k, k) for k in pools), *links]
+
+
+def compare(load: float, predicted: dict[str, Estimate], measured: dict[str, Estimate],
+            names: list[Compared | MetricKey]) -> list[Row]:
     nan = Estimate(math.nan, math.nan, math.nan, ())
-    return [Row(load, name, predicted.get(name, nan), measured.get(name, nan)) for name in names]
+    pairs = [n if isinstance(n, Compared) else Compared(n, n) for n in names]
+    return [Row(load, p.measured, predicted.get(p.predicted.name, nan), measured.get(p.measured.name, nan))
+            for p in pairs]
 
 
 def window(frame: pd.DataFrame, warmup: float, end: float) -> pd.DataFrame:

@@ -20,6 +20,9 @@ from hil.validate.compare import (
     GOAL_MAX_LOAD,
     GOALS,
     LATENCY,
+    P50,
+    P99,
+    THROUGHPUT,
     Row,
     breakdown,
     relative_error,
@@ -28,17 +31,23 @@ from hil.validate.compare import (
 )
 from hil.validate.conditions import LOW_LOAD
 from hil.validate.sweep import TWINS, Sweep
+from sim.contract.metric_keys import ALL, Kind, MetricKey, Unit
+from sim.metrics.records import column
 
 TWIN_TITLES = {"calibration": "calibration only", "load": "+ in-run service (probes)",
                "twin": "+ loop turns, pickup, real sizes (the prediction)",
                "in-run": "diagnostic: this run's mean services"}
 
 
-def scale(metric: str) -> tuple[float, str]:
-    return (1e3, "ms") if metric.startswith("latency") else (1.0, "/s" if metric == "throughput" else "")
+def scale(metric: MetricKey) -> tuple[float, str]:
+    """Factor and unit the report shows ``metric`` in: ms for seconds, /s for rates, fractions as they are."""
+    unit = metric.unit
+    if unit is Unit.SECONDS or unit is Unit.PER_SECOND:
+        return unit.scale, unit.symbol
+    return 1.0, ""
 
 
-def fmt(value: float, metric: str) -> str:
+def fmt(value: float, metric: MetricKey) -> str:
     k, _ = scale(metric)
     return "n/a" if value is None or math.isnan(value) else f"{value * k:.4g}"
 
@@ -73,7 +82,7 @@ def rows_document(sweep: Sweep, rows: list[Row]) -> dict:
                                        "pickup_s": p.conditions.pickup, "message_bytes": p.conditions.sizes}
                        for p in sweep.points},
         "pass_fraction": sweep.pass_fraction,
-        "rows": [{"load": r.load, "metric": r.metric, "predicted": r.predicted.mean,
+        "rows": [{"load": r.load, "metric": r.metric.name, "predicted": r.predicted.mean,
                   "predicted_ci95": [r.predicted.low, r.predicted.high], "measured": r.measured.mean,
                   "measured_ci95": [r.measured.low, r.measured.high], "error": r.error, "goal": r.goal, "met": r.met}
                  for r in rows],
@@ -122,10 +131,11 @@ def markdown(sweep: Sweep, rows: list[Row], ablation: dict[str, list[Row]], c: d
             "|---|---|---|---|"]
     for p in sweep.points:
         pairs = list(zip(p.measured.runs, p.simulated["twin"].runs))
-        per = {m: ", ".join(f"{relative_error(s_.get(m, math.nan), r.get(m, math.nan)):+.1%}" for r, s_ in pairs)
-               for m in ("latency.p50", "latency.p99")}
-        measured_p50 = ", ".join(f"{r.get('latency.p50', math.nan) * 1e3:.1f}" for r, _ in pairs)
-        out.append(f"| {p.load:g} | {per['latency.p50']} | {per['latency.p99']} | {measured_p50} |")
+        per = {m: ", ".join(f"{relative_error(s_.get(m.name, math.nan), r.get(m.name, math.nan)):+.1%}"
+                            for r, s_ in pairs)
+               for m in (P50, P99)}
+        measured_p50 = ", ".join(f"{r.get(P50.name, math.nan) * 1e3:.1f}" for r, _ in pairs)
+        out.append(f"| {p.load:g} | {per[P50]} | {per[P99]} | {measured_p50} |")
     out += ["", f"![latency CDF: measured vs predicted, per load]({cdf})", "", f"![error against load]({err})", ""]
 
     out += ["## How it was produced", ""]
@@ -211,7 +221,7 @@ def markdown(sweep: Sweep, rows: list[Row], ablation: dict[str, list[Row]], c: d
             "that is given the mean service times measured in that very run, so what remains there is not "
             "service-time prediction):", ""]
     loads = [p.load for p in sweep.points]
-    for metric in ("latency.p50", "latency.p99", "latency.mean"):
+    for metric in (P50, P99, MetricKey(Kind.LATENCY, ALL, "mean")):
         out += [f"`{metric}`:", "", "| twin | " + " | ".join(f"load {x:g}" for x in loads) + " |",
                 "|---|" + "---|" * len(loads)]
         for name in TWINS:
@@ -247,10 +257,10 @@ def cold_warm(point, sweep: Sweep) -> list[tuple[float, float]]:
     r = point.measured.scenario.run
     rows = window(point.measured.frame, r.warmup, r.duration)
     first = sweep.layout.side_stages("front")[0].name
-    idle = (rows[f"{first}.start"] - rows[f"{first}.enqueued"]).to_numpy() < 0.6e-3
+    idle = (rows[column(first, "start")] - rows[column(first, "enqueued")]).to_numpy() < 0.6e-3
     out = []
     for s in sweep.layout.side_stages("front"):
-        service = (rows[f"{s.name}.end"] - rows[f"{s.name}.start"]).to_numpy() * 1e3
+        service = (rows[column(s.name, "end")] - rows[column(s.name, "start")]).to_numpy() * 1e3
         out.append((float(np.nanmean(service[idle])) if idle.any() else math.nan,
                     float(np.nanmean(service[~idle])) if (~idle).any() else math.nan))
     return out
@@ -295,8 +305,8 @@ def plot_errors(rows: list[Row], path: Path) -> None:
     metrics = list(dict.fromkeys(r.metric for r in rows))
     for metric in metrics:
         mine = [r for r in rows if r.metric == metric and not math.isnan(r.error)]
-        style = "-o" if metric in LATENCY or metric == "throughput" else ":s"
-        ax.plot([r.load for r in mine], [100 * r.error for r in mine], style, ms=3, lw=1.2, label=metric)
+        style = "-o" if metric in LATENCY or metric == THROUGHPUT else ":s"
+        ax.plot([r.load for r in mine], [100 * r.error for r in mine], style, ms=3, lw=1.2, label=metric.name)
     for tol, colour in ((5, "tab:green"), (10, "tab:orange")):
         ax.axhspan(-tol, tol, color=colour, alpha=0.08)
     ax.axvline(GOAL_MAX_LOAD, color="grey", ls="--", lw=0.8)
@@ -313,7 +323,7 @@ def plot_errors(rows: list[Row], path: Path) -> None:
 
 def analysis(sweep: Sweep, rows: list[Row], ablation: dict[str, list[Row]]) -> list[str]:
     """What the numbers above say about the remaining error, in words (computed, not written by hand)."""
-    def errors(name: str, metric: str) -> list[float]:
+    def errors(name: str, metric: MetricKey) -> list[float]:
         return [r.error for r in ablation.get(name, rows if name == "twin" else []) if r.metric == metric
                 and r.load <= GOAL_MAX_LOAD + 1e-9 and not math.isnan(r.error)]
 
@@ -321,7 +331,7 @@ def analysis(sweep: Sweep, rows: list[Row], ablation: dict[str, list[Row]]) -> l
         return f"{min(values):+.1%} to {max(values):+.1%}" if values else "n/a"
 
     out = ["### Causes of the remaining error", ""]
-    for metric in ("latency.p50", "latency.p99"):
+    for metric in (P50, P99):
         out.append(f"- `{metric}` at loads <= {GOAL_MAX_LOAD:g}: prediction {span(errors('twin', metric))}; "
                    f"the diagnostic twin given each run's own mean service times {span(errors('in-run', metric))}. "
                    "The difference is the error of predicting in-run service times from the probe runs (the host's "
@@ -344,7 +354,7 @@ def analysis(sweep: Sweep, rows: list[Row], ablation: dict[str, list[Row]]) -> l
                "so that job goes ahead of requests that arrived during the batch. The simulator queues a request "
                "when it arrives. The two orders give different waits for the same work (the same FIFO policy object "
                "decides in both; it is the moment a job reaches it that differs).")
-    half = [r.measured.half_width / r.measured.mean for r in rows if r.metric == "latency.p99"
+    half = [r.measured.half_width / r.measured.mean for r in rows if r.metric == P99
             and not math.isnan(r.measured.low) and r.measured.mean]
     if half:
         out.append(f"- **Noise.** The measured p99's 95% CI half-width is {min(half):.0%} to {max(half):.0%} of its "

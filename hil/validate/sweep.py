@@ -39,7 +39,9 @@ from hil.runner.run import Settings, measure
 from hil.validate.conditions import LOW_LOAD, Conditions, adjusted, loop_turn, pickup, service_ratios
 from hil.validate.twin import pass_fractions, read_calibration, twin_scenario
 from sim.calibration import CalibratedCost, write_calibration
+from sim.contract.metric_keys import Kind, MetricKey, Subject
 from sim.experiment import ExperimentResult, VariantResult, run_replication
+from sim.metrics.records import column
 from sim.metrics.summary import combine
 from sim.plan import compile_plan
 from sim.results import write_results
@@ -168,7 +170,7 @@ def run_sweep(layout: Layout, calibration: Path, options: SweepOptions, out: Pat
         """Capacity, in-run/calibrated service under a full backlog, the loop's turn per side."""
         result = run(with_run(base, duration=base.run.warmup + options.probe_duration, replications=1),
                      "offline", None, 1, folder, note)
-        return (result.estimates["throughput"].mean, service_ratios(result.frame, layout, means),
+        return (result.estimates[MetricKey(Kind.THROUGHPUT).name].mean, service_ratios(result.frame, layout, means),
                 {side: loop_turn(result.frame, layout, side) for side in (FRONT, GPU)})
 
     # the capacity: the median of three offline probes, so that one slow spell of the shared host does not set
@@ -263,9 +265,9 @@ def batch_busy(result: VariantResult, layout: Layout, turn: dict[str, float]) ->
         rows = result.frame[result.frame["replication"] == r]
         metrics = dict(metrics)
         for stage in layout.stages:
-            starts = rows[f"{stage.name}.start"]
+            starts = rows[column(stage.name, "start")]
             count = starts[(starts >= run.warmup) & (starts < run.duration)].nunique()
-            key = f"utilisation.{stage.pool}"
+            key = MetricKey(Kind.UTILISATION, Subject.pool(stage.pool)).name
             metrics[key] = metrics.get(key, 0.0) - count * turn.get(stage.side, 0.0) / (run.duration - run.warmup)
         runs.append(metrics)
     return combine(runs)

@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Mapping
 
 from sim.check.budgets import MAX, Budget, budget
+from sim.contract.metric_keys import ALL, Kind, MetricKey
 from sim.metrics.summary import Estimate
 
 FORMAT = "dgsim-baseline/1"
-HEADLINE = ("latency.mean", "latency.p99", "throughput")
+HEADLINE = (MetricKey(Kind.LATENCY, ALL, "mean"), MetricKey(Kind.LATENCY, ALL, "p99"), MetricKey(Kind.THROUGHPUT))
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,14 @@ def read_baseline(path: Path) -> Baseline:
 def regression_budgets(budgets: list[Budget], recorded: Recorded, tolerance: float, paired: bool) -> list[Budget]:
     """One regression check per budgeted or headline metric that the baseline has."""
     out = []
-    for metric in dict.fromkeys([b.metric for b in budgets] + list(HEADLINE)):
-        base = recorded.metrics.get(metric)
+    for key in dict.fromkeys([b.key for b in budgets] + list(HEADLINE)):
+        base = recorded.metrics.get(key.name)
         if base is None or math.isnan(base.mean):
             continue
-        plain = budget(metric, 0.0)
+        plain = budget(key, 0.0)
         factor = 1 + tolerance if plain.direction == MAX else 1 - tolerance
         sign = "+" if plain.direction == MAX else "-"
-        out.append(Budget(metric, factor * base.mean, plain.direction,
+        out.append(Budget(key, factor * base.mean, plain.direction,
                           f"{plain.label} vs baseline {sign}{tolerance * 100:g}%", reference=base, factor=factor,
                           paired=paired))
     return out

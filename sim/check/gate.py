@@ -42,7 +42,7 @@ def checks_for(scenario: Scenario, recorded: Optional[Recorded], tolerance: floa
     Regression checks are paired when both runs are simulations with the
     same seed (common random numbers), and unpaired otherwise.
     """
-    budgets = budgets_of(scenario.slo)
+    budgets = budgets_of(scenario.slo, scenario.hardware)
     if recorded is None:
         return budgets
     paired = recorded.source == source == "simulation" and recorded.seed == seed

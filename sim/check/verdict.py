@@ -10,7 +10,12 @@ replications, never on the mean alone:
 - otherwise the data cannot tell yet. ``replicate`` then adds replications,
   doubling their number up to a cap, and stops as soon as every budget is
   decided; one still undecided at the cap is INCONCLUSIVE, reported with
-  its numbers and counted as pass or fail by the user's policy.
+  its numbers. An INCONCLUSIVE check whose mean is over its budget counts
+  as a failure, always; one whose mean is within counts as the user's
+  policy says (``--inconclusive``);
+- INVALID, before any of this, when the data cannot decide at all: no
+  value, nothing served, or too few requests for the percentile
+  (``evidence``). INVALID fails.
 
 Replication ``r`` always uses the same seed material, so the same scenario
 and seed give the same replications, the same intervals and the same
@@ -30,12 +35,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats
 
 from sim.check.budgets import MIN, Budget
+from sim.check.evidence import evidence
 from sim.metrics.summary import Estimate, combine, estimate
 
 NO_DATA = Estimate(math.nan, math.nan, math.nan, ())
@@ -45,6 +51,7 @@ class Verdict(str, Enum):
     PASS = "PASS"
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"
+    INVALID = "INVALID"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class Outcome:
     verdict: Verdict
     estimate: Estimate  # as judged: for a regression check, as compared with the baseline (``against``)
     replications: int
+    samples: Optional[int] = None  # fewest served requests in a replication (None: not recorded)
+    reason: str = ""  # why INVALID
 
     @property
     def margin(self) -> float:
@@ -64,8 +73,16 @@ class Outcome:
     def word(self) -> str:
         return "REGRESSED" if self.verdict is Verdict.FAIL and self.budget.reference else self.verdict.value
 
+    @property
+    def over_budget(self) -> bool:
+        """Whether the point estimate is beyond the bound (never true without one)."""
+        return self.margin < 0
+
     def fails(self, inconclusive_fails: bool) -> bool:
-        return self.verdict is Verdict.FAIL or (inconclusive_fails and self.verdict is Verdict.INCONCLUSIVE)
+        """FAIL and INVALID fail; INCONCLUSIVE fails when over budget, or by the user's policy."""
+        if self.verdict is Verdict.INCONCLUSIVE:
+            return inconclusive_fails or self.over_budget
+        return self.verdict in (Verdict.FAIL, Verdict.INVALID)
 
 
 def decide(estimate: Estimate, bound: float, direction: str) -> Verdict:
@@ -129,10 +146,13 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 
 def judge(budget: Budget, estimates: Mapping[str, Estimate], replications: int) -> Outcome:
     e = estimates.get(budget.metric, NO_DATA)
+    found = evidence(budget.key, estimates)
+    if found.problem is not None:
+        return Outcome(budget, Verdict.INVALID, e, replications, found.samples, found.problem)
     if budget.reference is not None:
         e = against(e, budget.reference, budget.factor, budget.paired)
         replications = min(replications, len(e.values))
-    return Outcome(budget, decide(e, budget.bound, budget.direction), e, replications)
+    return Outcome(budget, decide(e, budget.bound, budget.direction), e, replications, found.samples)
 
 
 def replicate(run: Callable[[range], Sequence[Mapping[str, float]]], budgets: Sequence[Budget],

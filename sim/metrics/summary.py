@@ -9,8 +9,10 @@ except the miss rate, which is a fraction of served ones.
 ``estimate`` combines the replications: the mean and a 95% confidence
 interval from Student's t over independent replications (none with one).
 
-Metric names are dotted: ``latency.p99``, ``throughput``, ``rate.filter``,
-``utilisation.gpu``, ``batch.infer``, ``class.video.latency.p99``, and so on.
+Metrics are built as ``sim.contract.metric_keys.MetricKey`` and returned
+under their names (``latency.p99``, ``class.video.latency.p99``,
+``utilisation.pool.gpu``, ``utilisation.link.pcie``, ...), the strings that
+summary.json, baselines and reports hold.
 """
 
 from __future__ import annotations
@@ -23,60 +25,64 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sim.metrics.records import SERVED, stage_names
+from sim.contract.metric_keys import ALL, ARRIVED, LATENCY_STATISTICS, RATES, Kind, MetricKey, Subject
+from sim.contract.outcomes import ENDINGS, SERVED_LABELS, Outcome
+from sim.metrics.records import column, stage_names
 from sim.metrics.usage import ResourceUsage
-
-PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
 
 
 def summarise(frame: pd.DataFrame, usage: ResourceUsage, warmup: float, end: float) -> dict[str, float]:
     window = frame[(frame["arrival"] >= warmup) & (frame["arrival"] < end)]
     length = end - warmup
-    metrics = _request_metrics(window, length, prefix="")
+    metrics = _request_metrics(window, length, ALL)
     for klass in window["class"].cat.categories:
-        metrics.update(_request_metrics(window[window["class"] == klass], length, prefix=f"class.{klass}."))
+        metrics.update(_request_metrics(window[window["class"] == klass], length, Subject.of_class(klass)))
     for stage in stage_names(frame):
-        started = window[f"{stage}.start"].to_numpy()
+        started = window[column(stage, "start")].to_numpy()
         mask = ~np.isnan(started)
         if mask.any():
-            enqueued = window[f"{stage}.enqueued"].to_numpy()[mask]
-            metrics[f"stage.{stage}.wait"] = float(np.mean(started[mask] - enqueued))
-            metrics[f"stage.{stage}.service"] = float(np.mean(window[f"{stage}.end"].to_numpy()[mask] - started[mask]))
-    for name, value in usage.pool_utilisation.items():
-        metrics[f"utilisation.{name}"] = value
-    for name, value in usage.link_utilisation.items():
-        metrics[f"utilisation.{name}"] = value
-    for name, value in usage.pool_queue.items():
-        metrics[f"queue.{name}"] = value
-    for name, value in usage.link_throughput.items():
-        metrics[f"link_bytes_per_s.{name}"] = value
-    for name, value in usage.stage_batch.items():
-        metrics[f"batch.{name}"] = value
-    return metrics
+            enqueued = window[column(stage, "enqueued")].to_numpy()[mask]
+            subject = Subject.stage(stage)
+            metrics[MetricKey(Kind.WAIT, subject)] = float(np.mean(started[mask] - enqueued))
+            metrics[MetricKey(Kind.SERVICE, subject)] = float(
+                np.mean(window[column(stage, "end")].to_numpy()[mask] - started[mask]))
+    resources = (
+        (Kind.UTILISATION, Subject.pool, usage.pool_utilisation),
+        (Kind.UTILISATION, Subject.link, usage.link_utilisation),
+        (Kind.QUEUE, Subject.pool, usage.pool_queue),
+        (Kind.BYTES_PER_S, Subject.link, usage.link_throughput),
+        (Kind.BATCH, Subject.stage, usage.stage_batch),
+    )
+    for kind, subject, values in resources:
+        for name, value in values.items():
+            metrics[MetricKey(kind, subject(name))] = value
+    return {key.name: value for key, value in metrics.items()}
 
 
-def _request_metrics(rows: pd.DataFrame, length: float, prefix: str) -> dict[str, float]:
+def _request_metrics(rows: pd.DataFrame, length: float, subject: Subject) -> dict[MetricKey, float]:
+    def key(kind: Kind, statistic: str | None = None) -> MetricKey:
+        return MetricKey(kind, subject, statistic)
+
     outcome = rows["outcome"]
     arrived = len(rows)
-    counts = {name: int((outcome == name).sum()) for name in outcome.cat.categories}
-    served = counts["completed"] + counts["deadline_missed"]
-    latency = rows["latency"].to_numpy()[outcome.isin(SERVED).to_numpy()]
-    out = {f"{prefix}requests.{name}": float(count) for name, count in counts.items()}
-    out[f"{prefix}requests.arrived"] = float(arrived)
-    out[f"{prefix}throughput"] = (served + counts["filtered"]) / length
-    out[f"{prefix}goodput"] = (counts["completed"] + counts["filtered"]) / length
-    out[f"{prefix}replies"] = served / length
-    nan = math.nan
-    out[f"{prefix}rate.filter"] = counts["filtered"] / arrived if arrived else nan
-    out[f"{prefix}rate.drop"] = counts["dropped"] / arrived if arrived else nan
-    out[f"{prefix}rate.unfinished"] = counts["unfinished"] / arrived if arrived else nan
-    out[f"{prefix}rate.fail"] = counts["failed"] / arrived if arrived else nan
-    out[f"{prefix}rate.miss"] = counts["deadline_missed"] / served if served else nan
+    counts = {o: int((outcome == o.label).sum()) for o in ENDINGS}
+    served = counts[Outcome.COMPLETED] + counts[Outcome.DEADLINE_MISSED]
+    latency = rows["latency"].to_numpy()[outcome.isin(SERVED_LABELS).to_numpy()]
+    out = {key(Kind.REQUESTS, o.label): float(count) for o, count in counts.items()}
+    out[key(Kind.REQUESTS, ARRIVED)] = float(arrived)
+    out[key(Kind.THROUGHPUT)] = (served + counts[Outcome.FILTERED]) / length
+    out[key(Kind.GOODPUT)] = (counts[Outcome.COMPLETED] + counts[Outcome.FILTERED]) / length
+    out[key(Kind.REPLIES)] = served / length
+    for rate, counted in RATES.items():
+        of = served if counted is Outcome.DEADLINE_MISSED else arrived
+        out[key(Kind.RATE, rate)] = counts[counted] / of if of else math.nan
     if len(latency):
-        out[f"{prefix}latency.mean"] = float(np.mean(latency))
-        for name, q in PERCENTILES.items():
-            out[f"{prefix}latency.{name}"] = float(np.percentile(latency, q))
-        out[f"{prefix}latency.max"] = float(np.max(latency))
+        for statistic, percent in LATENCY_STATISTICS.items():
+            if percent is not None:
+                value = np.percentile(latency, percent)
+            else:
+                value = np.mean(latency) if statistic == "mean" else np.max(latency)
+            out[key(Kind.LATENCY, statistic)] = float(value)
     return out
 
 

@@ -1,69 +1,110 @@
 """The table ``dgsim run`` prints: variants side by side, metrics as rows.
 
 Each cell is the mean over replications with its 95% confidence half-width;
-the row label carries the unit (latencies in milliseconds, rates and
-utilisation in percent). A budget column shows the
-scenario's SLO where it sets one for that metric.
+the row label carries the unit its metric key fixes (latencies in
+milliseconds, rates and utilisation in percent). A budget column shows the
+scenario's SLO where it sets one for that metric. A percentile computed
+from fewer served requests than it needs (``sim.check.evidence``) is
+flagged with ``!`` and explained in a line under the table.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Optional
 
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
+from sim.check.evidence import samples_needed, served
+from sim.contract.metric_keys import ALL, LATENCY_STATISTICS, Kind, MetricKey, Namespace
 from sim.experiment import ExperimentResult
 from sim.metrics.summary import Estimate
 from sim.scenario.schema import Slo
 
+_REQUEST_ROWS = (
+    [MetricKey(Kind.THROUGHPUT), MetricKey(Kind.GOODPUT), MetricKey(Kind.REPLIES)]
+    + [MetricKey(Kind.LATENCY, ALL, s) for s in LATENCY_STATISTICS if s != "max"]
+    + [MetricKey(Kind.RATE, ALL, r) for r in ("filter", "drop", "miss", "unfinished", "fail")]
+)
+_RESOURCE_KINDS = (Kind.UTILISATION, Kind.BATCH, Kind.QUEUE)
+_DIGITS = {"ms": 2, "%": 1, "/s": 1, "jobs": 2}
 
-def _cell(e: Estimate | None, scale: float, digits: int) -> str:
+
+def _cell(e: Estimate | None, key: MetricKey, flagged: bool) -> str:
     if e is None or math.isnan(e.mean):
         return "-"
+    scale, digits = key.unit.scale, _DIGITS.get(key.unit.symbol, 2)
     text = f"{e.mean * scale:.{digits}f}"
     if not math.isnan(e.half_width):
         text += f" ±{e.half_width * scale:.{digits}f}"
-    return text
+    return text + (" !" if flagged else "")
 
 
-def _rows(names: list[str]) -> list[tuple[str, str, float, int]]:
-    """(label with unit, metric, scale, digits) for every metric worth a row."""
-    rows = [("throughput /s", "throughput", 1.0, 1), ("goodput /s", "goodput", 1.0, 1),
-            ("replies /s", "replies", 1.0, 1)]
-    for p, label in (("mean", "mean"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p999", "p99.9")):
-        rows.append((f"latency {label} ms", f"latency.{p}", 1e3, 2))
-    for rate in ("filter", "drop", "miss", "unfinished", "fail"):
-        rows.append((f"{rate} %", f"rate.{rate}", 100.0, 1))
-    for prefix, label, scale, digits in (
-        ("utilisation.", "util % ", 100.0, 1),
-        ("batch.", "batch ", 1.0, 2),
-        ("queue.", "queue ", 1.0, 2),
-    ):
-        for name in names:
-            if name.startswith(prefix):
-                rows.append((f"{label}{name.removeprefix(prefix)}", name, scale, digits))
-    return rows
+def _label(key: MetricKey) -> str:
+    """The row label, with the unit: 'latency p99.9 ms', 'drop %', 'util % pool gpu'."""
+    symbol = key.unit.symbol
+    if key.kind is Kind.LATENCY:
+        return f"latency {key.statistic.replace('p999', 'p99.9')} {symbol}"
+    if key.kind is Kind.RATE:
+        return f"{key.statistic} {symbol}"
+    if key.kind is Kind.UTILISATION:
+        return f"util {symbol} {key.subject.namespace.value} {key.subject.name}"
+    if key.subject.namespace is not Namespace.ALL:
+        return f"{key.kind.word} {key.subject.name}"
+    return f"{key.kind.word} {symbol}"
 
 
-def _budget(slo: Slo, metric: str) -> str:
-    if metric.startswith("latency."):
-        key = metric.removeprefix("latency.")
-        value = getattr(slo.latency, key, None)
+def _rows(names: list[str]) -> list[MetricKey]:
+    """Every metric worth a row: the request metrics, then utilisation, batch and queue per resource."""
+    keys = []
+    for name in names:
+        try:
+            keys.append(MetricKey.parse(name))
+        except ValueError:
+            continue  # a name this version does not know (an older results folder): not shown
+    order = {Namespace.POOL: 0, Namespace.LINK: 1, Namespace.STAGE: 2}
+    resources = [k for kind in _RESOURCE_KINDS
+                 for k in sorted((k for k in keys if k.kind is kind), key=lambda k: (order[k.subject.namespace], k.subject.name))]
+    return [*_REQUEST_ROWS, *resources]
+
+
+def _budget(slo: Slo, key: MetricKey) -> str:
+    if key.subject.namespace is not Namespace.ALL and key.kind is not Kind.UTILISATION:
+        return ""
+    if key.kind is Kind.LATENCY:
+        value = getattr(slo.latency, key.statistic, None)
         return f"<= {value * 1e3:g} ms" if value else ""
-    simple = {"throughput": ("throughput_min", ">= ", 1.0, "/s"), "rate.drop": ("drop_rate_max", "<= ", 100.0, " %"),
-              "rate.miss": ("miss_rate_max", "<= ", 100.0, " %"), "rate.filter": ("filter_rate_max", "<= ", 100.0, " %")}
-    if metric in simple:
-        field, sign, scale, unit = simple[metric]
+    simple = {MetricKey(Kind.THROUGHPUT): ("throughput_min", ">= "),
+              MetricKey(Kind.RATE, ALL, "drop"): ("drop_rate_max", "<= "),
+              MetricKey(Kind.RATE, ALL, "miss"): ("miss_rate_max", "<= "),
+              MetricKey(Kind.RATE, ALL, "filter"): ("filter_rate_max", "<= ")}
+    if key in simple:
+        field, sign = simple[key]
         value = getattr(slo, field)
-        return f"{sign}{value * scale:g}{unit}" if value is not None else ""
-    if metric.startswith("utilisation."):
-        value = slo.utilisation_max.get(metric.removeprefix("utilisation."))
+        return f"{sign}{value * key.unit.scale:g}{' ' if key.unit.symbol == '%' else ''}{key.unit.symbol}" \
+            if value is not None else ""
+    if key.kind is Kind.UTILISATION:
+        value = slo.utilisation_max.get(key.subject.name)
         return f"<= {value * 100:g} %" if value is not None else ""
     return ""
 
 
-def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], slo: Slo | None = None) -> Table:
+def _short(key: MetricKey, estimates: Mapping[str, Estimate]) -> Optional[int]:
+    """For a percentile with fewer served requests than it needs in some replication: the fewest; else None."""
+    if key.percent is None:
+        return None
+    counts = served(estimates, key.subject)
+    if not counts:
+        return None
+    fewest = min(counts)
+    return int(fewest) if fewest < samples_needed(key) else None
+
+
+def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], slo: Slo | None = None
+                    ) -> RenderableType:
+    """The table, followed by a line per percentile computed from too few requests."""
     names = sorted({m for metrics in variants.values() for m in metrics})
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
@@ -71,20 +112,31 @@ def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], 
         table.add_column(variant, justify="right")
     if slo is not None:
         table.add_column("budget", justify="right")
-    for label, metric, scale, digits in _rows(names):
+    warnings = []
+    for key in _rows(names):
+        metric = key.name
         if not any(metric in m for m in variants.values()):
             continue
         found = [m[metric] for m in variants.values() if metric in m]
-        if metric.startswith("batch.") and all(e.mean <= 1.0 for e in found):
+        if key.kind is Kind.BATCH and all(e.mean <= 1.0 for e in found):
             continue  # a stage that never batched: nothing to see
-        if metric == "rate.fail" and all(not e.mean for e in found):
+        if key == MetricKey(Kind.RATE, ALL, "fail") and all(not e.mean for e in found):
             continue  # only measured runs can fail
-        cells = [_cell(m.get(metric), scale, digits) for m in variants.values()]
-        table.add_row(label, *cells, *([_budget(slo, metric)] if slo is not None else []))
+        cells = []
+        for variant, m in variants.items():
+            short = _short(key, m) if metric in m else None
+            cells.append(_cell(m.get(metric), key, short is not None))
+            if short is not None:
+                warnings.append(f"! {variant}: {_label(key).rsplit(' ', 1)[0]} from {short} served request(s) in a "
+                                f"replication; it needs at least {samples_needed(key)} to be bounded by the data "
+                                f"(lengthen run.duration)")
+        table.add_row(_label(key), *cells, *([_budget(slo, key)] if slo is not None else []))
+    if warnings:
+        return Group(table, *(Text(w) for w in warnings))
     return table
 
 
-def comparison_table(result: ExperimentResult) -> Table:
+def comparison_table(result: ExperimentResult) -> RenderableType:
     first = next(iter(result.variants.values())).scenario
     reps = first.run.replications
     title = (f"{result.scenario}: {result.source}, seed {result.seed}, {reps} replication(s) of "
