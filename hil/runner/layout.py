@@ -128,9 +128,9 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
                     f"stage '{stage.name}': only op model takes shapes/inputs (this stage's op is {op})")
         score = None
         if hil and hil.score:
-            if op != "prefilter" or model is None:
+            if op != "prefilter" or not hil.model:
                 problem(f"{path}.hil.score", f"stage '{stage.name}': a score output is for a prefilter with hil.model")
-            else:
+            elif model is not None:  # else the model's own problem is reported
                 score = _score(model, hil.score, f"{path}.hil.score", stage.name, problem)
         stages.append(StageRun(
             index=stage.index, name=stage.name, side=SIDE_OF_KIND[pool.kind], pool=pool.name, kind=pool.kind,
