@@ -339,3 +339,53 @@ def test_the_command_rejects_bad_input_with_exit_2(tmp_path):
     assert result.exit_code == 2 and "file not found" in result.output
     result = runner.invoke(app, ["calibrate", "video-analytics-64", "--variant", "nope"])
     assert result.exit_code == 2 and "no variant 'nope' (known: cpu-path, dpu-offload)" in result.output
+
+
+# --- files that are not calibration cards (issue 9) ----------------------------------------
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 4, r"line 1: contains a NUL byte"),
+    (b"format: dgsim-calibration/1\nformat: dgsim-calibration/1\n", r"line 2: duplicate key 'format'"),
+    (b"format: dgsim-calibration/1\nnotes: caf\xe9\n", r"line 2: byte 0xe9 is not UTF-8"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
+        b"%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n" % ((c, c) + (c - 1,) * 10)
+        for c in range(ord("b"), ord("j"))), r"line \d+: expands to more than"),
+])
+def test_a_binary_or_unsafe_calibration_file_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "calib.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CalibrationError, match=rf"calibration file {path}: {message}"):
+        load_calibration(path)
+
+
+def test_an_infinite_figure_in_a_calibration_file_is_refused(tmp_path):
+    path = synthetic_file(tmp_path / "calib.yaml")
+    path.write_text(path.read_text().replace("tolerance: 0.1", "tolerance: .inf"))
+    with pytest.raises(CalibrationError, match=r"method.tolerance: Input should be a finite number"):
+        load_calibration(path)
+
+
+def test_a_calibrated_cost_measured_on_another_profile_is_scaled_like_any_cost(tmp_path):
+    from sim.profiles import DEVICES
+
+    synthetic_file(tmp_path / "calib" / "host.yaml")
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+name: on-l4
+hardware:
+  pools: {gpu: {profile: l4}}
+workload:
+  sources: [{name: in, kind: poisson, rate: 20/s, payload: 1 KB}]
+pipeline:
+  stages:
+    - {name: infer, costs: {gpu: {kind: calibrated, file: calib/host.yaml, entry: parse, on: l4}}}
+policies: {placement: {strategy: explicit, map: {infer: gpu}}}
+run: {duration: 10 s, warmup: 1 s, drain: 1 s, seed: 3, replications: 1}
+""")
+    plan = load_scenario_file(path).plan("base")
+    measured = load_calibration(tmp_path / "calib" / "host.yaml").entries["parse"].mean()
+    cost = plan.stages[0].costs["gpu"]
+    assert cost.mean(1) == pytest.approx(measured * DEVICES["l4"].speed)  # as it would be on the reference A100
+    _, metrics = run_replication(plan, 0)
+    assert metrics["stage.infer.service"] == pytest.approx(measured, rel=0.05)  # on the L4: as measured

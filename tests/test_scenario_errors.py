@@ -439,3 +439,115 @@ def test_check_hil_and_validate_report_a_bad_file_as_run_does(corpus, command, n
     assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.lines == as_run.lines
+
+
+# --- limits of the reader, checked directly --------------------------------
+
+
+def _write_doc(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_a_file_larger_than_the_limit_is_refused_unread(tmp_path):
+    from sim.scenario.load import load_scenario_file
+    from sim.scenario.safe_yaml import MAX_FILE_BYTES
+    from sim.scenario.errors import ScenarioError
+
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(VALID) + "# " + "x" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(ScenarioError, match=r"big.yaml: larger than 1,000,000 bytes"):
+        load_scenario_file(path)
+
+
+def test_yaml_anchors_and_merge_keys_within_the_limits_still_work(tmp_path):
+    from sim.scenario.load import load_scenario_file
+
+    text = yaml.safe_dump(VALID, sort_keys=False)
+    text += ("variants:\n  one: {hardware: {pools: {cpu: &four {servers: 4, count: 2}}}}\n"
+             "  two: {hardware: {pools: {cpu: {<<: *four, servers: 3}}}}\n")  # a merge key, then one key overridden
+    scenario = load_scenario_file(_text(tmp_path, text))
+    assert scenario.resolve("one").hardware.pools["cpu"].servers == 4
+    assert (scenario.resolve("two").hardware.pools["cpu"].servers, scenario.resolve("two").hardware.pools["cpu"].count) == (3, 2)
+
+
+def _text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_duplicate_key_inside_a_set_value_is_refused(tmp_path):
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import load_scenario_file
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_file(_write_doc(tmp_path / "s.yaml", VALID), ["run={seed: 1, seed: 2}"])
+    assert [str(p) for p in caught.value.problems] == [
+        "--set: run: the value '{seed: 1, seed: 2}' is not valid: duplicate key 'seed' (first set on line 1); "
+        "expected each key once"]
+
+
+# --- costs say which profile they were measured on (issue 9, item 7) -------
+
+
+def _on_l4(cost: dict) -> dict:
+    doc = copy.deepcopy(VALID)
+    doc["hardware"]["pools"]["gpu"]["profile"] = "l4"
+    doc["pipeline"]["stages"][1]["costs"]["gpu"] = cost
+    doc["run"] = {"duration": "4 s", "warmup": "0.5 s", "drain": "0.5 s", "seed": 1, "replications": 1}
+    doc["workload"]["sources"][0]["rate"] = "20/s"
+    return doc
+
+
+def test_a_cost_measured_on_the_pools_own_profile_is_taken_as_typed(tmp_path):
+    # the user's case: 10 ms measured on an L4, run on an L4. Read as an A100 figure it took
+    # 10 ms / 0.30 = 33 ms; measured on the L4 it takes the 10 ms it was measured to take.
+    from sim.experiment import run_replication
+    from sim.profiles import DEVICES
+    from sim.scenario.load import load_scenario_file
+
+    loaded = load_scenario_file(_write_doc(tmp_path / "s.yaml", _on_l4(
+        {"kind": "deterministic", "value": "10 ms", "on": "l4"})))
+    plan = loaded.plan("base")
+    assert plan.stages[1].costs["gpu"].mean(1) == pytest.approx(10e-3 * DEVICES["l4"].speed)  # as on an A100
+    _, metrics = run_replication(plan, 0)
+    assert metrics["stage.infer.service"] == pytest.approx(10e-3)
+
+
+def test_every_cost_kind_is_scaled_by_the_profiles_relative_speed(tmp_path):
+    from sim.profiles import DEVICES
+    from sim.scenario.load import load_scenario_file
+
+    ratio = DEVICES["t4"].speed  # measured on a T4, run on an L4: the same work on a faster part
+    for cost, mean in [
+        ({"kind": "exponential", "mean": "10 ms"}, 10e-3),
+        ({"kind": "lognormal", "mean": "10 ms", "cv": 0.5}, 10e-3),
+        ({"kind": "empirical", "samples": ["5 ms", "15 ms"]}, 10e-3),
+        ({"kind": "affine", "base": "4 ms", "per_item": "6 ms"}, 10e-3),
+    ]:
+        plan = load_scenario_file(_write_doc(tmp_path / "s.yaml", _on_l4({**cost, "on": "t4"}))).plan("base")
+        scaled = plan.stages[1].costs["gpu"]
+        assert scaled.mean(1) == pytest.approx(mean * ratio), cost
+        assert scaled.on == "a100"  # the plan's costs are all relative to the reference part
+
+
+def test_the_resolved_scenario_names_the_reference_of_every_cost(tmp_path):
+    from sim.scenario.load import load_scenario_file
+
+    scenario = load_scenario_file(_write_doc(tmp_path / "s.yaml", VALID)).resolve("base")
+    dumped = scenario.model_dump(mode="json", by_alias=True)["pipeline"]["stages"]
+    assert [s["costs"] for s in dumped] == [
+        {"cpu": {"on": "host-cpu", "kind": "deterministic", "value": "1 ms"}},
+        {"gpu": {"on": "a100", "kind": "deterministic", "value": "2 ms"}},
+    ]
+
+
+def test_a_link_latency_cannot_name_a_device_profile(tmp_path):
+    from sim.scenario.errors import ScenarioError
+    from sim.scenario.load import load_scenario_file
+
+    doc = copy.deepcopy(VALID)
+    doc["hardware"]["links"][0]["latency"] = {"kind": "deterministic", "value": "1 us", "on": "l4"}
+    with pytest.raises(ScenarioError, match=r"hardware.links\[0\].latency: 'on' names the device profile"):
+        load_scenario_file(_write_doc(tmp_path / "s.yaml", doc))

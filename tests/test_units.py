@@ -267,3 +267,26 @@ def test_format_round_trips_through_parse(fmt, parse, value):
     back = parse(text)
     # 12 significant digits are written.
     assert math.isclose(back, value, rel_tol=1e-11, abs_tol=0.0), (value, text, back)
+
+
+# --- only finite quantities (issue 9) -----------------------------------------
+
+
+@pytest.mark.parametrize("parse, text", [
+    (parse_duration, "1e999 s"), (parse_size, "1e300 TB"), (parse_bandwidth, "1e999 Gbit/s"),
+    (parse_rate, "1e400 fps"), (parse_duration, "1e308 h"),
+])
+def test_a_quantity_that_overflows_to_infinity_is_refused(parse, text):
+    with pytest.raises(UnitError, match=r"too large: expected a finite"):
+        parse(text)
+
+
+@pytest.mark.parametrize("text", [math.inf, -math.inf, math.nan, "inf s", "nan ms", ".inf", "-inf s"])
+def test_infinities_and_nan_are_never_quantities(text):
+    with pytest.raises(UnitError):
+        parse_duration(text)
+
+
+def test_the_largest_finite_quantities_still_parse():
+    assert parse_duration("1e300 s") == 1e300
+    assert parse_size("1e290 TB") == pytest.approx(1e302)

@@ -262,3 +262,100 @@ def test_deadlines_are_absolute_arrival_plus_deadline_and_inf_without_one():
     assert np.all(arrivals.klass[by["relaxed"]] == 1)
     assert np.all(arrivals.priority[by["urgent"]] == 3) and np.all(arrivals.priority[by["relaxed"]] == 0)
     assert np.all(arrivals.size == 1000.0)
+
+
+# --- trace files that cannot be arrivals (issue 9) ------------------------------
+
+from sim.scenario.work import DEFAULT_WORK_LIMIT, WorkEstimate, estimate_work, expected_arrivals  # noqa: E402
+from sim.workload import WorkloadTooLarge, read_trace  # noqa: E402
+
+
+def _trace_source(file: str = "t.csv", **extra):
+    return workload({"name": "t", "kind": "trace", "file": file, **extra}).sources[0]
+
+
+@pytest.mark.parametrize("content, field, fragments", [
+    (b"timestamp\n0.1\nsoon\n", "time_column", ("column 'timestamp', row 2", "finite time in s", "'soon'")),
+    (b"timestamp,size\n0.1,5\n0.2,6,7\n", "file", ("header's 2 fields", "line 3")),
+    (b"timestamp,size\n0.1,5\n0.2\n", "size_column", ("column 'size', row 2", "empty value")),
+    (b"timestamp,size\n", "file", ("header but no rows",)),
+    (b"", "file", ("is empty",)),
+    (b"timestamp\n0.1\nnan\n", "time_column", ("row 2", "'nan'")),
+    (b"timestamp\n0.1\ninf\n", "time_column", ("row 2", "'inf'")),
+    (b"timestamp\n0.1\n0.\x002\n", "file", ("line 3", "NUL byte")),
+    (b"timestamp,note\n0.1,caf\xe9\n", "file", ("line 2", "0xe9 is not UTF-8")),
+    (b"timestamp,size\n0.1,5\n0.2,-1\n", "size_column", ("row 2", ">= 0", "'-1'")),
+    (b"time\n0.1\n", "time_column", ("no column 'timestamp'", "its columns: time")),
+])
+def test_a_bad_trace_names_the_file_the_field_and_the_row(tmp_path, content, field, fragments):
+    (tmp_path / "t.csv").write_bytes(content)
+    size_column = "size" if b"size" in content else None
+    with pytest.raises(TraceError) as caught:
+        read_trace(_trace_source(size_column=size_column), tmp_path / "t.csv")
+    assert caught.value.field == field
+    assert str(tmp_path / "t.csv") in str(caught.value)
+    for fragment in fragments:
+        assert fragment in caught.value.message
+
+
+def test_a_trace_with_rows_in_any_order_replays_sorted(tmp_path):
+    (tmp_path / "t.csv").write_text("timestamp,size\n10.5,300\n10.0,100\n10.25,200\n")
+    times, sizes = read_trace(_trace_source(size_column="size"), tmp_path / "t.csv")
+    assert times.tolist() == [0.0, 0.25, 0.5] and sizes.tolist() == [100, 200, 300]
+
+
+# --- the size of a run, judged before it starts (issue 9) -------------------------
+
+
+def test_a_huge_workload_is_refused_before_anything_is_drawn():
+    # 1e8/s for a day is 8.6e12 arrivals: drawing them would need ~70 TB; the refusal is immediate
+    with pytest.raises(WorkloadTooLarge, match=r"about 8.64e\+12 arrivals"):
+        generate_arrivals(workload(poisson(rate="1e8/s")), 86400.0, seed=1)
+    with pytest.raises(WorkloadTooLarge):
+        generate_arrivals(workload({"name": "cams", "kind": "periodic", "streams": 1_000_000,
+                                    "rate": "1000 fps", "payload": "1 KB"}), 3600.0, seed=1)
+
+
+def test_a_large_poisson_draw_is_made_in_bounded_blocks_with_the_right_count():
+    rate, duration = 3e6, 1.0  # 3e6 arrivals: more than one block of gaps
+    n = len(generate_arrivals(workload(poisson(rate="3e6/s")), duration, seed=5))
+    assert abs(n - rate * duration) < 5 * math.sqrt(rate * duration)
+
+
+def test_expected_arrivals_per_source_kind(tmp_path):
+    sources = workload(
+        poisson("p", rate="200/s"),
+        {"name": "c", "kind": "periodic", "streams": 4, "rate": ["10 fps", "30 fps"], "payload": "1 KB"},
+        {"name": "m", "kind": "mmpp", "rates": ["100/s", "0/s"], "dwell": ["1 s", "3 s"], "payload": "1 KB"},
+    ).sources
+    assert expected_arrivals(sources[0], 10.0) == pytest.approx(2000)
+    assert expected_arrivals(sources[1], 10.0) == pytest.approx(4 * (20 * 10 + 1))
+    assert expected_arrivals(sources[2], 10.0) == pytest.approx(100 * 1 / 4 * 10)
+    (tmp_path / "t.csv").write_text("timestamp\n0\n1\n2\n30\n")
+    assert expected_arrivals(_trace_source(), 10.0, tmp_path) == 3
+
+
+def test_expected_arrivals_match_what_is_drawn():
+    mixed = MIXED.sources
+    drawn = np.mean([len(generate_arrivals(MIXED, 20.0, seed=s)) for s in range(5)])
+    expected = sum(expected_arrivals(s, 20.0) for s in mixed)
+    assert drawn == pytest.approx(expected, rel=0.05)
+
+
+def test_estimate_work_multiplies_arrivals_stages_and_replications():
+    from sim.scenario.schema import Scenario
+
+    scenario = Scenario.model_validate({
+        "name": "w",
+        "hardware": {"pools": {"cpu": {"profile": "host-cpu"}}},
+        "workload": {"sources": [poisson(rate="1000/s")]},
+        "pipeline": {"stages": [{"name": "a", "costs": {"cpu": "1 ms"}}, {"name": "b", "costs": {"cpu": "1 ms"}}]},
+        "run": {"duration": "60 s", "replications": 5},
+    })
+    estimate = estimate_work(scenario)
+    assert estimate == WorkEstimate(arrivals=60_000, stages=2, replications=5)
+    assert estimate.work == 600_000 and not estimate.exceeds()
+    assert "6e+05 request-stages (6e+04 arrivals x 2 stages x 5 replications)" in estimate.describe()
+    huge = scenario.model_copy(update={"run": scenario.run.model_copy(update={"duration": 86400.0})})
+    assert estimate_work(huge).exceeds(DEFAULT_WORK_LIMIT)
+    assert "GB of memory" in estimate_work(huge).describe()

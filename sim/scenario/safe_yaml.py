@@ -14,6 +14,10 @@ refuses arbitrary Python objects, but not:
 - a file that is not UTF-8 text (a binary file, NUL bytes) or one too big
   to be a scenario.
 
+Booleans are YAML 1.2's, ``true`` and ``false``: PyYAML's YAML 1.1 also
+reads ``yes``, ``no``, ``on`` and ``off`` as booleans, which would turn a
+cost's ``on: l4`` into ``True: l4``.
+
 ``read_yaml_file`` and ``parse_yaml`` check all of these and raise
 ``YamlProblem`` with a location (``line N``) and one sentence: what was
 found and what was expected. The limits are constants here and are listed
@@ -22,6 +26,7 @@ in docs/scenario-format.md.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,7 @@ class YamlProblem(ValueError):
 
 
 class _LimitedLoader(yaml.SafeLoader):
-    """The safe loader with a depth limit while composing and no duplicate keys."""
+    """The safe loader with a depth limit while composing, no duplicate keys, and YAML 1.2 booleans."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
@@ -75,6 +80,17 @@ class _LimitedLoader(yaml.SafeLoader):
                                       f"duplicate key {key!r} (first set on line {first}); expected each key once")
                 seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
+
+
+# Booleans as YAML 1.2 has them: true and false only. PyYAML follows YAML 1.1,
+# where yes, no, on and off are booleans too, so a stage cost's ``on: l4``
+# would be read as ``True: l4`` and ``name: no`` as a boolean.
+_LimitedLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_LimitedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _hashable(value: Any) -> bool:
