@@ -166,3 +166,29 @@ def test_generators_are_reproducible_and_check_their_arguments(tmp_path):
     for bad in ("tokens", "tokens:x", "const:abc", "npy", "nope", "image:bgr"):
         with pytest.raises(ValueError):
             Generator.parse(bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["ocr-det", "vad"])
+def test_tensorrt_builds_an_engine_from_a_tail_segment(case, tmp_path):
+    from hil.backends import BackendOptions, TensorRTBackend
+    from hil.partition.verify import run_model
+
+    capability = TensorRTBackend.probe()
+    if not capability.available:
+        pytest.skip(f"TensorRT unavailable here: {capability.detail}")
+    import onnx
+
+    package, shapes, feeds = CASES[case]
+    path = packaged(*package)
+    listed = partition_model(path, shapes, feeds, None)
+    cut = listed.cuts[len(listed.cuts) // 2].cut.name
+    result = partition_model(path, shapes, feeds, tmp_path, [cut])
+    r = next(r for r in result.cuts if r.cut.name == cut)
+    middle = run_model(onnx.load(str(r.head)), {p.name: result.graph.reference[p.name] for p in result.plans})
+    want = run_model(onnx.load(str(r.tail)), middle)
+    with TensorRTBackend(r.tail, BackendOptions(max_batch=1, cache_dir=tmp_path / "plans")) as engine:
+        got = engine.run_feeds(middle)
+        assert "TensorRT" in engine.describe()
+    for name, value in zip(want, got):  # TF32 kernels: looser than the CPU composition check
+        np.testing.assert_allclose(value, want[name], rtol=1e-2, atol=1e-3)

@@ -9,7 +9,10 @@ through it, ``close()`` it. ``describe()`` says in one line what really runs,
 so a report never passes host cores off as a DPU or a CPU fallback off as a
 GPU.
 
-Backends run single-input models whose first dimension is the batch.
+Backends run single-input models whose first dimension is the batch;
+``run_feeds`` runs a model with several named inputs (a split model's tail
+receiving an activation, a recurrent state and a sample rate) on backends
+whose ``several_inputs`` is true (native TensorRT).
 """
 
 from __future__ import annotations
@@ -115,8 +118,8 @@ class InputSpec:
         return tuple(int(d) for d in self.shape[1:])
 
 
-def read_input_spec(model_path: Path) -> InputSpec:
-    """Read the single graph input of an ONNX file (weights are not loaded)."""
+def read_input_specs(model_path: Path) -> tuple[InputSpec, ...]:
+    """Every real graph input of an ONNX file, in order (weights are not loaded)."""
     import onnx
     from onnx import helper
 
@@ -125,12 +128,23 @@ def read_input_spec(model_path: Path) -> InputSpec:
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         raise BackendError(f"cannot read ONNX model {model_path}: {exc}") from exc
     weights = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]
-    if len(inputs) != 1:
-        raise BackendError(f"{model_path}: backends run single-input models, found inputs {[i.name for i in inputs]}")
-    tensor = inputs[0].type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    return InputSpec(inputs[0].name, dims, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)))
+    specs = []
+    for value in model.graph.input:
+        if value.name in weights:
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        specs.append(InputSpec(value.name, dims, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
+    return tuple(specs)
+
+
+def read_input_spec(model_path: Path) -> InputSpec:
+    """Read the single graph input of an ONNX file (weights are not loaded)."""
+    specs = read_input_specs(model_path)
+    if len(specs) != 1:
+        raise BackendError(f"{model_path}: this backend runs single-input models, found inputs "
+                           f"{[s.name for s in specs]}")
+    return specs[0]
 
 
 class InferenceBackend(abc.ABC):
@@ -142,6 +156,7 @@ class InferenceBackend(abc.ABC):
     """
 
     kind: ClassVar[str]
+    several_inputs: ClassVar[bool] = False  # whether run_feeds takes models with more than one input
 
     def __init__(
         self, model_path: str | Path, options: BackendOptions | None = None, *, selection: Capability | None = None
@@ -212,6 +227,19 @@ class InferenceBackend(abc.ABC):
         x = np.asarray(inputs)
         spec.check(x, self.kind)
         return self._run(np.ascontiguousarray(x))
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one call with named inputs; returns the outputs in graph order."""
+        if len(feeds) == 1 and not self.several_inputs:
+            (x,) = feeds.values()
+            return self.run(x)
+        if not self.several_inputs:
+            raise BackendError(f"{self.kind}: runs single-input models, got inputs {list(feeds)}")
+        self.input_spec  # noqa: B018 - raises unless open
+        return self._run_feeds({name: np.require(np.asarray(x), requirements="C") for name, x in feeds.items()})
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise BackendError(f"{self.kind}: runs single-input models")
 
     def last_timings(self) -> StageTimings | None:
         """H2D / compute / D2H split of the last ``run`` (None before one)."""

@@ -14,6 +14,13 @@ with a CUDA event between stages, so ``last_timings()`` reports the three
 GPU-side durations the calibration needs. Buffers are allocated once for
 ``max_batch`` and every tensor address is bound once at open.
 
+A model may have several inputs (``run_feeds``): the tail of a split model
+takes every tensor crossing the cut (an activation, a recurrent state, a
+sample rate). Each input whose first dimension is dynamic gets the batch
+profile; every other dimension must be static, as ``dgsim partition``
+writes its segments. The engine is built from the segment's ONNX file like
+any model.
+
 TensorRT segfaults without a working driver, so ``open()`` asks cuda-python
 for a device before importing tensorrt.
 """
@@ -30,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.backends.base import BackendError, BackendOptions, InferenceBackend, InputSpec, StageTimings, read_input_spec
+from hil.backends.base import BackendError, BackendOptions, InferenceBackend, InputSpec, StageTimings, read_input_specs
 from hil.backends.cuda_probe import cuda_call, cuda_devices, device_name, import_cudart, probe_tensorrt
 from hil.probe import Capability
 
@@ -65,6 +72,7 @@ class TensorRTBackend(InferenceBackend):
     """A TensorRT engine built from the ONNX model, run with cuda-python buffers."""
 
     kind = "tensorrt"
+    several_inputs = True
 
     def __init__(
         self, model_path: str | Path, options: BackendOptions | None = None, *, selection: Capability | None = None
@@ -78,6 +86,7 @@ class TensorRTBackend(InferenceBackend):
         self._stream: Any = None
         self._events: tuple[Any, ...] = ()
         self._tensors: tuple[_Tensor, ...] = ()
+        self._specs: tuple[InputSpec, ...] = ()
         self._resources: ExitStack | None = None
         self._version = ""
         self._gpu = ""
@@ -106,8 +115,6 @@ class TensorRTBackend(InferenceBackend):
         if not parser.parse(onnx_bytes, str(self.model_path)):
             errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
             raise BackendError(f"TensorRT could not parse {self.model_path}: {errors or 'no details'}")
-        if network.num_inputs != 1:
-            raise BackendError(f"TensorRT: expected one network input, found {network.num_inputs}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_bytes)
         if opts.fp16:
@@ -116,14 +123,18 @@ class TensorRTBackend(InferenceBackend):
                     f"TensorRT {trt.__version__} has no FP16 flag; export the ONNX model in FP16 instead"
                 )
             config.set_flag(trt.BuilderFlag.FP16)
-        tensor = network.get_input(0)
-        shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape[1:]):
-            raise BackendError(f"TensorRT: only the batch dim of {tensor.name!r} may be dynamic, shape is {shape}")
-        if shape[0] < 0:
-            profile = builder.create_optimization_profile()
-            tail = shape[1:]
-            profile.set_shape(tensor.name, (1, *tail), (opts.profile_opt, *tail), (opts.max_batch, *tail))
+        profile = builder.create_optimization_profile()
+        dynamic = False
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            shape = tuple(tensor.shape)
+            if any(d < 0 for d in shape[1:]):
+                raise BackendError(f"TensorRT: only the batch dim of {tensor.name!r} may be dynamic, shape is {shape}")
+            if shape and shape[0] < 0:
+                tail = shape[1:]
+                profile.set_shape(tensor.name, (1, *tail), (opts.profile_opt, *tail), (opts.max_batch, *tail))
+                dynamic = True
+        if dynamic:
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -162,7 +173,10 @@ class TensorRTBackend(InferenceBackend):
         cap = probe_tensorrt()
         if not cap.available:
             raise BackendError(cap.detail)
-        spec = read_input_spec(self.model_path)
+        specs = read_input_specs(self.model_path)
+        if not specs:
+            raise BackendError(f"{self.model_path}: the model has no inputs")
+        self._specs = specs
         import tensorrt as trt
 
         cudart = self._cudart = import_cudart()
@@ -180,7 +194,7 @@ class TensorRTBackend(InferenceBackend):
             self._events = tuple(self._new_event(stack) for _ in range(4))
             self._tensors = self._bind_tensors(trt, stack)
             self._resources = stack.pop_all()
-        return spec
+        return specs[0]
 
     def _new_event(self, stack: ExitStack) -> Any:
         cudart = self._cudart
@@ -193,11 +207,10 @@ class TensorRTBackend(InferenceBackend):
         engine, context, cudart = self._engine, self._context, self._cudart
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if len(inputs) != 1:
-            raise BackendError(f"TensorRT engine has inputs {inputs}; backends run single-input models")
-        shape = tuple(engine.get_tensor_shape(inputs[0]))
-        if shape[0] < 0:
-            context.set_input_shape(inputs[0], (self.options.max_batch, *shape[1:]))
+        for name in inputs:
+            shape = tuple(engine.get_tensor_shape(name))
+            if shape and shape[0] < 0:
+                context.set_input_shape(name, (self.options.max_batch, *shape[1:]))
         tensors = []
         for name in names:
             dims = tuple(context.get_tensor_shape(name))
@@ -218,19 +231,32 @@ class TensorRTBackend(InferenceBackend):
     # -- running ------------------------------------------------------------
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._run_feeds({self.input_spec.name: x})
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         cudart, context, stream = self._cudart, self._context, self._stream
-        if x.shape[0] > self.options.max_batch:
-            raise BackendError(f"tensorrt: batch {x.shape[0]} exceeds max_batch {self.options.max_batch}")
-        (inp,) = [t for t in self._tensors if t.is_input]
-        if not context.set_input_shape(inp.name, x.shape):
-            raise BackendError(f"TensorRT rejected input shape {x.shape} for {inp.name!r}")
-        inp.host[: x.size] = x.reshape(-1)
+        inputs = [t for t in self._tensors if t.is_input]
+        missing = sorted({t.name for t in inputs} - set(feeds))
+        if missing or len(feeds) != len(inputs):
+            raise BackendError(f"tensorrt: the engine takes inputs {[t.name for t in inputs]}, got {list(feeds)}")
+        for spec in self._specs:
+            spec_x = feeds[spec.name]
+            if spec_x.dtype != spec.dtype or spec_x.ndim != len(spec.shape):
+                raise BackendError(f"tensorrt: input {spec.name!r} takes {spec.dtype} of {len(spec.shape)} dims, "
+                                   f"got {spec_x.dtype} {spec_x.shape}")
+            if spec_x.ndim and spec.shape[0] is None and spec_x.shape[0] > self.options.max_batch:
+                raise BackendError(f"tensorrt: batch {spec_x.shape[0]} exceeds max_batch {self.options.max_batch}")
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         ev = self._events
+        for inp in inputs:
+            x = feeds[inp.name]
+            if not context.set_input_shape(inp.name, x.shape):
+                raise BackendError(f"TensorRT rejected input shape {x.shape} for {inp.name!r}")
+            inp.host[: x.size] = x.reshape(-1)
         cuda_call(cudart, cudart.cudaEventRecord(ev[0], stream), "cudaEventRecord")
-        cuda_call(
-            cudart, cudart.cudaMemcpyAsync(inp.device_ptr, inp.host_ptr, x.nbytes, h2d, stream), "cudaMemcpyAsync H2D"
-        )
+        for inp in inputs:
+            cuda_call(cudart, cudart.cudaMemcpyAsync(inp.device_ptr, inp.host_ptr, feeds[inp.name].nbytes, h2d, stream),
+                      "cudaMemcpyAsync H2D")
         cuda_call(cudart, cudart.cudaEventRecord(ev[1], stream), "cudaEventRecord")
         if not context.execute_async_v3(int(stream)):
             raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT log above)")

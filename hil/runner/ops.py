@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from hil.backends import BackendOptions, OrtCpuBackend, open_backend
+from hil.backends import BackendError, BackendOptions, OrtCpuBackend, open_backend
 from hil.backends.ort_cpu import cpu_role
 from hil.models import make_frames, postprocess, to_model_input
 from hil.models.bundle import is_bundle, pack, unpack
@@ -147,8 +147,9 @@ class ModelOp(Op):
     the previous call. All outputs leave as one bundle. Jobs run one by
     one unless every input has a dynamic batch axis 0, then as one batch.
     Single-input models run on the side's backend (TensorRT, onnxruntime-gpu
-    or onnxruntime CPU); several inputs run in an onnxruntime CPU session on
-    the side's cores.
+    or onnxruntime CPU); several inputs on the GPU side run in native
+    TensorRT where it is available, else (and on the front) in an
+    onnxruntime CPU session on the side's cores, which says so.
     """
 
     def __init__(self, stage, frames, backend, plans, output_names, base, seed: int, warm: np.ndarray):
@@ -177,11 +178,7 @@ class ModelOp(Op):
         return feeds
 
     def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if hasattr(self.backend, "run_feeds"):
-            outputs = self.backend.run_feeds(feeds)
-        else:
-            (x,) = feeds.values()
-            outputs = self.backend.run(x)
+        outputs = self.backend.run_feeds(feeds)
         named = dict(zip(self.output_names, outputs))
         for p in self.plans:
             if p.generator.kind == "carry" and p.generator.argument in named:
@@ -217,7 +214,7 @@ class MultiInputSession:
 
     kind = "onnxruntime-cpu"
 
-    def __init__(self, path, options: BackendOptions):
+    def __init__(self, path, options: BackendOptions, note: str = ""):
         import onnxruntime as ort
 
         from hil.backends.ort_cpu import load_session, pin_process, session_options, thread_affinities
@@ -226,14 +223,15 @@ class MultiInputSession:
             pin_process(options.cores)
         affinities = thread_affinities(options.threads, options.cores) if options.cores else ""
         self.session = load_session(ort, path, session_options(ort, options, affinities), ["CPUExecutionProvider"])
-        self.cores, self.threads, self.version = options.cores, options.threads, ort.__version__
+        self.cores, self.threads, self.version, self.note = options.cores, options.threads, ort.__version__, note
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(None, feeds)
 
     def describe(self) -> str:
         return (f"onnxruntime {self.version} CPUExecutionProvider (several inputs), {self.threads} thread(s), "
-                f"cores {{{','.join(map(str, self.cores or ()))}}} - {cpu_role()}")
+                f"cores {{{','.join(map(str, self.cores or ()))}}} - {cpu_role()}"
+                + (f" ({self.note})" if self.note else ""))
 
     def close(self) -> None:
         self.session = None
@@ -300,6 +298,13 @@ def _open_model_op(stage: StageRun, layout: Layout, frames, backend_kind: str, o
     if len(stage.inputs) == 1:
         backend = OrtCpuBackend(stage.model, options).open() if stage.side == FRONT else \
             open_backend(backend_kind, stage.model, options)
+    elif stage.side != FRONT and backend_kind in ("auto", "tensorrt"):
+        try:  # native TensorRT runs several inputs (a split model's tail); the onnxruntime backends take one
+            backend = open_backend("tensorrt", stage.model, options)
+        except BackendError as error:
+            if backend_kind == "tensorrt":
+                raise
+            backend = MultiInputSession(stage.model, options, f"TensorRT skipped: {error}")
     else:
         backend = MultiInputSession(stage.model, options)
     seed = layout.scenario.run.seed
