@@ -24,6 +24,7 @@ from sim.policies.batching import BATCHING
 from sim.policies.channel import CHANNELS
 from sim.policies.placement import STRATEGIES
 from sim.policies.queueing import DISCIPLINES
+from sim.policies.resilience import BREAKERS, RETRY
 from sim.policies.routing import ROUTING
 from sim.registry import Registry
 
@@ -308,7 +309,7 @@ class ChannelSelectionSpec(Strict):
             SizeBandSpec(below="4 MB", use="shm"),
             SizeBandSpec(use="rdma"),
         ],
-        description="seed thresholds: < 512 KB RPC/TCP, 512 KB - 4 MB shared memory, above RDMA",
+        description="default thresholds (assumed): < 512 KB RPC/TCP, 512 KB - 4 MB shared memory, above RDMA",
     )
     use: Optional[Literal["pcie", "rdma", "tcp", "shm", "nvlink", "wan"]] = Field(None, description="fixed: the kind")
 
@@ -330,6 +331,82 @@ class Policies(Strict):
     channel: ChannelSelectionSpec = ChannelSelectionSpec()
 
 
+
+# --- failures and reactions -------------------------------------------------
+
+
+class FailureSpec(Strict):
+    """A device, a pool or a link that fails and recovers (see sim.model.failures).
+
+    Scheduled: down at ``at`` for ``for``. Random: up for a draw of mean
+    ``mtbf``, down for a draw of mean ``mttr``, again and again.
+    """
+
+    target: str = Field(description="a pool (all its devices), one device 'pool[i]', or a link name")
+    at: Optional[Duration] = Field(None, ge=0, le=MAX_DURATION, description="scheduled: when it fails")
+    for_: Optional[Duration] = Field(None, gt=0, le=MAX_DURATION, alias="for", description="scheduled: how long it stays down")
+    mtbf: Optional[Duration] = Field(None, gt=0, le=MAX_DURATION, description="random: mean time between failures (up time)")
+    mttr: Optional[Duration] = Field(None, gt=0, le=MAX_DURATION, description="random: mean time to repair (down time)")
+    distribution: Literal["exponential", "fixed"] = Field("exponential", description="random: of up and down times")
+    each: bool = Field(True, description="random failures of a pool: each device on its own (true) or all at once")
+    in_flight: Literal["fail", "requeue"] = Field(
+        "fail", description="fail: every job on the device fails; requeue: waiting jobs go to other devices")
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        scheduled = self.at is not None or self.for_ is not None
+        random = self.mtbf is not None or self.mttr is not None
+        if scheduled == random:
+            raise ValueError("give either 'at' and 'for' (scheduled) or 'mtbf' and 'mttr' (random)")
+        if scheduled and (self.at is None or self.for_ is None):
+            raise ValueError("a scheduled failure needs both 'at' and 'for'")
+        if random and (self.mtbf is None or self.mttr is None):
+            raise ValueError("a random failure needs both 'mtbf' and 'mttr'")
+        return self
+
+
+class RetrySpec(Strict):
+    kind: kind_of(RETRY) = "none"
+    attempts: NonNegativeInt = Field(1, le=100, description="retries after the first attempt")
+    backoff: Duration = Field(0.0, ge=0, description="wait before the first retry")
+    multiplier: StrictFloat = Field(2.0, ge=1, le=100, description="exponential: each wait this times the last")
+    cap: Optional[Duration] = Field(None, gt=0, description="exponential: longest wait")
+    target: Literal["same", "other"] = Field("other", description="retry on the same instance or another one")
+
+
+class BreakerSpec(Strict):
+    kind: kind_of(BREAKERS) = "none"
+    failures: PositiveInt = Field(5, le=1_000_000, description="failed attempts in a row that open it")
+    open_for: Duration = Field(1.0, gt=0, description="how long it stays open before half-open probes")
+    probes: PositiveInt = Field(1, le=1_000_000, description="half-open: attempts let through to test")
+    latency: Optional[Duration] = Field(None, gt=0, description="an attempt slower than this counts as failed")
+
+
+class FallbackSpec(Strict):
+    """Where a stage runs when its main path fails: another pool (failover) or a smaller model (degraded)."""
+
+    pools: list[str] = Field(min_length=1, description="pools that run the fallback, in order of preference")
+    costs: dict[Literal["cpu", "dpu", "gpu"], CostSpec] = Field(
+        default_factory=dict, description="the fallback's cost per device kind; default: the stage's own")
+    output: Optional[Size] = Field(None, ge=0, description="bytes sent downstream; default: the stage's")
+    degraded: bool = Field(True, description="answers through the fallback end 'degraded' (false: plain failover)")
+
+
+class StageResilience(Strict):
+    timeout: Optional[Duration] = Field(None, gt=0, description="from entering the stage to its end")
+    retry: Optional[RetrySpec] = Field(None, description="default: resilience.retry")
+    breaker: Optional[BreakerSpec] = Field(None, description="default: resilience.breaker")
+    fallback: Optional[FallbackSpec] = None
+
+
+class ResilienceSpec(Strict):
+    timeout: Optional[Duration] = Field(None, gt=0, description="the client gives up after this (outcome timed_out)")
+    health_aware: bool = Field(True, description="routers skip devices that are down")
+    retry: RetrySpec = RetrySpec()
+    breaker: BreakerSpec = BreakerSpec()
+    stages: dict[str, StageResilience] = Field(default_factory=dict, description="per stage: timeout, retry, breaker, fallback")
+
+
 # --- objectives and run -----------------------------------------------------
 
 
@@ -349,6 +426,9 @@ class Budgets(Strict):
     miss_rate_max: Optional[Fraction] = None
     filter_rate_max: Optional[Fraction] = None
     utilisation_max: dict[str, Fraction] = Field(default_factory=dict, description="per pool or link name")
+    availability_min: Optional[Fraction] = Field(None, description="answered (served, degraded or filtered) / arrived")
+    degraded_rate_max: Optional[Fraction] = Field(None, description="degraded answers / arrived")
+    timeout_rate_max: Optional[Fraction] = Field(None, description="timed-out requests / arrived")
 
 
 class Slo(Budgets):
@@ -442,3 +522,5 @@ class Scenario(Strict):
     )
     sweep: Optional[SweepSpec] = Field(None, description="a sweep dgsim sweep runs when given no --grid")
     cost: Optional[CostOverride] = Field(None, description="prices per pool, overriding the profiles' (dgsim capacity, sweep)")
+    failures: list[FailureSpec] = Field(default_factory=list, description="devices and links that fail and recover")
+    resilience: ResilienceSpec = Field(ResilienceSpec(), description="timeouts, retries, breakers, fallbacks")
