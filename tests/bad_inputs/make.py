@@ -91,3 +91,5 @@ traces = {
 for name, (text, expect) in traces.items():
     (out / "traces" / f"{name}.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     write(f"trace-{name}", "workload.sources[0]." + expect, edited(lambda d, n=name: d["workload"].update(sources=[{"name": "replay", "kind": "trace", "file": f"traces/{n}.csv", "size_column": "size"}])), what=f"trace CSV: {name}")
+# --- the size of a run, judged before it starts (dgsim run --max-work)
+write("work-too-large", "estimated work | above the limit | arrivals x 2 stages x 1 replications | --max-work", edited(lambda d: (d["workload"]["sources"][0].update(rate="1e7/s"), d["run"].update(duration="1 h"))), what="1e7 requests/s for an hour: valid, but 7.2e10 request-stages")
