@@ -2,9 +2,11 @@
 
 One ``testsuite`` per scenario, one ``testcase`` per variant x check, named
 ``<variant>: <check>``. A failed or regressed check carries a ``failure``
-with the numbers and the diagnostics; an inconclusive one a ``skipped``
-(counted as pass) or a ``failure`` of type ``inconclusive`` (counted as
-fail). Every case's numbers are also in its ``system-out``; the suite's
+with the numbers and the diagnostics, an INVALID one a ``failure`` of type
+``invalid``; an inconclusive one a ``skipped`` (counted as pass) or a
+``failure`` of type ``inconclusive`` (counted as fail: over budget, or by
+the user's policy). Every case's numbers and ``n`` (replications, served
+requests) are also in its ``system-out``; the suite's
 ``properties`` hold the file, source, seed and replications per variant.
 The layout is the one pytest writes (Jenkins, GitLab, GitHub reporters read
 it). No times or timestamps: the same check writes the same bytes.
