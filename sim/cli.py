@@ -49,7 +49,7 @@ def run(
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
     max_work: Optional[float] = typer.Option(None, "--max-work", min=0,
                                              help="refuse runs estimated above this many request-stages (expected "
-                                                  "arrivals x stages x replications, all variants) [default: 2e8]"),
+                                                  "arrivals x stages x replications, all variants) [default: 2e7]"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
     from sim.experiment import simulate_plans

@@ -30,8 +30,12 @@ from typing import Iterable
 
 from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, PoissonSource, Scenario, TraceSource
 
-DEFAULT_WORK_LIMIT = 200_000_000  # request-stages: tens of minutes of simulation on one core
-BYTES_PER_ARRIVAL = 700  # arrival arrays (~36 B) and the request's Python object while the run holds it
+# Measured (benchmark-free, with time.process_time and tracemalloc around run_replication on
+# the shipped recsys-ctr and video-analytics-64, on the project's shared 2-core machine):
+# ~2e4 request-stages per CPU second, and a peak of ~2,000 bytes per arrival with 4-5 stages.
+# The shipped scenarios ask for 3e5-6e5 request-stages per run.
+DEFAULT_WORK_LIMIT = 20_000_000  # request-stages: ~1,000 CPU seconds (~17 min on one core), 30x a shipped run
+BYTES_PER_ARRIVAL = 1400  # arrival arrays (~36 B) and the request's Python object while the run holds it
 BYTES_PER_REQUEST_STAGE = 120  # per-stage times, device and batch of each request (model and results table)
 
 
