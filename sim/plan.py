@@ -20,7 +20,8 @@ from sim.calibration import CalibratedCost, Resolver
 from sim.costs import Calibrated, CostSpec, Deterministic
 from sim.policies.placement import SKIP, Placement, PlacementError
 from sim.scenario.errors import Problem, ScenarioError
-from sim.scenario.schema import CLIENT, BatchingSpec, Scenario, TraceSource, reference_profile
+from sim.scenario.schema import (CLIENT, BatchingSpec, BreakerSpec, RetrySpec, Scenario, TraceSource,
+                                 reference_profile)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Plan:
     stages: tuple[StagePlan, ...]  # topological order; index == position
     reply_bytes: Optional[float]
     base_dir: Path
+    resilience: Optional["ResiliencePlan"] = None  # None: nothing fails and nothing reacts
 
     @property
     def roots(self) -> tuple[int, ...]:
@@ -99,10 +101,11 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
     if not problems:
         _check_hops(scenario, stages, pools, links, problem)
     _check_references(scenario, stages, pools, links, base_dir, problem)
+    resilience = _resilience(scenario, pools, links, stages, problem) if not problems else None
     if problems:
         raise ScenarioError(problems)
     reply = scenario.pipeline.reply
-    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir)
+    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir, resilience)
 
 
 def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
@@ -390,3 +393,137 @@ def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, 
         if source.name in seen:
             problem(f"workload.sources[{i}].name", f"duplicate source name '{source.name}'")
         seen.add(source.name)
+
+
+# --- failures and reactions ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailurePlan:
+    """One ``failures`` entry resolved: the device instances (or the link) it takes down, and when."""
+
+    target: str
+    devices: tuple[str, ...]  # instance names ("gpu[0]"); empty for a link
+    link: Optional[str]
+    at: Optional[float]  # scheduled: down at ``at`` for ``duration``
+    duration: Optional[float]
+    mtbf: Optional[float]  # random: up ~ mtbf, down ~ mttr
+    mttr: Optional[float]
+    distribution: str
+    each: bool  # random, several devices: each on its own clock
+    in_flight: str  # "fail" or "requeue"
+
+
+@dataclass(frozen=True)
+class FallbackPlan:
+    pools: tuple[str, ...]
+    costs: Mapping[str, CostSpec]  # per device kind
+    output: Optional[float]
+    degraded: bool
+
+
+@dataclass(frozen=True)
+class StageReactionPlan:
+    timeout: Optional[float]
+    retry: RetrySpec
+    breaker: BreakerSpec
+    fallback: Optional[FallbackPlan]
+
+
+@dataclass(frozen=True)
+class ResiliencePlan:
+    failures: tuple[FailurePlan, ...]
+    timeout: Optional[float]  # the client's
+    health_aware: bool
+    stages: tuple[StageReactionPlan, ...]  # one per plan stage
+
+    @property
+    def reacts(self) -> bool:
+        """Whether any stage has a timeout, a retry, a breaker or a fallback."""
+        return any(s.timeout is not None or s.retry.kind != "none" or s.breaker.kind != "none"
+                   or s.fallback is not None for s in self.stages)
+
+
+def _resilience(scenario: Scenario, pools: Mapping[str, PoolPlan], links: list[LinkPlan],
+                stages: list[StagePlan], problem) -> Optional[ResiliencePlan]:
+    """The ``failures`` and ``resilience`` sections checked and resolved; None when both are empty."""
+    spec = scenario.resilience
+    default = type(spec)()
+    if not scenario.failures and spec == default:
+        return None
+    instances = {name: pool for pool in pools.values() for name in pool.instance_names()}
+    link_names = {link.name for link in links}
+    failures = []
+    for i, failure in enumerate(scenario.failures):
+        target = failure.target
+        if target in pools:
+            devices: tuple[str, ...] = tuple(pools[target].instance_names())
+        elif target in instances:
+            devices = (target,)
+        elif target in link_names:
+            devices = ()
+        else:
+            problem(f"failures[{i}].target", f"unknown pool, device or link '{target}'; expected one of: "
+                    f"{', '.join([*pools, *instances, *sorted(link_names)])}")
+            continue
+        failures.append(FailurePlan(target, devices, None if devices else target, failure.at, failure.for_,
+                                    failure.mtbf, failure.mttr, failure.distribution, failure.each, failure.in_flight))
+    declared = {s.name for s in scenario.pipeline.stages}
+    for name in spec.stages:
+        if name not in declared:
+            problem(f"resilience.stages.{name}", f"unknown stage; expected one of: {', '.join(sorted(declared))}")
+    reactions = []
+    for stage in stages:
+        own = spec.stages.get(stage.name)
+        fallback = None
+        if own is not None and own.fallback is not None:
+            fallback = _fallback(own.fallback, stage, pools, f"resilience.stages.{stage.name}.fallback", problem)
+        reactions.append(StageReactionPlan(
+            timeout=own.timeout if own else None,
+            retry=(own.retry if own and own.retry else spec.retry),
+            breaker=(own.breaker if own and own.breaker else spec.breaker),
+            fallback=fallback,
+        ))
+    _check_fallback_hops(stages, reactions, links, problem)
+    return ResiliencePlan(tuple(failures), spec.timeout, spec.health_aware, tuple(reactions))
+
+
+def _fallback(spec, stage: StagePlan, pools: Mapping[str, PoolPlan], path: str, problem) -> Optional[FallbackPlan]:
+    ok = True
+    for pool in spec.pools:
+        if pool not in pools:
+            problem(f"{path}.pools", f"unknown pool '{pool}'; expected one of: {', '.join(pools)}")
+            ok = False
+            continue
+        kind = pools[pool].kind
+        if kind not in spec.costs and kind not in stage.costs:
+            problem(f"{path}.costs", f"the fallback runs on pool '{pool}' ({kind}) but neither it nor stage "
+                                     f"'{stage.name}' has a {kind} cost")
+            ok = False
+    for kind, cost in spec.costs.items():
+        if isinstance(cost, Calibrated) or getattr(cost, "on", None) is not None:
+            problem(f"{path}.costs.{kind}", "a fallback cost is given for the kind's reference part: "
+                                            "no 'calibrated' cost and no 'on'")
+            ok = False
+    if not ok:
+        return None
+    costs = {**stage.costs, **spec.costs}
+    output = spec.output if spec.output is not None else stage.output
+    return FallbackPlan(tuple(spec.pools), costs, output, spec.degraded)
+
+
+def _check_fallback_hops(stages: list[StagePlan], reactions: list[StageReactionPlan], links: list[LinkPlan],
+                         problem) -> None:
+    """A fallback pool needs links from where the stage's input comes and to where its output goes."""
+    client_links = any(CLIENT in link.ends for link in links)
+    for stage, reaction in zip(stages, reactions):
+        if reaction.fallback is None:
+            continue
+        before = [pool for p in stage.preds for pool in stages[p].pools] if stage.preds else [CLIENT]
+        after = [pool for s in stage.succs for pool in stages[s].pools] if stage.succs else [CLIENT]
+        for pool in reaction.fallback.pools:
+            for a, b in [(src, pool) for src in dict.fromkeys(before)] + [(pool, dst) for dst in dict.fromkeys(after)]:
+                if a == b or any(link.joins(a, b) for link in links) or (CLIENT in (a, b) and not client_links):
+                    continue
+                problem(f"resilience.stages.{stage.name}.fallback.pools",
+                        f"no link between '{a}' and '{b}' for the fallback on '{pool}'; add one to hardware.links")

@@ -155,6 +155,12 @@ class Station(Generic[Job]):
                 wake = decision.time
         return wake
 
+    def drain(self) -> list:
+        """Take every waiting job out (the device failed); per stage, in queue order."""
+        jobs = [job for queue in self.queues.values() for job in queue.pop_many(len(queue))]
+        self.waiting = 0
+        return jobs
+
     def depths(self) -> dict[int, int]:
         """Jobs waiting per stage."""
         return {stage: len(queue) for stage, queue in self.queues.items()}

@@ -5,6 +5,14 @@ sends and logs it, the per-request table stores its ``label`` and the
 summary counts each label. ``PENDING`` is the only state that is not an
 ending: a request still ``PENDING`` when a run stops becomes
 ``UNFINISHED``.
+
+Failures add two endings. ``TIMED_OUT``: the client's request timeout (or
+a stage's, with nothing left to try) passed before an answer came.
+``DEGRADED``: a fallback answered instead of the designed path (e.g. a
+small model on the DPU while the GPU is down). A degraded answer is an
+*answer* (it counts towards availability) but it is not *served*: latency
+percentiles, the miss rate and throughput describe full answers only, and
+degraded answers get their own latency (``sim.metrics.resilience``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ class Outcome(IntEnum):
     DROPPED = 3
     UNFINISHED = 4
     FAILED = 5
+    TIMED_OUT = 6
+    DEGRADED = 7
 
     @property
     def label(self) -> str:
@@ -30,6 +40,11 @@ class Outcome(IntEnum):
     def served(self) -> bool:
         """Whether the client got an answer (on time or late)."""
         return self in (Outcome.COMPLETED, Outcome.DEADLINE_MISSED)
+
+    @property
+    def answered(self) -> bool:
+        """Whether the client got any answer: served, degraded, or filtered out as "nothing here"."""
+        return self in (Outcome.COMPLETED, Outcome.DEADLINE_MISSED, Outcome.DEGRADED, Outcome.FILTERED)
 
     @classmethod
     def from_label(cls, label: str) -> "Outcome":
@@ -46,3 +61,4 @@ class Outcome(IntEnum):
 ENDINGS: tuple[Outcome, ...] = tuple(o for o in Outcome if o is not Outcome.PENDING)
 LABELS: tuple[str, ...] = tuple(o.label for o in ENDINGS)
 SERVED_LABELS: tuple[str, ...] = tuple(o.label for o in ENDINGS if o.served)
+ANSWERED_LABELS: tuple[str, ...] = tuple(o.label for o in ENDINGS if o.answered)

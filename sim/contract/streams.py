@@ -43,3 +43,8 @@ def routing(stage: str) -> str:
 def latency(link: str) -> str:
     """Propagation-latency draws of ``link``."""
     return f"latency:{link}"
+
+
+def failure(target: str) -> str:
+    """Up and down times of a randomly failing device, pool or link."""
+    return f"failure:{target}"

@@ -10,6 +10,7 @@ channels. ``mean_batch`` is jobs per launched batch, per stage;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -20,3 +21,4 @@ class ResourceUsage:
     link_utilisation: dict[str, float] = field(default_factory=dict)
     link_throughput: dict[str, float] = field(default_factory=dict)
     stage_batch: dict[str, float] = field(default_factory=dict)
+    resilience: Optional[Any] = None  # sim.metrics.resilience.ResilienceRecord, in runs with failures

@@ -87,4 +87,5 @@ def _usage(output: RunOutput) -> ResourceUsage:
             name: sum(c.bytes_moved for c in channels) / window for name, channels in output.channels.items()
         },
         stage_batch={stages[s].name: jobs / count for s, (count, jobs) in batches.items() if count},
+        resilience=output.resilience,
     )

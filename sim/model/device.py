@@ -11,12 +11,19 @@ directly, so a batch costs one SimPy timeout.
 
 Busy time, batch counts and the time-integral of queue length are
 accumulated inside the measurement window as the run goes.
+
+A device can fail (``fail``): it stops asking its station, hands back the
+jobs in service (their batches are cancelled, busy time after the failure
+is not counted) and the waiting ones (``Station.drain``), and takes no
+work until ``recover``. Only a device built with ``track=True`` keeps the
+list of batches in service, so a run without failures does no extra work.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import simpy
 
@@ -49,7 +56,8 @@ class DeviceInstance:
     """One device of a pool (satisfies ``InstanceView`` through ``Candidate``)."""
 
     def __init__(self, env: simpy.Environment, uid: int, name: str, pool: str, servers: int, window: Window,
-                 station: Station, services: dict[int, StageService], batch_ids: list[int]):
+                 station: Station, services: dict[int, StageService], batch_ids: list[int],
+                 columns: Optional[Sequence[int]] = None, track: bool = False):
         self.env = env
         self.uid = uid
         self.name = name
@@ -57,13 +65,18 @@ class DeviceInstance:
         self.servers = servers
         self.window = window
         self.station = station
-        self.services = services
+        self._services = services  # every station stage, fallbacks included
+        # the plan's own stages (what the usage reports); a fallback's stage records as another column
+        self.services = services if columns is None else {i: v for i, v in services.items() if columns[i] == i}
         self.free = servers
         self.busy_time = 0.0
         self.queue_area = 0.0
         self._queue_changed = 0.0
         self._wake_at = math.inf
         self._batch_ids = batch_ids  # one counter shared by every device of the run
+        self._columns = columns  # station stage -> the request's stage column (a fallback records as its stage)
+        self.healthy = True
+        self._running: Optional[dict[_Finish, None]] = {} if track else None
 
     @property
     def waiting(self) -> int:
@@ -112,7 +125,7 @@ class DeviceInstance:
         jobs = launch.jobs
         self._account(now, self.station.waiting + len(jobs))  # up to now, the batch was still waiting
         self.free -= 1
-        service = self.services[launch.stage]
+        service = self._services[launch.stage]
         duration = service.sampler.sample(len(jobs))
         window = self.window
         if now < window.end and now + duration > window.start:
@@ -123,21 +136,58 @@ class DeviceInstance:
         self._batch_ids[0] += 1
         batch = self._batch_ids[0]
         stage, uid = launch.stage, self.uid
+        if self._columns is not None:
+            stage = self._columns[stage]
         for job in jobs:
             request = job.request
             request.start[stage] = now
             request.instance[stage] = uid
             request.batch[stage] = batch
-        self.env.timeout(duration).callbacks.append(_Finish(self, jobs))
+        finish = _Finish(self, jobs, now, now + duration)
+        if self._running is not None:
+            self._running[finish] = None
+        self.env.timeout(duration).callbacks.append(finish)
 
-    def _finish(self, jobs: list[Job]) -> None:
+    def _finish(self, finish: "_Finish") -> None:
+        if finish.cancelled:
+            return
+        if self._running is not None:
+            del self._running[finish]
+        jobs = finish.jobs
         self.free += 1
         now = self.env.now
+        stage = jobs[0].stage
+        if self._columns is not None:
+            stage = self._columns[stage]
         for job in jobs:
-            job.request.end[job.stage] = now
+            job.request.end[stage] = now
             job.on_done(job)
         if self.station.waiting:
             self._dispatch()
+
+    # --- failure ----------------------------------------------------------
+
+    def fail(self) -> tuple[list[Job], list[Job]]:
+        """The device goes down now: (jobs in service, jobs waiting), both taken off it."""
+        now = self.env.now
+        self.account()
+        self.healthy = False
+        running: list[Job] = []
+        for finish in self._running or ():
+            finish.cancelled = True
+            self.busy_time -= self.window.overlap(now, finish.end)  # counted at launch up to its end
+            running.extend(finish.jobs)
+        if self._running:
+            self._running.clear()
+        waiting = self.station.drain()
+        self.free = self.servers
+        return running, waiting
+
+    def recover(self) -> None:
+        """The device is back, empty and idle."""
+        self.healthy = True
+        self._wake_at = math.inf
+        self._queue_changed = self.env.now
 
 
 def _delay_until(now: float, when: float) -> float:
@@ -152,13 +202,16 @@ def _delay_until(now: float, when: float) -> float:
     return delay
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Finish:
     device: DeviceInstance
     jobs: list
+    start: float = 0.0
+    end: float = 0.0
+    cancelled: bool = False
 
     def __call__(self, _event) -> None:
-        self.device._finish(self.jobs)
+        self.device._finish(self)
 
 
 @dataclass(slots=True)
@@ -179,3 +232,7 @@ class Candidate:
     @property
     def servers(self) -> int:
         return self.device.servers
+
+    @property
+    def healthy(self) -> bool:
+        return self.device.healthy

@@ -7,12 +7,19 @@ which device instance served it, in which batch (an id unique in the run)
 and over which link it arrived (an index into the plan's links; -1 for
 none), plus the link its reply left by; these become the per-request
 columns of the results.
+
+When failures or reactions are declared, a request also counts its
+retries, the reason it fell back (a ``sim.policies.resilience.Reason``
+code; 0 if it did not), whether a degraded fallback answered it, and its
+failed attempts per stage. A job is one *attempt* at a stage: it ends once
+(``ended``), by finishing, failing with its device or link, or timing out.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 from sim.contract.outcomes import Outcome
 
@@ -40,6 +47,10 @@ class Request:
     outcome: Outcome = Outcome.PENDING
     done: float = math.nan
     reply_link: int = -1
+    retries: int = 0
+    fallback: int = 0
+    degraded: bool = False
+    stage_failures: Optional[list[int]] = None  # failed attempts per stage, once one fails
 
     @classmethod
     def blank(cls, id: int, source: int, klass: int, priority: int, arrival: float,
@@ -61,3 +72,5 @@ class Job:
     deadline: float
     priority: int
     on_done: object = field(default=None)  # callable(job) when service ends
+    entered: float = 0.0  # when the attempt began (before any hop to the device)
+    ended: bool = False  # the attempt has ended (finished, failed or timed out)

@@ -20,11 +20,29 @@ request), which keeps the model fast. Rules a user should know:
   stage, so every design filters the same requests;
 - hops to and from the client use a link only when the scenario declares
   client links.
+
+Failures and reactions (``failures:`` and ``resilience:`` in the
+scenario; see docs/model.md) switch in other versions of the entry, queue,
+completion and link steps at construction, so a run without them does
+exactly the work it did before:
+
+- a device that fails loses its jobs in service, and its waiting jobs
+  either fail with it or go back to routing (``in_flight: requeue``); a
+  job that reaches a down device fails; a message sent over a down link
+  fails, and one in flight when the link fails fails on arrival;
+- a failed, timed-out or refused attempt at a stage goes to the stage's
+  ``sim.policies.resilience.Reactions``: retry later (on another
+  instance, or the same), run the stage's fallback (another pool, or a
+  smaller model whose answers end ``degraded``), or end the request
+  ``failed`` / ``timed_out``; the breaker is asked before each attempt;
+- routers skip down devices (``health_aware``); the client gives up after
+  ``resilience.timeout`` (``timed_out``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -33,15 +51,19 @@ import simpy
 from sim.contract import streams
 from sim.contract.outcomes import Outcome
 from sim.costs import Sampler, make_sampler
+from sim.metrics.resilience import ResilienceRecord
 from sim.model.device import Candidate, DeviceInstance, StageService, Window
+from sim.model.failures import Failures
 from sim.model.link import Channel, make_channel
 from sim.model.request import Job, Request
-from sim.plan import LinkPlan, Plan
+from sim.plan import FailurePlan, LinkPlan, Plan
+from sim.policies.resilience import (BREAKERS, RETRY, Fallback, GiveUp, HealthAware, Reactions, Reason,
+                                     Retry)
 from sim.policies.admission import ADMISSION
 from sim.policies.channel import CHANNELS
 from sim.policies.queueing import DISCIPLINES
 from sim.policies.routing import ROUTING
-from sim.scenario.schema import CLIENT
+from sim.scenario.schema import CLIENT, BatchingSpec
 from sim.station import ModelEstimates, Station
 from sim.workload import Arrivals
 
@@ -58,6 +80,7 @@ class RunOutput:
     devices: list[DeviceInstance]
     channels: dict[str, list[Channel]]
     window: Window
+    resilience: Optional[ResilienceRecord] = None  # when the scenario declares failures or reactions
 
 
 class System:
@@ -86,7 +109,8 @@ class System:
         for request in state.requests:
             if request.outcome == Outcome.PENDING:
                 request.outcome = Outcome.UNFINISHED
-        return RunOutput(self.plan, self.arrivals, state.requests, state.devices, state.channels_by_link(), window)
+        return RunOutput(self.plan, self.arrivals, state.requests, state.devices, state.channels_by_link(), window,
+                         state.resilience_record())
 
 
 class _State:
@@ -109,27 +133,58 @@ class _State:
         discipline = DISCIPLINES[policies.queue.kind]()
         admission = ADMISSION[policies.admission.kind](policies.admission)
 
+        # A stage's fallback is served as a stage of its own ("shadow", index n + k) on the fallback pools;
+        # it records into its stage's columns.
+        resilience = plan.resilience
+        n = len(stages)
+        self._shadow: dict[int, int] = {}  # stage -> its fallback's station stage
+        self._origin: list[int] = list(range(n))  # station stage -> request column
+        fallbacks = []
+        if resilience is not None:
+            for stage, reaction in zip(stages, resilience.stages):
+                if reaction.fallback is not None:
+                    self._shadow[stage.index] = n + len(fallbacks)
+                    self._origin.append(stage.index)
+                    fallbacks.append((stage, reaction.fallback))
+        remaining, after = list(self.remaining), list(after)
+        for stage, fallback in fallbacks:
+            pool = plan.pools[fallback.pools[0]]
+            own = fallback.costs[pool.kind].mean(1) / pool.speed
+            remaining.append(own + after[stage.index])
+            after.append(after[stage.index])
+
         # Each pool: the stages it serves and their service-time draws (one stream per stage and pool).
         pool_stages: dict[str, dict[int, Sampler]] = {name: {} for name in plan.pools}
+        batching_of = {stage.index: stage.batching for stage in stages}
         for stage in stages:
             for pool_name in stage.pools:
                 pool = plan.pools[pool_name]
                 pool_stages[pool_name][stage.index] = make_sampler(
                     stage.costs[pool.kind], rng(streams.service(stage.name, pool_name)), 1 / pool.speed)
+        for stage, fallback in fallbacks:
+            shadow = self._shadow[stage.index]
+            batching_of[shadow] = BatchingSpec()
+            for pool_name in fallback.pools:
+                pool = plan.pools[pool_name]
+                pool_stages[pool_name][shadow] = make_sampler(
+                    fallback.costs[pool.kind], rng(streams.service(f"{stage.name}~fallback", pool_name)),
+                    1 / pool.speed)
 
+        tracked = {name for f in resilience.failures for name in f.devices} if resilience is not None else set()
+        columns = self._origin if fallbacks else None
         self.devices: list[DeviceInstance] = []
         pool_devices: dict[str, list[DeviceInstance]] = {}
         batch_ids = [0]
         for pool in plan.pools.values():
             samplers = pool_stages[pool.name]
-            estimates = ModelEstimates({i: smp.mean for i, smp in samplers.items()}, self.remaining, after)
-            batching = {i: stages[i].batching for i in samplers}
+            estimates = ModelEstimates({i: smp.mean for i, smp in samplers.items()}, remaining, after)
+            batching = {i: batching_of[i] for i in samplers}
             pool_devices[pool.name] = []
             for name in pool.instance_names():
                 station = Station(batching, discipline, admission, estimates, pool.servers)
                 services = {i: StageService(smp) for i, smp in samplers.items()}
                 device = DeviceInstance(env, len(self.devices), name, pool.name, pool.servers, window,
-                                        station, services, batch_ids)
+                                        station, services, batch_ids, columns, name in tracked)
                 self.devices.append(device)
                 pool_devices[pool.name].append(device)
 
@@ -144,6 +199,13 @@ class _State:
             self.pass_draws.append(
                 rng(streams.passes(stage.name)).random(len(arrivals)) if stage.pass_probability < 1 else None
             )
+        for stage, fallback in fallbacks:
+            self.candidates.append(
+                [Candidate(d, tier) for tier, p in enumerate(fallback.pools) for d in pool_devices[p]])
+            self.routers.append(ROUTING[policies.routing.kind](
+                policies.routing, rng(streams.routing(f"{stage.name}~fallback"))))
+        self._fallback_output = {self._shadow[stage.index]: fallback.output for stage, fallback in fallbacks}
+        self._fallback_degraded = {self._shadow[stage.index]: fallback.degraded for stage, fallback in fallbacks}
         self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
         self._hops = {
             (a, b): plan.links_between(a, b)
@@ -156,6 +218,9 @@ class _State:
         }
         self._preds = [len(s.preds) for s in stages]
         self._sinks = len(plan.sinks)
+        self.failures: Optional[Failures] = None
+        if resilience is not None:
+            self._install_resilience(resilience, rng)
 
     # --- arrivals -------------------------------------------------------
 
@@ -204,7 +269,7 @@ class _State:
 
     # --- stage exit -----------------------------------------------------
 
-    def _stage_done(self, job: Job) -> None:
+    def _stage_done(self, job: Job, output: Optional[float] = None) -> None:
         request, index = job.request, job.stage
         if request.outcome != Outcome.PENDING:
             return
@@ -214,7 +279,7 @@ class _State:
             self._finish(request, Outcome.FILTERED)
             return
         received = sum(request.out_bytes[p] for p in stage.preds) if stage.preds else request.size
-        out = stage.output if stage.output is not None else received
+        out = output if output is not None else stage.output if stage.output is not None else received
         request.out_bytes[index] = out
         device = self.devices[request.instance[index]]
         for succ in stage.succs:
@@ -226,9 +291,15 @@ class _State:
             request.sinks_left -= 1
             if request.sinks_left == 0:
                 reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else out
-                request.reply_link = self._send(device, None, reply, lambda: self._answer(request))
+                self._reply(request, device, reply)
+
+    def _reply(self, request: Request, device: DeviceInstance, size: float) -> None:
+        request.reply_link = self._send(device, None, size, lambda: self._answer(request))
 
     def _answer(self, request: Request) -> None:
+        if request.degraded:
+            self._finish(request, Outcome.DEGRADED)
+            return
         late = self.env.now > request.deadline
         self._finish(request, Outcome.DEADLINE_MISSED if late else Outcome.COMPLETED)
 
@@ -238,11 +309,277 @@ class _State:
             request.done = self.env.now
             self.finished += 1
 
+    # --- failures and reactions (installed only when the scenario declares them) ---
+
+    def _install_resilience(self, resilience, rng) -> None:
+        """Build the failure processes and each stage's reactions; switch in the checking steps."""
+        self.health_aware = resilience.health_aware
+        self.client_timeout = resilience.timeout
+        self.stage_timeouts = [r.timeout for r in resilience.stages]
+        self.reactions = [
+            Reactions(RETRY[r.retry.kind](r.retry), BREAKERS[r.breaker.kind](r.breaker), r.fallback is not None)
+            for r in resilience.stages
+        ]
+        self.pickers = [HealthAware(router) for router in self.routers]
+        self._void = Request.blank(-1, 0, 0, 0, 0.0, 0.0, 0.0, self._preds, self._sinks)
+        self._void.outcome = Outcome.FAILED  # where abandoned attempts write; nothing reads it
+        self._by_name = {device.name: device for device in self.devices}
+        self._failure_of: dict[str, FailurePlan] = {}
+        self._link_down = [0] * len(self.plan.links)
+        self._link_epoch = [0] * len(self.plan.links)
+        self._enter = self._attempt
+        self._queue = self._queue_checked
+        self._reply = self._reply_checked
+        if self.client_timeout is not None:
+            self._on_arrival = self._arrival_with_timeout
+        if any(f.link is not None for f in resilience.failures):
+            self._send = self._send_checked
+        if resilience.failures:
+            self.failures = Failures(self.env, resilience.failures, self, rng)
+
+    def _attempt(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float,
+                 exclude: int = -1, same: int = -1) -> None:
+        """An attempt at ``stage``'s main path (replaces ``_enter``)."""
+        now = self.env.now
+        if request.outcome != Outcome.PENDING:
+            return
+        if not self.reactions[stage].admit(now):
+            self._react(request, stage, Reason.BREAKER_OPEN, -1, 0.0, False)
+            return
+        job = Job(request, stage, 0, now, request.deadline, request.priority, self._attempt_done, now)
+        device = self._pick(stage, job, source, exclude, same)
+        if device is None:
+            job.ended = True
+            self._react(request, stage, Reason.UNHEALTHY, -1, 0.0, False)
+            return
+        timeout = self.stage_timeouts[stage]
+        if timeout is not None:
+            self.env.timeout(timeout).callbacks.append(partial(self._stage_timed_out, job, request))
+        self._go(job, source, device, size, stage)
+
+    def _arrival_with_timeout(self, event) -> None:
+        _State._on_arrival(self, event)
+        request = self.requests[-1]
+        self.env.timeout(self.client_timeout).callbacks.append(partial(self._client_gives_up, request))
+
+    def _fallback(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
+        """Run ``stage``'s fallback instead of its main path."""
+        shadow = self._shadow[stage]
+        job = Job(request, shadow, 0, self.env.now, request.deadline, request.priority, self._fallback_done,
+                  self.env.now)
+        device = self._pick(shadow, job, source, -1, -1)
+        if device is None:
+            job.ended = True
+            self._react(request, stage, Reason.UNHEALTHY, -1, 0.0, True)
+            return
+        self._go(job, source, device, size, stage)
+
+    def _pick(self, index: int, job: Job, source: Optional[DeviceInstance], exclude: int,
+              same: int) -> Optional[DeviceInstance]:
+        """The device for an attempt: the one to retry on, the one the data is on, or the router's choice."""
+        if same >= 0:
+            return self.devices[same]
+        candidates = self.candidates[index]
+        pools = self.plan.stages[index].pools if index < len(self.plan.stages) else None
+        if source is not None and (source.pool in pools if pools is not None else
+                                   any(c.device is source for c in candidates)):
+            if (source.healthy or not self.health_aware) and source.uid != exclude:
+                return source
+        skip = next((i for i, c in enumerate(candidates) if c.device.uid == exclude), -1)
+        if not self.health_aware:
+            if skip < 0 or len(candidates) == 1:
+                return candidates[self.routers[index].choose(candidates, job)].device if len(candidates) > 1 \
+                    else candidates[0].device
+            others = [c for i, c in enumerate(candidates) if i != skip]
+            return others[self.routers[index].choose(others, job)].device if len(others) > 1 else others[0].device
+        choice = self.pickers[index].choose(candidates, job, skip)
+        if choice < 0 and skip >= 0:  # nowhere else to go: the failed instance itself, if it is back
+            choice = self.pickers[index].choose(candidates, job)
+        return candidates[choice].device if choice >= 0 else None
+
+    def _go(self, job: Job, source: Optional[DeviceInstance], device: DeviceInstance, size: float,
+            column: int) -> None:
+        if device is source:
+            self._queue(job, device)
+            return
+        job.request.link[column] = self._send(source, device, size, lambda: self._queue(job, device),
+                                              partial(self._attempt_failed, job, Reason.FAILED, -1))
+
+    def _queue_checked(self, job: Job, device: DeviceInstance) -> None:
+        """``_queue`` where devices fail: a job that reaches a down device fails."""
+        if job.ended or job.request.outcome != Outcome.PENDING:
+            return
+        if not device.healthy:
+            self._attempt_failed(job, Reason.FAILED, device.uid)
+            return
+        request = job.request
+        admitted = device.offer(job)
+        request.enqueued[self._origin[job.stage]] = job.enqueued
+        if not admitted:
+            self._finish(request, Outcome.DROPPED)
+
+    def _attempt_done(self, job: Job) -> None:
+        request = job.request
+        if job.ended or request.outcome != Outcome.PENDING:
+            return
+        job.ended = True
+        now = self.env.now
+        self.reactions[job.stage].succeeded(now, now - job.entered)
+        self._stage_done(job)
+
+    def _fallback_done(self, job: Job) -> None:
+        request = job.request
+        if job.ended or request.outcome != Outcome.PENDING:
+            return
+        job.ended = True
+        shadow = job.stage
+        if self._fallback_degraded[shadow]:
+            request.degraded = True
+        job.stage = self._origin[shadow]
+        self._stage_done(job, self._fallback_output[shadow])
+
+    def _stage_timed_out(self, job: Job, request: Request, _event) -> None:
+        if job.ended or request.outcome != Outcome.PENDING:
+            return
+        job.request = self._void  # the attempt may still run; what it writes goes nowhere
+        self._end_attempt(job, request, Reason.TIMED_OUT, -1)
+
+    def _client_gives_up(self, request: Request, _event) -> None:
+        self._finish(request, Outcome.TIMED_OUT)
+
+    def _attempt_failed(self, job: Job, reason: Reason, uid: int) -> None:
+        request = job.request
+        if job.ended or request.outcome != Outcome.PENDING:
+            return
+        self._end_attempt(job, request, reason, uid)
+
+    def _end_attempt(self, job: Job, request: Request, reason: Reason, uid: int) -> None:
+        job.ended = True
+        in_fallback = job.stage >= len(self.plan.stages)
+        stage = self._origin[job.stage]
+        self._react(request, stage, reason, uid, self.env.now - job.entered, in_fallback)
+
+    def _react(self, request: Request, stage: int, reason: Reason, uid: int, latency: float,
+               in_fallback: bool) -> None:
+        """A failed or refused attempt at ``stage``: ask the stage's reactions what follows."""
+        now = self.env.now
+        failures = request.stage_failures
+        if failures is None:
+            failures = request.stage_failures = [0] * len(self.plan.stages)
+        if reason is not Reason.BREAKER_OPEN:
+            failures[stage] += 1
+        decision = self.reactions[stage].failed(now, failures[stage], reason, latency, in_fallback)
+        source, size = self._input_of(request, stage)
+        if isinstance(decision, Retry):
+            request.retries += 1
+            exclude, same = (uid, -1) if decision.other else (-1, uid)
+            retry = partial(self._retry, request, stage, source, size, exclude, same)
+            if decision.delay > 0:
+                self.env.timeout(decision.delay).callbacks.append(retry)
+            else:
+                retry(None)
+        elif isinstance(decision, Fallback):
+            if request.fallback == 0:
+                request.fallback = int(decision.reason)
+            self._fallback(request, stage, source, size)
+        else:
+            assert isinstance(decision, GiveUp)
+            self._finish(request, decision.outcome)
+
+    def _retry(self, request, stage, source, size, exclude, same, _event) -> None:
+        self._attempt(request, stage, source, size, exclude, same)
+
+    def _input_of(self, request: Request, stage: int) -> tuple[Optional[DeviceInstance], float]:
+        """Where ``stage``'s input comes from (None: the client) and how many bytes it is."""
+        preds = self.plan.stages[stage].preds
+        if not preds:
+            return None, request.size
+        return self.devices[request.instance[preds[-1]]], sum(request.out_bytes[p] for p in preds)
+
+    def _reply_checked(self, request: Request, device: DeviceInstance, size: float) -> None:
+        request.reply_link = self._send(device, None, size, lambda: self._answer(request),
+                                        partial(self._finish, request, Outcome.FAILED))
+
+    # failure hooks (sim.model.failures.Hooks)
+
+    def device_down(self, name: str, failure: FailurePlan) -> None:
+        device = self._by_name[name]
+        running, waiting = device.fail()
+        for job in running:
+            self._attempt_failed(job, Reason.FAILED, device.uid)
+        for job in waiting:
+            if failure.in_flight == "requeue":
+                self._requeue(job)
+            else:
+                self._attempt_failed(job, Reason.FAILED, device.uid)
+
+    def device_up(self, name: str) -> None:
+        self._by_name[name].recover()
+
+    def link_down(self, name: str) -> None:
+        index = self._link_index[name]
+        self._link_down[index] += 1
+        self._link_epoch[index] += 1
+
+    def link_up(self, name: str) -> None:
+        self._link_down[self._link_index[name]] -= 1
+
+    def _requeue(self, job: Job) -> None:
+        """A waiting job of a failed device goes back to routing, as the same attempt."""
+        request = job.request
+        if job.ended or request.outcome != Outcome.PENDING:
+            return
+        stage = self._origin[job.stage]
+        source, size = self._input_of(request, stage)
+        device = self._pick(job.stage, job, source, -1, -1)
+        if device is None:
+            self._end_attempt(job, request, Reason.UNHEALTHY, -1)
+            return
+        self._go(job, source, device, size, stage)
+
+    def _send_checked(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
+                      deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
+        """``_send`` where links fail: a message over a down link fails, and so does one in flight."""
+        a = source.pool if source else CLIENT
+        b = target.pool if target else CLIENT
+        links = self._hops[a, b]
+        if not links:
+            deliver()
+            return -1
+        kind = self.channel_policy.choose(size, [link.kind for link in links]) if len(links) > 1 else links[0].kind
+        link = next(link for link in links if link.kind == kind)
+        index = self._link_index[link.name]
+        if self._link_down[index]:
+            (fail or deliver)()
+            return index
+        epoch = self._link_epoch[index]
+
+        def arrive() -> None:
+            if self._link_epoch[index] != epoch and fail is not None:
+                fail()
+            else:
+                deliver()
+
+        self._channel(link, source, target, a).send(size, arrive)
+        return index
+
+    def resilience_record(self) -> Optional[ResilienceRecord]:
+        if self.plan.resilience is None:
+            return None
+        return ResilienceRecord(
+            outages=tuple((o.target, o.start, o.end) for o in (self.failures.outages if self.failures else ())),
+            retries=np.array([r.retries for r in self.requests], dtype=np.int64),
+            fallback=np.array([r.fallback for r in self.requests], dtype=np.int64),
+        )
+
     # --- links ----------------------------------------------------------
 
     def _send(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
-              deliver: Callable[[], None]) -> int:
-        """Carry ``size`` bytes from one device (None: the client) to another; the link's index or -1."""
+              deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
+        """Carry ``size`` bytes from one device (None: the client) to another; the link's index or -1.
+
+        ``fail`` is called instead of ``deliver`` when the link is down (only where links fail).
+        """
         a = source.pool if source else CLIENT
         b = target.pool if target else CLIENT
         links = self._hops[a, b]

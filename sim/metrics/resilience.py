@@ -1,0 +1,107 @@
+"""What failures cost, and what the reactions saved: the resilience metrics.
+
+Computed over the requests that arrived in the measurement window, for
+the whole workload and per class, only for runs that declare failures or
+reactions (``ResourceUsage.resilience`` is set), so the summaries of other
+runs do not change:
+
+- ``availability``: answered / arrived, where answered is completed,
+  deadline-missed, degraded or filtered (the client got an answer);
+- ``degraded_rate``, ``timeout_rate``: degraded / arrived, timed out / arrived;
+- ``degraded_latency.<statistic>``: latency of degraded answers alone
+  (the ``latency.*`` metrics describe full answers only);
+- ``retries_per_request``: retries / arrived;
+- ``fallbacks.<reason>``: requests that fell back, by why the main path
+  failed first (failed, unhealthy, timed_out, breaker_open);
+- ``recovery_time``: per outage that started in the window, from its
+  start to the arrival of the last request it hurt (failed, timed out,
+  dropped or degraded) before the next outage started; 0 if it hurt none.
+  The mean over outages; absent with none.
+
+The harness fills ``retries``/``fallback`` where it records them; without
+a ``ResilienceRecord`` only the outcome-based metrics are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from sim.contract.metric_keys import ALL, LATENCY_STATISTICS, Kind, MetricKey, Subject
+from sim.contract.outcomes import ANSWERED_LABELS, Outcome
+from sim.policies.resilience import REASONS
+
+HURT = (Outcome.FAILED.label, Outcome.TIMED_OUT.label, Outcome.DROPPED.label, Outcome.DEGRADED.label)
+
+
+@dataclass(frozen=True)
+class ResilienceRecord:
+    """What a run with failures recorded beyond the request table (indexed by request id)."""
+
+    outages: tuple[tuple[str, float, float], ...]  # (target, start, end); end inf if never repaired
+    retries: Optional[np.ndarray] = None  # retries per request id
+    fallback: Optional[np.ndarray] = None  # sim.policies.resilience.Reason code per request id (0: none)
+
+
+def resilience_metrics(window: pd.DataFrame, record: Optional[ResilienceRecord], warmup: float,
+                       end: float) -> dict[str, float]:
+    """The metrics above by name; {} when ``record`` is None (the run declares no failures)."""
+    if record is None:
+        return {}
+    metrics = _request_metrics(window, record, ALL)
+    for klass in window["class"].cat.categories:
+        metrics.update(_request_metrics(window[window["class"] == klass], record, Subject.of_class(klass)))
+    recovery = recovery_times(window, record.outages, warmup, end)
+    if recovery:
+        metrics[MetricKey(Kind.RECOVERY)] = float(np.mean(recovery))
+    return {key.name: value for key, value in metrics.items()}
+
+
+def _request_metrics(rows: pd.DataFrame, record: ResilienceRecord, subject: Subject) -> dict[MetricKey, float]:
+    def key(kind: Kind, statistic: Optional[str] = None) -> MetricKey:
+        return MetricKey(kind, subject, statistic)
+
+    outcome = rows["outcome"]
+    arrived = len(rows)
+    share = (lambda n: n / arrived) if arrived else (lambda n: math.nan)
+    degraded = (outcome == Outcome.DEGRADED.label).to_numpy()
+    out = {
+        key(Kind.AVAILABILITY): share(int(outcome.isin(ANSWERED_LABELS).sum())),
+        key(Kind.DEGRADED_RATE): share(int(degraded.sum())),
+        key(Kind.TIMEOUT_RATE): share(int((outcome == Outcome.TIMED_OUT.label).sum())),
+    }
+    ids = rows["id"].to_numpy()
+    if record.retries is not None:
+        out[key(Kind.RETRIES)] = share(int(record.retries[ids].sum()))
+    if record.fallback is not None:
+        reasons = record.fallback[ids]
+        for reason in REASONS:
+            out[key(Kind.FALLBACKS, reason.label)] = float((reasons == int(reason)).sum())
+    latency = rows["latency"].to_numpy()[degraded]
+    if len(latency):
+        for statistic, percent in LATENCY_STATISTICS.items():
+            if percent is not None:
+                value = np.percentile(latency, percent)
+            else:
+                value = np.mean(latency) if statistic == "mean" else np.max(latency)
+            out[key(Kind.DEGRADED_LATENCY, statistic)] = float(value)
+    return out
+
+
+def recovery_times(window: pd.DataFrame, outages, warmup: float, end: float) -> list[float]:
+    """Per outage starting in [warmup, end): seconds from its start to the last request it hurt."""
+    starts = sorted(start for _, start, _ in outages)
+    arrival = window["arrival"].to_numpy()
+    hurt = window["outcome"].isin(HURT).to_numpy()
+    times = []
+    for i, start in enumerate(starts):
+        if not warmup <= start < end:
+            continue
+        until = starts[i + 1] if i + 1 < len(starts) else math.inf
+        mask = hurt & (arrival >= start) & (arrival < until)
+        times.append(float(arrival[mask].max() - start) if mask.any() else 0.0)
+    return times
