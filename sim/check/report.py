@@ -90,12 +90,13 @@ def _warning(t: Tally) -> list[str]:
                    f"nothing served, or too few requests for the percentile; see docs/ci.md)")
     if t.over:
         out.append(f"warning: {t.over} check(s) INCONCLUSIVE with the estimate over budget, counted as FAIL: a point "
-                   f"estimate over budget never passes; raise --max-replications or run.duration to decide them")
+                   f"estimate over budget never passes; more replications (--max-replications, or measure more) "
+                   f"or a longer run.duration can decide them")
     if t.within:
         counted = "FAIL" if t.inconclusive_fails else "PASS"
         out.append(f"warning: {t.within} check(s) INCONCLUSIVE, counted as {counted} (--inconclusive): the interval "
-                   f"straddles the budget even at the replication cap; raise --max-replications or run.duration, "
-                   f"or move the budget away from the estimate")
+                   f"straddles the budget (or there is none: one replication) even at the replication cap; raise "
+                   f"--max-replications or run.duration, or move the budget away from the estimate")
     return out
 
 
