@@ -142,6 +142,49 @@ def test_screenshot_shows_a_page(rendered):
     assert colourful > 0.002
 
 
+def test_recorded_time_series_agree_with_the_runs_own_accounting(tmp_path):
+    """The sampler, attached as system.py attaches it, against the devices' exact busy-time integrals."""
+    import simpy
+
+    from sim.model import timeseries
+    from sim.model.device import Window
+    from sim.model.system import _State
+    from sim.plan import compile_plan
+    from sim.scenario.builtin import scenario_path
+    from sim.scenario.load import load_scenario_file
+    from sim.workload import generate_arrivals
+
+    scenario_file = load_scenario_file(scenario_path("video-analytics-64"), ["run.duration=2 s"])
+    scenario = scenario_file.resolve("cpu-path")
+    plan = compile_plan(scenario, base_dir=scenario_file.path.parent)
+    run = scenario.run
+    env = simpy.Environment()
+    window = Window(run.warmup, run.duration)
+    state = _State(plan, generate_arrivals(scenario.workload, run.duration, run.seed, 0, plan.base_dir), env, window,
+                   run.seed, 0)
+    state.schedule_next_arrival()
+    horizon = run.duration + run.drain
+    sampler = timeseries.attach(env, state.devices, state.channels_by_link, window, 0.001, until=horizon)
+    env.run(until=horizon)
+    table = sampler.table(replication=0)
+    assert len(sampler.times) == round(horizon / 0.001) + 1
+    inside = table[(table["time"] >= window.start) & (table["time"] < window.end)]
+    for pool in ("cpu", "gpu"):
+        rows = inside[inside["resource"] == pool]
+        devices = [d for d in state.devices if d.pool == pool]
+        exact = sum(d.busy_time for d in devices) / (sum(d.servers for d in devices) * (window.end - window.start))
+        sampled = rows["busy"].sum() / rows["capacity"].sum()
+        assert exact > 0.2 and abs(sampled - exact) < 0.03, (pool, sampled, exact)
+    pcie = inside[inside["resource"] == "pcie"]
+    assert pcie["in_flight"].max() >= 1 and pcie["bytes"].sum() > 0
+    assert set(table["kind"].astype(str)) == {"pool", "link"}
+    path = timeseries.write_timeseries(tmp_path, "cpu-path", table)
+    assert path == tmp_path / "timeseries" / "cpu-path.parquet"
+    back = timeseries.read_timeseries(tmp_path, "cpu-path")
+    assert back.equals(table)
+    assert path.stat().st_size < 200_000  # 2,000 samples x 7 resources stay small
+
+
 def test_report_of_a_missing_folder_exits_2(tmp_path):
     done = dgsim("report", tmp_path / "nothing")
     assert done.exit_code == 2 and "no such results folder" in done.output

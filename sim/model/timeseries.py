@@ -44,16 +44,16 @@ KINDS = ("pool", "link")
 ChannelsProvider = Callable[[], "Mapping[str, Sequence] | Iterable"]
 
 
-def in_flight(channel) -> int:
-    """Messages on a channel's wire now: its ``in_flight`` where it has one, else its pending messages."""
-    value = getattr(channel, "in_flight", None)
-    if value is not None:
-        return int(value() if callable(value) else value)
-    for attr in ("_queue", "_tags", "_active"):  # FifoChannel, SharedChannel (both generations)
+def in_flight_reader(channel) -> Callable[[], int]:
+    """How to read the messages on a channel's wire: its ``in_flight`` where it has one, else the length
+    of its pending messages (``FifoChannel._queue``, ``SharedChannel._tags``)."""
+    if hasattr(type(channel), "in_flight") or hasattr(channel, "in_flight"):
+        return lambda: int(channel.in_flight() if callable(channel.in_flight) else channel.in_flight)
+    for attr in ("_queue", "_tags", "_active"):
         pending = getattr(channel, attr, None)
         if pending is not None:
-            return len(pending)
-    return 0
+            return pending.__len__
+    return lambda: 0
 
 
 class Sampler:
@@ -79,7 +79,7 @@ class Sampler:
         self.times: list[float] = []
         self._pool_rows: list[tuple[int, ...]] = []  # per sample: busy..., queue...
         self._link_rows: list[dict[str, tuple[int, int, int, float]]] = []
-        self._tick_count = 0
+        self._readers: dict[int, tuple] = {}  # id(channel) -> (in-flight reader, channel kept alive)
 
     def start(self) -> "Sampler":
         self.env.timeout(0).callbacks.append(self._tick)
@@ -101,50 +101,68 @@ class Sampler:
         queue = [sum(d.waiting for d in devices) for devices in self._pool_queues]
         self._pool_rows.append((*busy, *queue))
         links = {}
+        readers = self._readers
         for name, channels in self._links().items():
-            flights = [in_flight(c) for c in channels]
+            flights = []
+            for channel in channels:
+                reader = readers.get(id(channel))
+                if reader is None:
+                    reader = readers[id(channel)] = (in_flight_reader(channel), channel)
+                flights.append(reader[0]())
             links[name] = (sum(1 for f in flights if f), len(channels), sum(flights),
                            float(sum(c.bytes_moved for c in channels)))
         self._link_rows.append(links)
-        self._tick_count += 1
         following = now + self.interval
         if self.until is None or following <= self.until:
             self.env.timeout(self.interval).callbacks.append(self._tick)
 
     def table(self, replication: int = 0) -> pd.DataFrame:
-        """The samples as a long frame (see ``COLUMNS``), pools then links per sample time."""
+        """The samples as a long frame (see ``COLUMNS``): each pool's samples in time order, then each link's."""
         n = len(self.times)
-        times = np.asarray(self.times, dtype=np.float64)
-        parts = []
-        if self.pools and n:
-            rows = np.asarray(self._pool_rows, dtype=np.int64).reshape(n, 2 * len(self.pools))
-            for k, pool in enumerate(self.pools):
-                parts.append(_part(replication, times, "pool", pool, rows[:, k], np.full(n, self._capacity[k]),
-                                   rows[:, len(self.pools) + k], np.zeros(n), np.zeros(n)))
-        names = sorted({name for sample in self._link_rows for name in sample})
-        for name in names:
-            values = np.array([sample.get(name, (0, 0, 0, np.nan)) for sample in self._link_rows], dtype=float)
-            moved = pd.Series(values[:, 3]).ffill().fillna(0.0).to_numpy()
-            parts.append(_part(replication, times, "link", name, values[:, 0], values[:, 1], np.zeros(n),
-                               values[:, 2], np.diff(moved, prepend=0.0)))
-        if not parts:
+        links = sorted({name for sample in self._link_rows for name in sample})
+        resources = [*self.pools, *links]
+        if not n or not resources:
             return empty_table()
-        frame = pd.concat(parts, ignore_index=True).sort_values(["time", "kind", "resource"], kind="stable")
-        return _typed(frame.reset_index(drop=True))
-
-
-def _part(replication, times, kind, name, busy, capacity, queue, flight, moved) -> pd.DataFrame:
-    return pd.DataFrame({"replication": replication, "time": times, "kind": kind, "resource": name, "busy": busy,
-                         "capacity": capacity, "queue": queue, "in_flight": flight, "bytes": moved})
+        pools = np.asarray(self._pool_rows, dtype=np.int64).reshape(n, 2 * len(self.pools))
+        zeros = np.zeros(n)
+        busy, capacity, queue, flight, moved = [], [], [], [], []
+        for k in range(len(self.pools)):
+            busy.append(pools[:, k])
+            capacity.append(np.full(n, self._capacity[k]))
+            queue.append(pools[:, len(self.pools) + k])
+            flight.append(zeros)
+            moved.append(zeros)
+        for name in links:
+            values = np.array([sample.get(name, (0, 0, 0, np.nan)) for sample in self._link_rows], dtype=float)
+            total = pd.Series(values[:, 3]).ffill().fillna(0.0).to_numpy()
+            busy.append(values[:, 0])
+            capacity.append(values[:, 1])
+            queue.append(zeros)
+            flight.append(values[:, 2])
+            moved.append(np.diff(total, prepend=0.0))
+        order = sorted(resources)
+        codes = np.repeat([order.index(r) for r in resources], n)
+        return pd.DataFrame({
+            "replication": np.full(n * len(resources), replication, dtype=np.int32),
+            "time": np.tile(np.asarray(self.times, dtype=np.float64), len(resources)),
+            "kind": pd.Categorical.from_codes(np.repeat([0] * len(self.pools) + [1] * len(links), n),
+                                              categories=list(KINDS)),
+            "resource": pd.Categorical.from_codes(codes, categories=order),
+            "busy": np.concatenate(busy).astype(np.int32),
+            "capacity": np.concatenate(capacity).astype(np.int32),
+            "queue": np.concatenate(queue).astype(np.int32),
+            "in_flight": np.concatenate(flight).astype(np.int32),
+            "bytes": np.concatenate(moved).astype(np.float64),
+        })
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    resources = sorted(frame["resource"].unique()) if len(frame) else []
+    resources = sorted(frame["resource"].astype(str).unique()) if len(frame) else []
     return pd.DataFrame({
         "replication": frame["replication"].astype(np.int32),
         "time": frame["time"].astype(np.float64),
-        "kind": pd.Categorical(frame["kind"], categories=list(KINDS)),
-        "resource": pd.Categorical(frame["resource"], categories=resources),
+        "kind": pd.Categorical(frame["kind"].astype(str) if len(frame) else [], categories=list(KINDS)),
+        "resource": pd.Categorical(frame["resource"].astype(str) if len(frame) else [], categories=resources),
         "busy": frame["busy"].astype(np.int32),
         "capacity": frame["capacity"].astype(np.int32),
         "queue": frame["queue"].astype(np.int32),

@@ -45,6 +45,10 @@ def report_command(
 
     _folder(results)
     try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        fail_input(["dgsim report draws with matplotlib, which is not installed: pip install -e '.[report]'"])
+    try:
         path = write_report(results, out)
     except ResultsError as error:
         fail_input([str(error)])
