@@ -42,7 +42,7 @@ write("nul-bytes", "contains a NUL byte", dump(BASE).encode().replace(b"name: ti
 write("bad-set-yaml", "--set | run.seed | not valid", dump(BASE), args="--set run.seed=[1,", what="a --set value that is not YAML")
 # --- strict types and finite numbers
 write("replications-true", "run.replications | valid integer | True", edited(lambda d: d["run"].update(replications=True)), what="a boolean where a count is expected")
-write("seed-float", "run.seed | valid integer", edited(lambda d: d["run"].update(seed=1.5)), what="a fractional seed")
+write("seed-float", "run.seed | valid integer | 3.0", edited(lambda d: d["run"].update(seed=3.0)), what="a float where an integer is expected (strict: 3.0 is not 3)")
 write("duration-1e999", "run.duration | too large | finite", edited(lambda d: d["run"].update(duration="1e999 s")), what="a duration that is infinite once read")
 write("payload-1e999", "payload | too large | finite", edited(lambda d: d["workload"]["sources"][0].update(payload="1e999 MB")), what="an infinite size")
 write("speed-inf", "hardware.pools.gpu.speed | finite", edited(lambda d: d["hardware"]["pools"]["gpu"].update(speed=float("inf"))), what="an infinite device speed")
