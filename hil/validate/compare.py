@@ -25,7 +25,7 @@ import pandas as pd
 
 from hil.runner.layout import FRONT, GPU, Layout
 from sim.contract.metric_keys import ALL, Kind, MetricKey, Subject
-from sim.metrics.records import SERVED, stage_names
+from sim.metrics.records import SERVED, column, stage_names
 from sim.metrics.summary import Estimate
 
 P50, P99 = MetricKey(Kind.LATENCY, ALL, "p50"), MetricKey(Kind.LATENCY, ALL, "p99")
@@ -110,7 +110,7 @@ def breakdown(frame: pd.DataFrame, warmup: float, end: float) -> dict[str, float
     out: dict[str, float] = {}
     previous = rows["arrival"].to_numpy()
     for stage in stage_names(frame):
-        enq, start, stop = (rows[f"{stage}.{c}"].to_numpy() for c in ("enqueued", "start", "end"))
+        enq, start, stop = (rows[column(stage, c)].to_numpy() for c in ("enqueued", "start", "end"))
         out[f"{stage} hop"] = float(np.mean(enq - previous))
         out[f"{stage} wait"] = float(np.mean(start - enq))
         out[f"{stage} service"] = float(np.mean(stop - start))
