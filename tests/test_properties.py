@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.experiment import run_replication
-from sim.metrics.records import OUTCOMES
+from sim.contract.outcomes import LABELS
+from sim.metrics.records import column
 from sim.plan import compile_plan
 from sim.scenario.schema import Scenario
 
@@ -105,7 +106,7 @@ def test_every_arrival_ends_in_exactly_one_outcome(scenario):
     _, frame = _run(scenario)
     assert frame["id"].is_unique
     assert frame["outcome"].notna().all()
-    assert set(frame["outcome"].unique()) <= set(OUTCOMES) - {"failed"}
+    assert set(frame["outcome"].unique()) <= set(LABELS) - {"failed"}
     finished = frame["outcome"] != "unfinished"
     assert frame.loc[finished, "done"].notna().all()
     assert frame.loc[~finished, "done"].isna().all()
@@ -119,7 +120,7 @@ def test_latency_covers_service_and_transfers(scenario):
     if served.empty:
         return
     stages = [s.name for s in plan.stages]
-    service = sum(served[f"{s}.end"] - served[f"{s}.start"] for s in stages)
+    service = sum(served[column(s, "end")] - served[column(s, "start")] for s in stages)
     # the least any hop can take: the fastest link's overhead + bytes / bandwidth + latency
     hop_floor = np.zeros(len(served))
     previous_pool, size = "client", served["size"].to_numpy()
@@ -155,3 +156,70 @@ def test_same_seed_same_results(scenario):
     _, first = _run(scenario)
     _, second = _run(scenario)
     assert first.equals(second)
+
+
+@st.composite
+def failing_scenarios(draw) -> Scenario:
+    """A random scenario whose devices and links fail and recover, with random reactions."""
+    base = draw(scenarios())
+    document = base.model_dump(by_alias=True, exclude_none=True, exclude={"failures", "resilience"})
+    pools = list(document["hardware"]["pools"])
+    targets = pools + [f"{p}[0]" for p in pools] + [link["name"] for link in document["hardware"]["links"]]
+    failures = []
+    for _ in range(draw(st.integers(1, 3))):
+        target = draw(st.sampled_from(targets))
+        in_flight = draw(st.sampled_from(["fail", "requeue"]))
+        if draw(st.booleans()):  # scheduled, inside the busy part of the run so work is in flight
+            failures.append({"target": target, "at": draw(st.sampled_from(["60 ms", "100 ms", "200 ms"])),
+                             "for": draw(st.sampled_from(["5 ms", "30 ms", "200 ms"])), "in_flight": in_flight})
+        else:
+            failures.append({"target": target, "mtbf": draw(st.sampled_from(["20 ms", "100 ms"])),
+                             "mttr": draw(st.sampled_from(["2 ms", "20 ms"])), "in_flight": in_flight,
+                             "each": draw(st.booleans())})
+    stage = draw(st.sampled_from([s["name"] for s in document["pipeline"]["stages"]]))
+    own: dict = {}
+    if draw(st.booleans()):
+        own["timeout"] = draw(st.sampled_from(["0.5 ms", "5 ms"]))
+    if draw(st.booleans()):
+        own["breaker"] = {"kind": "consecutive", "failures": draw(st.integers(1, 4)), "open_for": "10 ms"}
+    if draw(st.booleans()):
+        own["fallback"] = {"pools": [draw(st.sampled_from(pools))], "costs": {"cpu": "200 us", "dpu": "200 us", "gpu": "200 us"},
+                           "degraded": draw(st.booleans())}
+    resilience = {
+        "health_aware": draw(st.booleans()),
+        "retry": draw(st.sampled_from([{"kind": "none"}, {"kind": "fixed", "attempts": 2, "backoff": "1 ms"},
+                                       {"kind": "exponential", "attempts": 3, "backoff": "0.5 ms", "target": "same"}])),
+        "stages": {stage: own},
+    }
+    if draw(st.booleans()):
+        resilience["timeout"] = draw(st.sampled_from(["2 ms", "50 ms"]))
+    document["failures"] = failures
+    document["resilience"] = resilience
+    return Scenario.model_validate(document)
+
+
+def _compiles(scenario: Scenario):
+    from sim.scenario.errors import ScenarioError
+
+    try:
+        return compile_plan(scenario)
+    except ScenarioError:  # a fallback pool without the links it needs: refused at load time, not run
+        return None
+
+
+@SETTINGS
+@given(failing_scenarios())
+def test_every_arrival_ends_in_exactly_one_outcome_with_failures(scenario):
+    plan = _compiles(scenario)
+    if plan is None:
+        return
+    frame, _ = run_replication(plan, 0)
+    assert frame["id"].is_unique and len(frame) == len(set(frame["id"]))
+    assert frame["outcome"].notna().all()
+    assert set(frame["outcome"].unique()) <= set(LABELS)
+    finished = frame["outcome"] != "unfinished"
+    assert frame.loc[finished, "done"].notna().all()
+    assert frame.loc[~finished, "done"].isna().all()
+    assert (frame.loc[finished, "done"] >= frame.loc[finished, "arrival"] - 1e-12).all()
+    again, _ = run_replication(plan, 0)
+    assert frame.equals(again)  # failures are drawn from named streams: reproducible
