@@ -1,0 +1,257 @@
+"""Per-request records that stream to Parquet while the run goes on.
+
+A long run cannot hold one Python object per request until it ends. A
+``RequestSink`` receives each request once, when it ends (``add``), keeps
+at most ``rows_per_group`` of them in a buffer, and writes each full buffer
+as one Parquet row group of the per-request table (``sim.metrics.records``,
+the same columns ``request_frame`` builds). What the summary needs is kept
+as compact columns (arrival, class, outcome, latency and each stage's
+enqueue/start/end times: about 20 + 24 x stages bytes per request), so
+``close`` returns a small frame that ``sim.metrics.summary.summarise`` reads
+exactly as it reads the full table: percentiles stay exact.
+
+What is written is a ``RecordsChoice``: ``all`` (every request), ``sample:N``
+(N requests chosen uniformly by reservoir sampling from a generator seeded
+by the run, so the same run keeps the same requests; written at ``close``)
+or ``none`` (no table; the summary is still exact).
+
+The model calls ``add(request)`` when a request reaches its outcome (and,
+when the run stops, once for every request still pending, after marking it
+unfinished), then ``close()``. Rows are in the order requests ended; sort by
+``id`` for arrival order. A request needs the fields of
+``sim.model.request.Request``; ``batch_size`` (per stage) is used when the
+request carries it, otherwise the column is null: a batch's size is known
+when it is dispatched, not when its members' rows are written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sim.contract.outcomes import Outcome
+from sim.metrics.records import column, request_frame
+
+DEFAULT_ROWS_PER_GROUP = 65_536
+
+
+class RecordsError(ValueError):
+    """A ``--records`` value that is not ``all``, ``sample:N`` or ``none``."""
+
+
+@dataclass(frozen=True)
+class RecordsChoice:
+    """Which per-request rows a run keeps: every one, a uniform sample of ``n``, or none."""
+
+    kind: str  # "all", "sample" or "none"
+    n: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "RecordsChoice":
+        text = text.strip()
+        if text in ("all", "none"):
+            return cls(text)
+        name, _, count = text.partition(":")
+        if name == "sample" and count.strip().isdigit() and int(count) > 0:
+            return cls("sample", int(count))
+        raise RecordsError(f"--records: expected all, sample:N (N > 0) or none, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"sample:{self.n}" if self.kind == "sample" else self.kind
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """The labels the table's categorical columns draw from (fixed for a run, so row groups agree)."""
+
+    stages: tuple[str, ...]
+    devices: tuple[str, ...]
+    links: tuple[str, ...]
+    sources: tuple[str, ...]
+    classes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, plan, arrivals) -> "TableNames":
+        """From a compiled plan and its arrivals (device instances in the plan's pool order)."""
+        return cls(tuple(s.name for s in plan.stages),
+                   tuple(n for pool in plan.pools.values() for n in pool.instance_names()),
+                   tuple(link.name for link in plan.links), tuple(arrivals.source_names), tuple(arrivals.class_names))
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    summary_frame: pd.DataFrame  # the compact columns ``summarise`` reads, every request
+    written: int  # rows in the Parquet file
+    path: Optional[Path]
+
+
+class RequestSink:
+    """Receives finished requests; streams the chosen rows to ``path`` in row groups."""
+
+    def __init__(self, names: TableNames, replication: int, variant: str, choice: RecordsChoice,
+                 path: Optional[Path], seed: int = 0, rows_per_group: int = DEFAULT_ROWS_PER_GROUP):
+        self.names, self.replication, self.variant, self.choice = names, replication, variant, choice
+        self.path = path if choice.kind != "none" else None
+        self.rows_per_group = rows_per_group
+        self._buffer: list = []  # requests waiting to be written (at most rows_per_group)
+        self._sample: list = []  # reservoir (sample:N); row snapshots
+        self._seen = 0
+        self._rng = np.random.default_rng([seed, replication, 0x5A3])
+        self._writer = None
+        self._written = 0
+        self._compact: list[dict[str, np.ndarray]] = []  # closed chunks of summary columns
+        self._pending: list = []  # requests whose summary columns are not yet packed
+
+    # -- the model's side -----------------------------------------------------
+
+    def add(self, request) -> None:
+        """``request`` has ended (or the run stopped with it pending, already marked unfinished)."""
+        row = _Row.of(request)
+        self._pending.append(row)
+        if len(self._pending) >= self.rows_per_group:
+            self._pack()
+        if self.choice.kind == "all":
+            self._buffer.append(row)
+            if len(self._buffer) >= self.rows_per_group:
+                self._flush(self._buffer)
+                self._buffer = []
+        elif self.choice.kind == "sample":
+            self._seen += 1
+            if len(self._sample) < self.choice.n:
+                self._sample.append(row)
+            else:
+                slot = int(self._rng.integers(0, self._seen))
+                if slot < self.choice.n:
+                    self._sample[slot] = row
+
+    def close(self) -> SinkResult:
+        """Write what is buffered, close the file and return the summary columns."""
+        self._pack()
+        if self.choice.kind == "all" and (self._buffer or self._writer is None):
+            self._flush(self._buffer)
+        elif self.choice.kind == "sample":
+            self._flush(sorted(self._sample, key=lambda row: row.id))
+        self._buffer, self._sample = [], []
+        if self._writer is not None:
+            self._writer.close()
+        return SinkResult(self._summary_frame(), self._written, self.path)
+
+    # -- internals --------------------------------------------------------------
+
+    def _frame(self, rows: Sequence["_Row"]) -> pd.DataFrame:
+        names, n, width = self.names, len(rows), len(self.names.stages)
+
+        def matrix(attr: str, dtype=float, missing=math.nan) -> np.ndarray:
+            return np.array([getattr(r, attr) if getattr(r, attr) is not None else [missing] * width
+                             for r in rows], dtype=dtype).reshape(n, width)
+
+        frame = request_frame(
+            replication=self.replication, ids=np.array([r.id for r in rows], dtype=np.int64),
+            source=np.array([r.source for r in rows], dtype=np.int64),
+            klass=np.array([r.klass for r in rows], dtype=np.int64),
+            priority=np.array([r.priority for r in rows], dtype=np.int32),
+            arrival=np.array([r.arrival for r in rows], dtype=float),
+            deadline=np.array([r.deadline for r in rows], dtype=float),
+            size=np.array([r.size for r in rows], dtype=float),
+            done=np.array([r.done for r in rows], dtype=float),
+            outcome=[Outcome(r.outcome).label for r in rows],
+            source_names=names.sources, class_names=names.classes, stage_names=names.stages,
+            enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
+            device=matrix("instance", np.int64, -1), device_names=names.devices,
+            batch=matrix("batch", np.int64, -1) if any(r.batch is not None for r in rows) else None,
+            link=matrix("link", np.int64, -1) if any(r.link is not None for r in rows) else None,
+            reply_link=np.array([r.reply_link for r in rows], dtype=np.int64), link_names=names.links,
+            variant=self.variant,
+        )
+        sizes = matrix("batch_size", np.int64, -1)
+        for j, stage in enumerate(names.stages):  # the model's own batch sizes, when it records them
+            known = sizes[:, j] >= 0
+            frame[column(stage, "batch_size")] = pd.arrays.IntegerArray(np.where(known, sizes[:, j], 0), ~known)
+        return frame
+
+    def _flush(self, rows: Sequence["_Row"]) -> None:
+        if self.path is None:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(self._frame(rows), preserve_index=False)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table, row_group_size=max(len(rows), 1))
+        self._written += len(rows)
+
+    def _pack(self) -> None:
+        """Move the pending requests' summary columns into compact arrays."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        width = len(self.names.stages)
+        chunk = {
+            "arrival": np.array([r.arrival for r in rows], dtype=float),
+            "done": np.array([r.done for r in rows], dtype=float),
+            "class": np.array([r.klass for r in rows], dtype=np.int16),
+            "outcome": np.array([int(r.outcome) for r in rows], dtype=np.int8),
+        }
+        for field in ("enqueued", "start", "end"):
+            chunk[field] = np.array([getattr(r, field) for r in rows], dtype=float).reshape(len(rows), width)
+        self._compact.append(chunk)
+
+    def _summary_frame(self) -> pd.DataFrame:
+        chunks = self._compact
+        width = len(self.names.stages)
+
+        def joined(key: str, shape=()) -> np.ndarray:
+            return (np.concatenate([c[key] for c in chunks]) if chunks else np.zeros((0, *shape)))
+
+        arrival, done = joined("arrival"), joined("done")
+        labels = {o.value: o.label for o in Outcome}
+        columns: dict[str, object] = {
+            "arrival": arrival,
+            "class": pd.Categorical.from_codes(joined("class").astype(np.int64), categories=list(self.names.classes)),
+            "outcome": pd.Categorical([labels[int(c)] for c in joined("outcome")],
+                                      categories=[o.label for o in Outcome if o is not Outcome.PENDING]),
+            "done": done,
+            "latency": done - arrival,
+        }
+        for field in ("enqueued", "start", "end"):
+            values = joined(field, (width,))
+            for j, stage in enumerate(self.names.stages):
+                columns[column(stage, field)] = values[:, j]
+        return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What the table needs of one request, copied when it ends (the model may reuse the object)."""
+
+    id: int
+    source: int
+    klass: int
+    priority: int
+    arrival: float
+    deadline: float
+    size: float
+    done: float
+    outcome: int
+    enqueued: tuple
+    start: tuple
+    end: tuple
+    instance: tuple
+    batch: Optional[tuple]
+    batch_size: Optional[tuple]
+    link: Optional[tuple]
+    reply_link: int
+
+    @classmethod
+    def of(cls, r) -> "_Row":
+        optional = (lambda name: tuple(getattr(r, name)) if getattr(r, name, None) is not None else None)
+        return cls(r.id, r.source, r.klass, r.priority, r.arrival, r.deadline, r.size, r.done, int(r.outcome),
+                   tuple(r.enqueued), tuple(r.start), tuple(r.end), tuple(r.instance), optional("batch"),
+                   optional("batch_size"), optional("link"), int(getattr(r, "reply_link", -1)))
