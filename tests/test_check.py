@@ -461,7 +461,7 @@ def test_baseline_catches_a_20_percent_slower_service_and_passes_the_same_design
     path = scenario(tmp_path)
     base = tmp_path / "baseline.json"
     written = check(path, "--write-baseline", base)
-    assert written.exit_code == 0 and json.loads(base.read_text())["format"] == "dgsim-baseline/1"
+    assert written.exit_code == 0 and json.loads(base.read_text())["format"] == "dgsim-baseline/2"
 
     same = check(path, "--baseline", base, "--max-regression", "5%", "--junit", tmp_path / "same.xml")
     assert same.exit_code == 0, same.output
@@ -491,7 +491,7 @@ def test_baseline_file_is_versioned_one_line_per_metric_and_reproducible(tmp_pat
     text = (tmp_path / "a.json").read_text()
     assert text == (tmp_path / "b.json").read_text()
     document = json.loads(text)
-    assert document["format"] == "dgsim-baseline/1"
+    assert document["format"] == "dgsim-baseline/2"
     recorded = document["scenarios"]["mm1"]["base"]
     assert recorded["source"] == "simulation" and recorded["seed"] == 11
     assert len(recorded["metrics"]["throughput"]["values"]) == 3
@@ -586,7 +586,7 @@ def test_diagnostics_explain_low_batch_fill(tmp_path):
     ("missing-results", "no such results folder"),
     ("empty-results", "no summary.json in it or in its sub-folders"),
     ("bad-json-baseline", "not valid JSON"),
-    ("wrong-format-baseline", "expected format 'dgsim-baseline/1'"),
+    ("wrong-format-baseline", "expected format 'dgsim-baseline/2'"),
     ("malformed-baseline", "malformed baseline"),
     ("missing-baseline", "baseline not found"),
     ("bad-tolerance", "expected a percentage such as '5%'"),
@@ -599,7 +599,7 @@ def test_diagnostics_explain_low_batch_fill(tmp_path):
 def test_invalid_input_exits_2_with_a_clear_message(tmp_path, case, message):
     good = scenario(tmp_path)
     (tmp_path / "empty").mkdir()
-    baselines = {"bad-json": "{", "wrong-format": '{"format": "x"}', "malformed": '{"format": "dgsim-baseline/1"}'}
+    baselines = {"bad-json": "{", "wrong-format": '{"format": "x"}', "malformed": '{"format": "dgsim-baseline/2"}'}
     for name, text in baselines.items():
         (tmp_path / f"{name}.json").write_text(text)
     if case == "wrong-results":

@@ -40,7 +40,7 @@ from sim.check.budgets import MAX, Budget, budget
 from sim.contract.metric_keys import ALL, Kind, MetricKey
 from sim.metrics.summary import Estimate
 
-FORMAT = "dgsim-baseline/1"
+FORMAT = "dgsim-baseline/2"  # 2: pool and link metrics in their own namespaces (sim.contract.metric_keys)
 HEADLINE = (MetricKey(Kind.LATENCY, ALL, "mean"), MetricKey(Kind.LATENCY, ALL, "p99"), MetricKey(Kind.THROUGHPUT))
 
 
