@@ -62,6 +62,9 @@ class ScenarioFile:
             scenario = Scenario.model_validate(merged)
         except ValidationError as error:
             raise ScenarioError([self._blame(_problem(label, e)) for e in error.errors()]) from None
+        too_many = _too_many_arrivals(scenario, label)
+        if too_many:
+            raise ScenarioError([too_many])
         try:
             return compile_plan(scenario, label=label, base_dir=self.path.parent)
         except ScenarioError as error:
@@ -126,6 +129,21 @@ def load_scenario_file(path: str | Path, overrides: Sequence[str] = ()) -> Scena
     if found:
         raise ScenarioError(_merge_variant_problems(label, found, len(scenario_file.variant_names)))
     return scenario_file
+
+
+def _too_many_arrivals(scenario: Scenario, label: str) -> Problem | None:
+    """One replication's arrivals must fit in memory: a physical bound, checked before any is drawn."""
+    from sim.scenario.schema import TraceSource
+    from sim.scenario.work import expected_arrivals
+    from sim.workload import ARRIVALS_CEILING
+
+    duration = scenario.run.duration
+    expected = sum(expected_arrivals(s, duration) for s in scenario.workload.sources if not isinstance(s, TraceSource))
+    if expected <= ARRIVALS_CEILING:
+        return None
+    return Problem(label, "workload.sources", f"about {expected:.3g} arrivals in run.duration "
+                   f"({duration:g} s); expected at most {ARRIVALS_CEILING:.3g} per replication (their arrays "
+                   "alone would need more memory than a machine has): lower the rates or shorten run.duration")
 
 
 def _merge_variant_problems(label: str, found: dict[str, list[Problem]], variants: int) -> list[Problem]:
