@@ -48,6 +48,8 @@ def partition_command(
                               "estimated (FLOPs and bytes over the device profiles' peak figures)"),
     scenario_out: Optional[Path] = typer.Option(None, "--scenario-out", help="split scenario to write (default: "
                                                 "OUT/split.yaml)"),
+    capacity: bool = typer.Option(False, "--capacity", help="also search each cut's capacity at the SLO "
+                                  "(sim.explore; many simulations) and rank by it first"),
 ) -> None:
     """List a model's cut points; write head/tail segments checked to compose; optionally rank the cuts."""
     from hil.models.inputs import parse_shape
@@ -89,7 +91,7 @@ def partition_command(
         from hil.partition.search import SearchError, search_command
 
         try:
-            search_command(result, scenario, stage, costs, scenario_out or out / "split.yaml", console)
+            search_command(result, scenario, stage, costs, scenario_out or out / "split.yaml", console, capacity)
         except SearchError as error:
             fail_input(error.problems)
 

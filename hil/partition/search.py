@@ -24,6 +24,7 @@ are written for the partition's batch (one item).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class Ranked:
     cost: SegmentCost
     bytes: int
     p99: float
+    p50: float
+    mean: float
     throughput: float
     bound: float
     bound_resource: str
@@ -174,15 +177,20 @@ def rank(split_file: Path, costs: dict[str, SegmentCost], partition: Partition, 
         est = variant.estimates
         p99 = est["latency.p99"].mean if "latency.p99" in est else math.nan
         thr = est["throughput"].mean if "throughput" in est else math.nan
-        ranked.append(Ranked(cut, costs[cut], by_name[cut].cut.bytes, p99, thr, rate, resource))
+        p50 = est["latency.p50"].mean if "latency.p50" in est else math.nan
+        mean = est["latency.mean"].mean if "latency.mean" in est else math.nan
+        ranked.append(Ranked(cut, costs[cut], by_name[cut].cut.bytes, p99, p50, mean, thr, rate, resource))
     if with_capacity:
         try:
             from sim.explore.capacity import find_capacity
             from sim.explore.executors import Serial
 
             for r in ranked:
-                r.capacity = find_capacity(sf, r.cut, Serial()).value
-                say(f"  capacity of {r.cut}: {r.capacity:.4g}")
+                found = find_capacity(sf, r.cut, Serial())
+                r.capacity = found.value if found.search.low is not None else None
+                say(f"  capacity of {r.cut}: " + (f"{r.capacity:.4g}" if r.capacity is not None else
+                    "none found (no probed load had a valid verdict: lengthen run.duration so the budgets' "
+                    "percentiles are bounded by the data)"))
         except (ScenarioError, ImportError, TypeError) as error:
             say(f"capacity search skipped: {error}")
     return sorted(ranked, key=lambda r: (-(r.capacity or 0), _nan_last(r.p99), -r.bound))
@@ -232,7 +240,15 @@ def search_command(partition: Partition, scenario: Path, stage: str, mode: str, 
                       f"{r.p99 * 1e3:.2f}", f"{r.throughput:.1f}", f"{r.bound:.1f}", r.bound_resource,
                       *([f"{r.capacity:.4g}" if r.capacity is not None else "-"] if capacity else []))
     console.print(table)
-    console.print(f"wrote {out_yaml}: base = {best} (best), one variant per cut; "
+    ranking = out_yaml.with_name(out_yaml.stem + "-ranking.json")
+    ranking.write_text(json.dumps({
+        "scenario": str(scenario), "stage": stage, "costs": costs[best].how, "split_scenario": out_yaml.name,
+        "ranked_by": ["capacity"] * capacity + ["latency.p99 at the scenario's load", "bottleneck bound"],
+        "cuts": [{"cut": r.cut, "head_s": r.cost.head_s, "tail_s": r.cost.tail_s, "head_cv": r.cost.head_cv,
+                  "tail_cv": r.cost.tail_cv, "crossing_bytes": r.bytes, "p99_s": r.p99, "p50_s": r.p50,
+                  "mean_s": r.mean, "throughput_per_s": r.throughput, "bound_per_s": r.bound,
+                  "bottleneck": r.bound_resource, "capacity": r.capacity} for r in ranked]}, indent=1) + "\n")
+    console.print(f"wrote {out_yaml} and {ranking.name}: base = {best} (best), one variant per cut; "
                   f"run one for real with: dgsim hil run {out_yaml} --variant {best}")
     return ranked
 
