@@ -192,3 +192,16 @@ def test_tensorrt_builds_an_engine_from_a_tail_segment(case, tmp_path):
         assert "TensorRT" in engine.describe()
     for name, value in zip(want, got):  # TF32 kernels: looser than the CPU composition check
         np.testing.assert_allclose(value, want[name], rtol=1e-2, atol=1e-3)
+
+
+def test_postprocess_refuses_an_output_that_is_not_a_detector_head():
+    from hil.runner.ops import Postprocess, _Job
+
+    op = Postprocess(None, None)
+    with pytest.raises(ValueError, match=r"got float32 \(1, 214\)"):
+        op([_Job(0, np.zeros(214, np.float32))])
+    rows = np.zeros((1, 10, 85), np.float32)
+    rows[0, 0, :5] = [50, 50, 20, 20, 0.9]
+    rows[0, 0, 5] = 0.9
+    (found,), _ = op([_Job(0, rows[0])])
+    assert found.shape == (1, 6)  # one box: x1 y1 x2 y2, score, class

@@ -248,7 +248,11 @@ class MultiInputSession:
 
 class Postprocess(Op):
     def __call__(self, jobs) -> Outputs:
-        found = postprocess(np.stack([j.data for j in jobs]))
+        data = np.stack([j.data for j in jobs])
+        if data.ndim != 3 or data.dtype.kind != "f" or data.shape[2] < 6:
+            raise ValueError(f"postprocess decodes a YOLO-style raw head (N, anchors, 5 + classes) float output; "
+                             f"got {data.dtype} {tuple(data.shape)}: the previous stage's model does not produce one")
+        found = postprocess(data)
         return [np.column_stack([d.boxes, d.scores, d.classes]).astype(np.float32) for d in found], None
 
     def describe(self) -> str:
