@@ -3,12 +3,11 @@
     python benchmarks/sweep_scaling.py --out reports/explore-speed.md
 
 The sweep: video-analytics-64's cpu-path variant at 64 stream counts
-(8, 9, ..., 71), each cell 2 replications of 1 s of arrivals (0.2 s
+(8, 9, ..., 71), each cell 2 replications of 0.6 s of arrivals (0.1 s
 warm-up): small cells, so that the per-cell overhead of each executor
-shows. Four executors run the same cells, one after another, each with an
-empty cache: this process alone (serial), 2 local worker processes, and a
-Dask LocalCluster (worker processes, one thread each) with 1 and with 2
-workers. Reported: wall time of the sweep (cluster start-up excluded and
+shows. Three executors run the same cells, one after another, each with
+an empty cache: 2 local worker processes, and a Dask LocalCluster (worker
+processes, one thread each) with 1 and with 2 workers. Reported: wall time of the sweep (cluster start-up excluded and
 shown apart), the 2-worker/1-worker speed-up on Dask, Dask's time over
 local processes at the same worker count, and whether every executor wrote
 the same sweep.parquet bytes. Run on the shared 2-core machine, so the
@@ -30,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.explore.executors import DaskCluster, Processes, Serial  # noqa: E402
+from sim.explore.executors import DaskCluster, Processes  # noqa: E402
 from sim.explore.grid import parse_grid  # noqa: E402
 from sim.explore.sweep import plan_cells, run_cells, sweep_table, write_table  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-64.yaml"
-OVERRIDES = ["run.duration=1 s", "run.warmup=0.2 s", "run.drain=0.5 s", "run.replications=2"]
+OVERRIDES = ["run.duration=0.6 s", "run.warmup=0.1 s", "run.drain=0.3 s", "run.replications=2"]
 
 
 def replace_section(path: Path, name: str, lines: list[str]) -> None:
@@ -73,7 +72,6 @@ def main() -> None:
     axes = parse_grid([f"workload.sources.cameras.streams={','.join(str(8 + i) for i in range(args.points))}"])
     cells = plan_cells(SCENARIO, OVERRIDES, ["cpu-path"], axes, False)
     executors = {
-        "serial (this process)": Serial,
         "local processes, 2": lambda: Processes(2),
         "Dask LocalCluster, 1 worker": lambda: DaskCluster("local", workers=1),
         "Dask LocalCluster, 2 workers": lambda: DaskCluster("local", workers=2),
@@ -93,7 +91,7 @@ def main() -> None:
         f"## A {args.points}-point sweep: Dask LocalCluster with 1 and 2 workers, and local processes",
         "",
         f"Command: `python benchmarks/sweep_scaling.py --out {args.out}`. video-analytics-64, cpu-path, "
-        f"streams = 8..{7 + args.points}, each cell 2 replications of 1 s of arrivals; every executor starts "
+        f"streams = 8..{7 + args.points}, each cell 2 replications of 0.6 s of arrivals; every executor starts "
         "with an empty cache. Times are wall seconds on the shared 2-core machine "
         f"(load average at the end: {os.getloadavg()[0]:.1f}).",
         "",
@@ -104,7 +102,7 @@ def main() -> None:
         f"- Dask scaling, 2 workers over 1: **{dask1 / dask2:.2f}x** faster (2 cores at most, shared).",
         f"- Dask overhead against local processes, 2 workers each: Dask takes **{dask2 / local2:.2f}x** the time "
         f"({dask2 - local2:+.1f} s over {args.points} cells, {(dask2 - local2) / args.points * 1e3:+.0f} ms per cell).",
-        f"- Same sweep.parquet bytes from all four executors: **{'yes' if same else 'NO'}**.",
+        f"- Same sweep.parquet bytes from all three executors: **{'yes' if same else 'NO'}**.",
         "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores shared with "
         "other work; absolute times move between runs, ratios from one run are the figures to read.",

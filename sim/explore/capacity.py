@@ -5,8 +5,9 @@ The search works on one variant's load axis (``sim.explore.load``):
 1. bracket: 10% past the analytic bottleneck bound (``sim.explore.bound``)
    is the first high probe (at the bound itself a queue is critical and its
    verdict slow to reach); should it pass after all, the load doubles until
-   one does not. The first low probe is half the high one, halved again until
-   one passes;
+   one does not. The first low probe is 0.8 of the high one (a bound is
+   usually tight: the search then has a narrow bracket to bisect), then
+   halved until one passes;
 2. bisect between the highest load that passed and the lowest that did
    not, until the bracket is within the relative ``tolerance`` (or one
    stream apart on a whole-number axis).
@@ -46,6 +47,7 @@ from sim.scenario.load import ScenarioFile, load_scenario_file
 DEFAULT_TOLERANCE = 0.02
 MAX_DOUBLINGS = 6  # beyond the bound: 64x it at most
 OVER_BOUND = 1.1  # the first high probe: just past the bound, where queues grow for the whole run
+FIRST_LOW = 0.8  # the first low probe, as a fraction of the high one; then halving
 MIN_FRACTION = 1e-3  # a continuous axis stops halving at this fraction of the bound
 
 
@@ -104,7 +106,7 @@ def bisect(measure: Callable[[float], Probe], axis: LoadAxis, start_high: float,
     else:
         if at(hi).verdict is Verdict.PASS:
             return done("above", hi, None)
-    lo = axis.snap(hi / 2)
+    lo = axis.snap(hi * FIRST_LOW)
     while at(lo).verdict is not Verdict.PASS:
         hi = lo
         if lo <= floor:
