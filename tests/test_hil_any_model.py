@@ -205,3 +205,30 @@ def test_postprocess_refuses_an_output_that_is_not_a_detector_head():
     rows[0, 0, 5] = 0.9
     (found,), _ = op([_Job(0, rows[0])])
     assert found.shape == (1, 6)  # one box: x1 y1 x2 y2, score, class
+
+
+def test_validate_twin_scores_a_user_prefilter_with_its_own_tensor_names(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hil.models.preprocess import to_model_input
+    from hil.runner.ops import FrameBank
+    from hil.validate.twin import pass_fractions
+
+    nodes = [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["scores"])]
+    graph = helper.make_graph(nodes, "user-prefilter",
+                              [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 32, 32])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "mine.onnx"))
+    document = base_document()
+    document["pipeline"]["stages"] = [
+        {"name": "prefilter", "costs": {"dpu": "1 ms"}, "pass_probability": 0.5,
+         "hil": {"model": "mine.onnx", "threshold": 0.45, "score": {"output": "scores", "index": 1}}},
+        {"name": "infer", "costs": {"gpu": "1 ms"}}]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(document))
+    layout = lay_out(load_scenario_file(tmp_path / "s.yaml").plan("base"), "base", "s.yaml", available_cores=[0, 1])
+    fraction = pass_fractions(layout)["prefilter"]
+    green = to_model_input(FrameBank.of(layout).images, 32, 32)[:, 1].mean(axis=(1, 2))  # channel 1's mean
+    assert fraction == pytest.approx(float((green >= 0.45).mean()))
