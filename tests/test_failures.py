@@ -174,3 +174,13 @@ def test_unknown_failure_target_and_fallback_pool_are_reported():
 def test_a_failure_needs_a_schedule_or_rates():
     with pytest.raises(ValueError, match="either 'at' and 'for'"):
         scenario(failures=[{"target": "gpu"}])
+
+
+def test_slo_availability_budget_is_a_floor_on_the_availability_metric():
+    from sim.check.budgets import MIN, MAX, budgets_of
+    from sim.scenario.schema import Slo
+
+    slo = Slo.model_validate({"availability_min": 0.999, "degraded_rate_max": 0.05,
+                              "classes": {"video": {"timeout_rate_max": 0.01}}})
+    found = {b.metric: b.direction for b in budgets_of(slo)}
+    assert found == {"availability": MIN, "degraded_rate": MAX, "class.video.timeout_rate": MAX}
