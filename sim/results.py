@@ -41,6 +41,7 @@ from sim.units import format_bandwidth, format_duration
 
 FORMAT = "dgsim-summary/1"
 OWNED = ("summary.json", "requests", "resolved")  # what the format consists of
+HARNESS = ("stream", "failures.json")  # what the harness writes beside it (also before any summary)
 
 
 def _number(value: float) -> float | None:
@@ -110,7 +111,7 @@ def check_out(out: Path) -> None:
     """Refuse an ``--out`` that results cannot replace (before any work is done): ResultsError."""
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {out}: is a file, not a folder; give a folder for the results")
-    if out.is_dir() and any(out.iterdir()) and not is_results_folder(out):
+    if out.is_dir() and any(e.name not in OWNED + HARNESS for e in out.iterdir()) and not is_results_folder(out):
         raise ResultsError(f"--out {out}: holds files that are not dgsim results (no summary.json of format "
                            f"dgsim-summary); choose a new or empty folder")
 

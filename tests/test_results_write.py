@@ -244,3 +244,15 @@ def test_check_results_on_a_bad_summary_exits_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert any(line.startswith("error:") and "seed" in line for line in result.output.splitlines())
+
+
+def test_a_folder_left_by_an_interrupted_harness_run_is_accepted(tmp_path):
+    """``dgsim hil run`` streams into OUT/stream/ before any summary exists: that folder is dgsim's."""
+    from sim.results import check_out
+
+    out = tmp_path / "hil"
+    (out / "stream").mkdir(parents=True)
+    check_out(out)  # no error
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ResultsError, match="not dgsim results"):
+        check_out(out)
