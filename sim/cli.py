@@ -47,18 +47,25 @@ def run(
     variant: Optional[List[str]] = typer.Option(None, "--variant", "-v", help="run only these variants"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="replications run in parallel"),
+    records: str = typer.Option("all", "--records", help="per-request rows to keep in requests/: all, "
+                                                          "sample:N (per variant) or none"),
     max_work: Optional[float] = typer.Option(None, "--max-work", min=0,
                                              help="refuse runs estimated above this many request-stages (expected "
                                                   "arrivals x stages x replications, all variants) [default: 2e7]"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
     from sim.experiment import simulate_plans
+    from sim.metrics.sink import RecordsChoice, RecordsError
     from sim.report.table import comparison_table
     from sim.results import ResultsError, check_out, write_results
     from sim.scenario.builtin import scenario_path
     from sim.session import InputError, open_scenario
 
     path = scenario_path(scenario)
+    try:
+        keep = str(RecordsChoice.parse(records))
+    except RecordsError as error:
+        fail_input([str(error)])
     try:
         session = open_scenario(path, scenario_overrides(seed, duration, replications, set_), variant)
         folder = out or Path("results") / session.name
@@ -75,7 +82,7 @@ def run(
         raise typer.Exit(stop.exit_code) from None
     try:
         with interruptible():
-            summary = write_results(result, folder, session.base_dir)
+            summary = write_results(result, folder, session.base_dir, keep)
     except ResultsError as error:
         fail_input([str(error)])
     except Interrupted as stop:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -48,7 +49,8 @@ def _number(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def summary_document(result: ExperimentResult) -> dict[str, Any]:
+def summary_document(result: ExperimentResult, kept: str = "all") -> dict[str, Any]:
+    """``kept``: which per-request rows requests/ holds (``all``, ``sample:N``, ``none``)."""
     from sim.capacity import overload_warnings
 
     variants = {}
@@ -68,8 +70,11 @@ def summary_document(result: ExperimentResult) -> dict[str, Any]:
                 for metric, e in variant.estimates.items()
             },
         }
-    return {"format": FORMAT, "records": records.FORMAT, "scenario": result.scenario, "source": result.source,
-            "seed": result.seed, "variants": variants}
+    document = {"format": FORMAT, "records": records.FORMAT, "scenario": result.scenario, "source": result.source,
+                "seed": result.seed, "variants": variants}
+    if kept != "all":  # absent when every row is kept, so earlier summaries keep their bytes
+        document["records_kept"] = kept
+    return document
 
 
 def resolved_document(scenario: Scenario, base_dir: Path = Path("."), plan: Optional[Plan] = None) -> dict[str, Any]:
@@ -116,8 +121,11 @@ def check_out(out: Path) -> None:
                            f"dgsim-summary); choose a new or empty folder")
 
 
-def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path(".")) -> Path:
+def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path("."), keep: str = "all") -> Path:
     """Write the results folder atomically; return the path of summary.json.
+
+    ``keep`` (``sim.metrics.sink.RecordsChoice`` text): every request's row, a uniform sample of N per
+    variant (chosen from the run's seed, so the same run keeps the same rows), or none.
 
     Raises ResultsError (one line: why, and where the previous and new results are) on failure.
     """
@@ -129,7 +137,7 @@ def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path("."
     except OSError as error:
         raise ResultsError(f"--out {out}: cannot write beside it ({_why(error)}); no results written") from None
     try:
-        _write_into(result, staging, base_dir)
+        _write_into(result, staging, base_dir, keep)
     except BaseException as error:  # also an interruption: no half-written folder is left behind
         shutil.rmtree(staging, ignore_errors=True)
         if not isinstance(error, OSError):
@@ -144,17 +152,24 @@ def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path("."
     return out / "summary.json"
 
 
-def _write_into(result: ExperimentResult, folder: Path, base_dir: Path) -> None:
+def _write_into(result: ExperimentResult, folder: Path, base_dir: Path, keep: str) -> None:
+    from sim.metrics.sink import RecordsChoice
+
+    choice = RecordsChoice.parse(keep)
     (folder / "requests").mkdir()
     (folder / "resolved").mkdir()
     for name, variant in result.variants.items():
         frame = variant.frame
         frame = frame.assign(variant=_variant_column(name, len(frame)))[["variant"] + [c for c in frame.columns
                                                                                    if c != "variant"]]
-        frame.to_parquet(folder / "requests" / f"{name}.parquet", index=False)
+        if choice.kind == "sample" and len(frame) > choice.n:
+            rows = np.random.default_rng([result.seed, 0x5A3]).choice(len(frame), size=choice.n, replace=False)
+            frame = frame.iloc[np.sort(rows)]
+        if choice.kind != "none":
+            frame.to_parquet(folder / "requests" / f"{name}.parquet", index=False)
         resolved = resolved_document(variant.scenario, base_dir, variant.plan)
         (folder / "resolved" / f"{name}.yaml").write_bytes(yaml.safe_dump(resolved, sort_keys=False).encode())
-    text = json.dumps(summary_document(result), sort_keys=True, indent=1, allow_nan=False)
+    text = json.dumps(summary_document(result, str(choice)), sort_keys=True, indent=1, allow_nan=False)
     (folder / "summary.json").write_bytes((text + "\n").encode())
 
 

@@ -256,3 +256,23 @@ def test_a_folder_left_by_an_interrupted_harness_run_is_accepted(tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ResultsError, match="not dgsim results"):
         check_out(out)
+
+
+def test_records_option_keeps_a_sample_or_no_rows(scenario, tmp_path):
+    full, sample, none = tmp_path / "full", tmp_path / "sample", tmp_path / "none"
+    assert run(scenario, "--out", full).exit_code == 0
+    assert run(scenario, "--out", sample, "--records", "sample:10").exit_code == 0
+    assert run(scenario, "--out", none, "--records", "none").exit_code == 0
+    every = pd.read_parquet(full / "requests" / "slow.parquet")
+    kept = pd.read_parquet(sample / "requests" / "slow.parquet")
+    assert len(kept) == 10 and len(every) > 10
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True),
+                                  every.merge(kept[["replication", "id"]]).reset_index(drop=True))
+    assert list((none / "requests").iterdir()) == []
+    docs = {k: json.loads((f / "summary.json").read_text()) for k, f in (("a", full), ("s", sample), ("n", none))}
+    assert "records_kept" not in docs["a"] and docs["s"]["records_kept"] == "sample:10"
+    assert docs["n"]["records_kept"] == "none"
+    assert docs["a"]["variants"] == docs["s"]["variants"] == docs["n"]["variants"]  # the summary is of every request
+    result = run(scenario, "--out", tmp_path / "bad", "--records", "half")
+    assert result.exit_code == 2 and errors(result) == ["error: --records: expected all, sample:N (N > 0) or none, "
+                                                        "got 'half'"]
