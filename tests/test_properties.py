@@ -143,7 +143,7 @@ def test_timestamps_are_ordered(scenario):
     served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
     previous = served["arrival"].to_numpy()
     for stage in plan.stages:
-        enqueued, start, end = (served[f"{stage.name}.{c}"].to_numpy() for c in ("enqueued", "start", "end"))
+        enqueued, start, end = (served[column(stage.name, c)].to_numpy() for c in ("enqueued", "start", "end"))
         assert (enqueued >= previous - 1e-12).all()
         assert (start >= enqueued).all() and (end >= start).all()
         previous = end

@@ -34,7 +34,7 @@ def calibrate_command(
     from hil.calibrate.scenario import CalibrateOptions, calibrate_scenario
     from hil.runner.run import HarnessError
     from hil.transports import TransportError
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
     from sim.scenario.builtin import scenario_path
     from sim.scenario.errors import ScenarioError
     from sim.scenario.load import load_scenario_file

@@ -50,6 +50,7 @@ import pandas as pd
 
 from hil.runner.layout import FRONT, GPU, Layout
 from sim.calibration import AffineEntry, CalibrationFile, DistributionEntry, Quantiles
+from sim.metrics.records import column
 
 LOW_LOAD = 0.2  # the low-load probe's load, a fraction of the measured capacity
 
@@ -70,7 +71,7 @@ class Conditions:
 
 def batches(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
     """One row per batch of ``stage``: start, end, size, earliest enqueue (jobs of a batch share start and end)."""
-    cols = [f"{stage}.{c}" for c in ("enqueued", "start", "end")]
+    cols = [column(stage, c) for c in ("enqueued", "start", "end")]
     rows = frame[cols].dropna()
     rows.columns = ["enqueued", "start", "end"]
     key = [frame["replication"].loc[rows.index], rows["start"], rows["end"]]

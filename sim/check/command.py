@@ -64,7 +64,7 @@ def check_command(
     from sim.check.gate import checks_for
     from sim.check.junit import write_junit
     from sim.check.report import console_text, markdown_text, tally
-    from sim.cli import fail_input, scenario_overrides
+    from sim.commandline import fail_input, scenario_overrides
 
     overrides = scenario_overrides(seed, None, None, set_)
     try:
