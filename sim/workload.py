@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.scenario.safe_yaml import YamlProblem, read_text_file
 from sim.scenario.schema import (
     GammaSource,
     MmppSource,
@@ -190,8 +191,6 @@ def read_trace(source: TraceSource, path: Path) -> tuple[np.ndarray, np.ndarray]
     more fields than the header (pandas' C parser refuses it) or fewer (a
     missing value), a value that is not a finite number, a negative size.
     """
-    from sim.scenario.safe_yaml import YamlProblem, read_text_file
-
     columns = [source.time_column] + ([source.size_column] if source.size_column else [])
     try:
         text = read_text_file(path, what="CSV text", max_bytes=MAX_TRACE_BYTES)
@@ -219,6 +218,9 @@ def read_trace(source: TraceSource, path: Path) -> tuple[np.ndarray, np.ndarray]
         raise TraceError(path, "file", "has a header but no rows; expected one row per request")
     raw = _numbers(table, source.time_column, path, "time_column", f"a finite time in {source.time_unit}")
     times = (raw - raw.min()) * _TIME_UNIT[source.time_unit] / source.speedup
+    if not np.isfinite(times).all():
+        raise TraceError(path, "time_column", f"column '{source.time_column}': the timestamps span more than a "
+                         "float can hold; expected arrival times of one run")
     if source.size_column:
         sizes = _numbers(table, source.size_column, path, "size_column", "a finite size in bytes >= 0")
         negative = np.flatnonzero(sizes < 0)
