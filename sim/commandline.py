@@ -50,9 +50,18 @@ def scenario_overrides(seed: Optional[int], duration: Optional[str], replication
 
 
 def run_app(app: typer.Typer, args: Optional[Sequence[str]] = None, prog: str = "dgsim") -> int:
-    """Run ``app`` and return its exit code; a usage error is one ``error:`` line and exit 2."""
+    """Run ``app`` and return its exit code; a usage error is one ``error:`` line and exit 2.
+
+    SIGTERM raises ``Interrupted`` in every command (exit 143 after the command's own clean-up, such as
+    terminating worker processes); Ctrl-C stays Python's KeyboardInterrupt (exit 130), which commands
+    like ``dgsim hil run`` catch to keep what was measured.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         code = app(args=list(args) if args is not None else None, prog_name=prog, standalone_mode=False)
+    except Interrupted as stop:
+        error_line(f"{stop.name}: stopped")
+        return stop.exit_code
     except _click.NoArgsIsHelpError as error:  # bare ``dgsim``: its help, as click prints it
         print(error.format_message())
         return INVALID_INPUT
@@ -69,7 +78,13 @@ def run_app(app: typer.Typer, args: Optional[Sequence[str]] = None, prog: str = 
     except KeyboardInterrupt:
         error_line("interrupted")
         return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
 
 
 def _one_line(text: str) -> str:
@@ -90,10 +105,7 @@ class Interrupted(BaseException):
 def interruptible() -> Iterator[None]:
     """Within the block SIGINT and SIGTERM raise ``Interrupted`` (main thread only)."""
 
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
