@@ -35,7 +35,6 @@ from hil.calibrate.stages import stage_entries
 from hil.calibrate.transport import FULL_SIZES, QUICK_SIZES, transport_entry
 from hil.runner.layout import FRONT, GPU, build_models, lay_out
 from sim.calibration import CalibrationFile, Method, Provenance, write_calibration
-from sim.plan import compile_plan
 from sim.scenario.load import ScenarioFile, load_scenario_file
 
 Report = Callable[[str], None]
@@ -64,7 +63,7 @@ class CalibrateOptions:
 def default_variant(scenario_file: ScenarioFile) -> str:
     """The variant that places the most stages (the first of those), so the most stages get measured."""
     def placed(name: str) -> int:
-        return len(compile_plan(scenario_file.resolve(name), "", scenario_file.path.parent).stages)
+        return len(scenario_file.plan(name).stages)
 
     return max(scenario_file.variant_names, key=placed)
 
@@ -79,7 +78,7 @@ def calibrate_scenario(scenario_file: str | Path, variant: Optional[str] = None,
     loaded = load_scenario_file(Path(scenario_file), overrides)
     variant = variant or default_variant(loaded)
     label = f"{loaded.path} (variant {variant})"
-    layout = lay_out(compile_plan(loaded.resolve(variant), label, loaded.path.parent), variant, label)
+    layout = lay_out(loaded.plan(variant), variant, label)
     load_start = os.getloadavg()[0]
     rule = options.rule
     front, gpu = layout.cores[FRONT], layout.cores[GPU]
