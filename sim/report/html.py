@@ -165,7 +165,7 @@ def _verdicts(v: _Variant) -> str:
 
 def _metrics(v: _Variant) -> str:
     names = [m for m in KEY_METRICS if m in v.estimates]
-    names += sorted(m for m in v.estimates if m.startswith(("utilisation.", "queue.", "batch.")))
+    names += sorted(m for m in v.estimates if m.startswith(("utilisation.", "queue.", "batch.")) or m.endswith(".batch"))
     rows = "".join(f"<tr><td>{escape(m)}</td><td>{escape(_estimate(m, v.estimates[m]))}</td></tr>" for m in names)
     return f"<table class='metrics'><thead><tr><th>metric</th><th>mean ± 95% CI half-width</th></tr></thead>" \
            f"<tbody>{rows}</tbody></table>"

@@ -15,14 +15,14 @@ the requests that arrived in the measurement window and were served:
   time series the simulator recorded, or rebuilt from the table (batches
   in service, requests between enqueue and start) for measured runs.
 
-Then one matplotlib figure per picture, returned as a PNG data URI so the
-page needs no other file and no network.
+Then one picture each, returned as a PNG data URI (``sim.report.plots``,
+shared with the sweep and capacity pages: the CDF and stacked-bar
+primitives and the embedding) so the page needs no other file and no
+network. Figures are matplotlib ``Figure`` objects, never pyplot state.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
@@ -30,7 +30,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from sim.report.columns import StageGraph, StageColumns, pool_of, stage_columns
+from matplotlib.figure import Figure
+
+from sim.report import plots
+from sim.report.columns import StageColumns, StageGraph, pool_of, stage_columns
 
 SERVED = ("completed", "deadline_missed")
 COMPONENTS = ("transfer", "wait", "service")
@@ -162,60 +165,33 @@ def _count(grid: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray
 
 # --- figures -----------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def data_uri(figure) -> str:
-    """A figure as a PNG data URI (closed afterwards)."""
-    try:  # the shared plotting primitives, where present, embed every picture alike
-        from sim.report.plots import data_uri as shared
-
-        return shared(figure)
-    except (ImportError, AttributeError):
-        pass
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def data_uri(figure: Figure) -> str:
+    return plots.data_uri(figure)
 
 
 def cdf_figure(series: Mapping[str, np.ndarray], budgets: Mapping[str, float], title: str) -> str:
     """Latency CDFs (ms) with a line per latency budget (``{"p99": 0.1}``) at its quantile."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 3.6))
-    for k, (name, values) in enumerate(series.items()):
-        if len(values):
-            y = np.arange(1, len(values) + 1) / len(values)
-            step = max(1, len(values) // 4000)  # a few thousand points draw the same curve
-            ax.plot(values[::step] * 1e3, y[::step], color=PALETTE[k % len(PALETTE)], label=f"{name} (n={len(values)})")
+    figure = plots.cdf({f"{name} (n={len(values)})": values * 1e3 for name, values in series.items()},
+                       "latency (ms)", title)
+    figure.set_size_inches(7.0, 3.6)
+    axes = figure.axes[0]
     quantiles = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
     for key, bound in budgets.items():
-        ax.axvline(bound * 1e3, color="#d62728", linestyle="--", linewidth=1)
+        axes.axvline(bound * 1e3, color="#d62728", linestyle="--", linewidth=1)
         if key in quantiles:
-            ax.axhline(quantiles[key], color="#d62728", linestyle=":", linewidth=0.8)
-        ax.annotate(f"budget {key} <= {bound * 1e3:g} ms", (bound * 1e3, 0.05), rotation=90, color="#d62728",
-                    fontsize=8, ha="right", va="bottom")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("fraction of served requests")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return data_uri(fig)
+            axes.axhline(quantiles[key], color="#d62728", linestyle=":", linewidth=0.8)
+        axes.annotate(f"budget {key} <= {bound * 1e3:g} ms", (bound * 1e3, 0.05), rotation=90, color="#d62728",
+                      fontsize=8, ha="right", va="bottom")
+    axes.set_ylim(0, 1.01)
+    axes.set_ylabel("fraction of served requests")
+    return data_uri(figure)
 
 
 def breakdown_figure(p50: Mapping[str, Mapping[str, float]], p99: Mapping[str, Mapping[str, float]], title: str) -> str:
     """Per stage, two stacked bars (p50, p99) of transfer, wait and service."""
-    plt = _pyplot()
     names = list(p50)
-    fig, ax = plt.subplots(figsize=(7.0, 3.4))
+    fig = Figure(figsize=(7.0, 3.4), layout="constrained")
+    ax = fig.subplots()
     x = np.arange(len(names))
     width = 0.38
     for offset, values, hatch in ((-width / 2, p50, ""), (width / 2, p99, "//")):
@@ -235,27 +211,18 @@ def breakdown_figure(p50: Mapping[str, Mapping[str, float]], p99: Mapping[str, M
 
 def shares_figure(shares: Mapping[str, Mapping[str, float]]) -> str:
     """One 100% bar per variant: queues, service, transfers."""
-    plt = _pyplot()
-    names = list(shares)
-    fig, ax = plt.subplots(figsize=(7.0, 0.6 + 0.5 * len(names)))
-    left = np.zeros(len(names))
-    for component in ("wait", "service", "transfer"):
-        widths = np.nan_to_num([shares[n][component] * 100 for n in names])
-        ax.barh(names, widths, left=left, color=COLOURS[component], label=component)
-        for k, w in enumerate(widths):
-            if w >= 6:
-                ax.text(left[k] + w / 2, k, f"{w:.0f}%", ha="center", va="center", fontsize=8, color="white")
-        left += widths
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("% of served requests' total latency")
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.1 / max(1, len(names))))
-    return data_uri(fig)
+    labels = {"wait": "in queues", "service": "in service", "transfer": "in transfers and joins"}
+    figure = plots.stacked_bars(list(shares), {labels[c]: [shares[n][c] * 100 for n in shares] for c in labels},
+                                "% of served requests' total latency", "where latency goes")
+    figure.set_size_inches(7.0, 3.2)
+    figure.axes[0].set_ylim(0, 100)
+    return data_uri(figure)
 
 
 def batch_figure(sizes: Mapping[str, np.ndarray], title: str) -> str:
-    plt = _pyplot()
     names = list(sizes)
-    fig, axes = plt.subplots(1, len(names), figsize=(max(3.0, 2.6 * len(names)), 2.8), squeeze=False)
+    fig = Figure(figsize=(max(3.0, 2.6 * len(names)), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         values = sizes[name]
         top = int(values.max()) if len(values) else 1
@@ -265,17 +232,16 @@ def batch_figure(sizes: Mapping[str, np.ndarray], title: str) -> str:
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("batches", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return data_uri(fig)
 
 
 def occupancy_figure(series: pd.DataFrame, window: Optional[tuple[float, float]], title: str, smooth: int = 5) -> str:
     """Utilisation and queue per pool, busy share and in-flight messages per link, over time (one replication)."""
-    plt = _pyplot()
     pools = series[series["kind"].astype(str) == "pool"]
     links = series[series["kind"].astype(str) == "link"]
     rows = 2 if len(links) else 1
-    fig, axes = plt.subplots(rows, 2, figsize=(9.0, 2.6 * rows), squeeze=False, sharex=True)
+    fig = Figure(figsize=(9.0, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False, sharex=True)
 
     def draw(ax, frame: pd.DataFrame, value, label: str) -> None:
         for k, (name, part) in enumerate(frame.groupby(frame["resource"].astype(str), sort=True)):
@@ -303,5 +269,4 @@ def occupancy_figure(series: pd.DataFrame, window: Optional[tuple[float, float]]
     for ax in axes[-1]:
         ax.set_xlabel("simulated time (s)" if recorded else "time (s)", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return data_uri(fig)
