@@ -54,6 +54,8 @@ def run(
                                                   "arrivals x stages x replications, all variants) [default: 2e7]"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from sim.experiment import simulate_plans
     from sim.metrics.sink import RecordsChoice, RecordsError
     from sim.report.table import comparison_table
@@ -80,6 +82,10 @@ def run(
     except Interrupted as stop:
         error_line(f"{stop.name}: run stopped, no results written{kept}")
         raise typer.Exit(stop.exit_code) from None
+    except BrokenProcessPool:
+        error_line(f"a replication worker process died (killed, or out of memory: see --jobs and --max-work); "
+                   f"no results written{kept}")
+        raise typer.Exit(1) from None
     try:
         with interruptible():
             summary = write_results(result, folder, session.base_dir, keep)
