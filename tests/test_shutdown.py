@@ -92,3 +92,30 @@ def test_a_signal_stops_a_parallel_run_and_leaves_no_process(tmp_path, command, 
     while _session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session_processes(process.pid) == []
+
+
+def test_a_killed_worker_is_one_line_and_exit_1_and_no_process_stays(tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen([*_dgsim(), *RUN, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not _workers_running(process.pid):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the replication workers never started"
+            time.sleep(0.2)
+        worker = next(p for p in psutil.Process(process.pid).children(recursive=True) if p.ppid() != process.pid)
+        worker.kill()  # as the kernel's out-of-memory killer would
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 1, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "worker process died" in lines[0] and "Traceback" not in stderr, stderr
+    assert not out.exists()
+    deadline = time.monotonic() + 10
+    while _session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_processes(process.pid) == []
