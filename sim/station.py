@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Generic, Mapping, Protocol, Sequence, TypeVar, Union
 
-from sim.policies.admission import AdmissionPolicy
+from sim.policies.admission import AdmissionPolicy, AdmitAll
 from sim.policies.batching import BATCHING, BatchingPolicy, BatchingSettings, Dispatch
 from sim.policies.queueing import PolicyQueue, QueueDiscipline
 
@@ -104,6 +104,7 @@ class Station(Generic[Job]):
         ]
         self.waiting = 0
         self._seq = 0
+        self._admission_decides = not isinstance(admission, AdmitAll)  # no call per job when all are admitted
 
     def _service_time(self, stage: int):
         estimates = self.estimates
@@ -114,7 +115,7 @@ class Station(Generic[Job]):
     def offer(self, job: Job, now: float) -> bool:
         """Queue ``job`` at its stage if admission lets it in; stamps ``enqueued`` and ``seq``."""
         job.enqueued = now
-        if not self.admission.admit(now, job, self):
+        if self._admission_decides and not self.admission.admit(now, job, self):
             return False
         self._seq += 1
         job.seq = self._seq
@@ -141,9 +142,12 @@ class Station(Generic[Job]):
         """
         if not self.waiting:
             return math.inf
-        ready = [entry for entry in self._order if entry[0]]
-        if len(ready) > 1:
-            ready.sort(key=_head_key)
+        if len(self._order) == 1:
+            ready = self._order  # one stage: its queue holds every waiting job
+        else:
+            ready = [entry for entry in self._order if entry[0]]
+            if len(ready) > 1:
+                ready.sort(key=_head_key)
         wake = math.inf
         for queue, batcher, stage in ready:
             decision = batcher.decide(now, queue)
