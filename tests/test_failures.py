@@ -184,3 +184,44 @@ def test_slo_availability_budget_is_a_floor_on_the_availability_metric():
                               "classes": {"video": {"timeout_rate_max": 0.01}}})
     found = {b.metric: b.direction for b in budgets_of(slo)}
     assert found == {"availability": MIN, "degraded_rate": MAX, "class.video.timeout_rate": MAX}
+
+
+def test_failover_to_another_pool_is_not_degraded():
+    # edge -> cloud: the same model on another pool answers as usual while the first pool is down
+    hardware = {"pools": {"dpu": {"profile": "bluefield-3"}, "gpu": {"profile": "a100", "streams": 1},
+                          "cloud": {"profile": "a100", "streams": 2}},
+                "links": [{"name": "rdma", "between": ["dpu", "gpu"], "profile": "roce-200g"},
+                          {"name": "wan", "between": ["dpu", "cloud"], "kind": "wan", "bandwidth": "1 Gbit/s",
+                           "latency": "20 ms"}]}
+    frame, metrics = run(scenario(hardware=hardware, failures=[{"target": "gpu", "at": "1 s", "for": "0.5 s"}],
+                                  resilience={"stages": {"infer": {"fallback": {"pools": ["cloud"], "degraded": False}}}}))
+    assert_one_outcome_each(frame)
+    assert set(frame["outcome"].unique()) <= {"completed", "deadline_missed"}
+    cloud = frame[frame["infer__device"].astype(str).str.startswith("cloud")]
+    assert len(cloud) > 100 and (cloud["latency"] > 0.040).all()  # two WAN hops of 20 ms each
+    assert metrics["availability"] == 1.0 and metrics["degraded_rate"] == 0.0
+
+
+def test_an_open_breaker_sends_requests_straight_to_the_fallback():
+    resilience = {"health_aware": False, "stages": {"infer": {
+        "breaker": {"kind": "consecutive", "failures": 3, "open_for": "100 ms"},
+        "fallback": {"pools": ["dpu"], "costs": {"dpu": "4 ms"}}}}}
+    frame, metrics = run(scenario(failures=[{"target": "gpu", "at": "1 s", "for": "0.5 s"}], resilience=resilience))
+    assert_one_outcome_each(frame)
+    assert metrics["fallbacks.breaker_open"] > 100 and metrics["fallbacks.failed"] >= 3
+    # after the GPU is back, a half-open probe succeeds and the breaker closes: late arrivals complete
+    assert (frame.loc[frame["arrival"] > 1.7, "outcome"] == "completed").all()
+
+
+def test_a_stage_timeout_falls_back_softly_and_the_abandoned_attempt_writes_nowhere():
+    slow = {"name": "infer", "costs": {"gpu": "30 ms"}}
+    stages = [{"name": "pre", "costs": {"dpu": "1 ms"}}, slow, {"name": "post", "costs": {"dpu": "0.5 ms"}}]
+    resilience = {"stages": {"infer": {"timeout": "10 ms", "fallback": {"pools": ["dpu"], "costs": {"dpu": "2 ms"}}}}}
+    frame, metrics = run(scenario(pipeline={"stages": stages}, resilience=resilience,
+                                  workload={"sources": [{"name": "cams", "kind": "poisson", "rate": "50/s",
+                                                         "payload": "10 KB", "deadline": "200 ms"}]}))
+    assert_one_outcome_each(frame)
+    assert (frame["outcome"] == "degraded").all()
+    assert metrics["fallbacks.timed_out"] > 0
+    assert frame["infer__device"].astype(str).str.startswith("dpu").all()  # the GPU attempt's stamps were not kept
+    assert ((frame["infer__end"] - frame["infer__start"]) < 0.005).all()
