@@ -21,6 +21,15 @@ import typer
 CAPACITY_REPLICATION_CAP = 12
 
 
+def _cli_helpers():
+    """``fail_input`` and ``scenario_overrides``: in sim.commandline once it exists, in sim.cli before."""
+    try:
+        from sim.commandline import fail_input, scenario_overrides
+    except ImportError:
+        from sim.cli import fail_input, scenario_overrides
+    return fail_input, scenario_overrides
+
+
 def parse_fraction(text: str, option: str) -> float:
     """'2%' or '0.02' -> 0.02; ValueError with one line otherwise."""
     try:
@@ -34,7 +43,7 @@ def parse_fraction(text: str, option: str) -> float:
 
 @contextmanager
 def _executor(dask: Optional[str], jobs: int, workers: int):
-    from sim.cli import fail_input
+    fail_input, _ = _cli_helpers()
     from sim.explore.executors import ExecutorError, make_executor
 
     try:
@@ -66,7 +75,7 @@ def capacity_command(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots and capacity.html"),
 ) -> None:
     """Largest load meeting every slo budget, per variant (exit 0, or 2 on invalid input)."""
-    from sim.cli import fail_input, scenario_overrides
+    fail_input, scenario_overrides = _cli_helpers()
     from sim.explore.capacity import find_capacity
     from sim.explore.capacity_report import capacity_document, capacity_lines, write_capacity
     from sim.scenario.builtin import scenario_path
@@ -124,7 +133,7 @@ def _budget_lines(scenario) -> dict[str, float]:
 
 
 def _chosen(scenario_file, only: Optional[List[str]], path) -> list[str]:
-    from sim.cli import fail_input
+    fail_input, _ = _cli_helpers()
 
     names = scenario_file.variant_names
     if only:
@@ -152,7 +161,7 @@ def sweep_command(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots and sweep.html"),
 ) -> None:
     """Every variant at every point of a parameter grid (exit 0, 1 when a point failed, 2 on invalid input)."""
-    from sim.cli import fail_input, scenario_overrides
+    fail_input, scenario_overrides = _cli_helpers()
     from sim.explore.grid import GridError, axes_of, parse_grid
     from sim.explore.sweep import plan_cells, run_cells, sweep_table, write_table
     from sim.scenario.builtin import scenario_path
