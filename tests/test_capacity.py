@@ -84,6 +84,7 @@ def assert_brackets(result, truth: float, theory, floor: float) -> None:
     assert low >= floor * truth, f"stopped far below the truth: {low} vs {truth}"
 
 
+@pytest.mark.slow
 def test_mm1_p99_capacity_matches_closed_form(tmp_path):
     mu, budget = 800.0, 0.025  # 1.25 ms service, p99 <= 25 ms
     path = write(tmp_path, name="mm1", servers=1, rate=400, service_ms=1.25, budget="p99: 25 ms", duration=3)
@@ -95,6 +96,7 @@ def test_mm1_p99_capacity_matches_closed_form(tmp_path):
     assert_brackets(result, truth, lambda lam: math.log(100) / (mu - lam), floor=0.75)
 
 
+@pytest.mark.slow
 def test_mmc_mean_latency_capacity_inverts_erlang_c(tmp_path):
     mu, servers, budget = 500.0, 3, 0.003  # 2 ms service, 3 servers, mean <= 3 ms
     path = write(tmp_path, name="mmc", servers=servers, rate=600, service_ms=2, budget="mean: 3 ms", duration=3)
