@@ -48,7 +48,7 @@ class YamlProblem(ValueError):
 
 
 class _LimitedLoader(yaml.SafeLoader):
-    """The safe loader with a depth limit while composing, no duplicate keys, and YAML 1.2 booleans."""
+    """The safe loader with a depth limit while composing, and YAML 1.2 booleans."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
@@ -65,22 +65,6 @@ class _LimitedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, MappingNode):
-            seen: dict[Any, Node] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # "<<: *base" keys may be overridden: that is what they are for
-                key = self.construct_object(key_node, deep=True) if isinstance(key_node, ScalarNode) else None
-                if key is None or not _hashable(key):
-                    continue  # a non-scalar key: the schema reports it
-                if key in seen:
-                    first = seen[key].start_mark.line + 1
-                    raise YamlProblem(f"line {key_node.start_mark.line + 1}",
-                                      f"duplicate key {key!r} (first set on line {first}); expected each key once")
-                seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
-
 
 # Booleans as YAML 1.2 has them: true and false only. PyYAML follows YAML 1.1,
 # where yes, no, on and off are booleans too, so a stage cost's ``on: l4``
@@ -93,20 +77,22 @@ _LimitedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+_MERGE = "tag:yaml.org,2002:merge"
 
 
-def _expanded_size(root: Node) -> int:
-    """How many values the document holds once every alias is expanded (memoised per node)."""
+def _check_tree(root: Node) -> None:
+    """Refuse duplicate keys, recursive anchors and alias bombs, before anything is constructed.
+
+    Walks the composed nodes once, memoising each node's expanded size (the
+    values it stands for once every alias is expanded), so an alias bomb is
+    measured without being expanded. A duplicate key is named with the path
+    of the mapping that holds it. Keys beside a merge key (``<<: *base``)
+    override the merged ones, as YAML intends: they are not duplicates.
+    """
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
-    def size(node: Node) -> int:
+    def size(node: Node, path: str) -> int:
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -116,9 +102,19 @@ def _expanded_size(root: Node) -> int:
         active.add(key)
         total = 1
         if isinstance(node, SequenceNode):
-            total += sum(size(child) for child in node.value)
+            total += sum(size(child, f"{path}[{i}]") for i, child in enumerate(node.value))
         elif isinstance(node, MappingNode):
-            total += sum(size(k) + size(v) for k, v in node.value)
+            seen: dict[tuple[str, str], Node] = {}
+            for k, v in node.value:
+                name = k.value if isinstance(k, ScalarNode) else "?"
+                if isinstance(k, ScalarNode) and k.tag != _MERGE:
+                    if (k.tag, k.value) in seen:
+                        first = seen[k.tag, k.value].start_mark.line + 1
+                        where = f" in {path}" if path else ""
+                        raise YamlProblem(f"line {k.start_mark.line + 1}", f"duplicate key {name!r}{where} (first "
+                                          f"set on line {first}); expected each key once")
+                    seen[k.tag, k.value] = k
+                total += size(k, path) + size(v, f"{path}.{name}" if path else str(name))
         active.discard(key)
         sizes[key] = total
         if total > MAX_NODES:
@@ -126,8 +122,7 @@ def _expanded_size(root: Node) -> int:
                               "through aliases (&anchor / *alias); expected a scenario-sized document")
         return total
 
-    size(root)
-    return sizes[id(root)]
+    size(root, "")
 
 
 def parse_yaml(text: str) -> Any:
@@ -140,7 +135,7 @@ def parse_yaml(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_size(node)
+        _check_tree(node)
         return loader.construct_document(node)
     except YamlProblem:
         raise
