@@ -40,7 +40,7 @@ from sim.plan import Plan, compile_plan
 from sim.scenario.schema import Scenario
 from sim.units import format_bandwidth, format_duration
 
-FORMAT = "dgsim-summary/1"
+FORMAT = "dgsim-summary/2"  # 2: metric names from sim.contract.metric_keys (pools and links in own namespaces)
 OWNED = ("summary.json", "requests", "resolved")  # what the format consists of
 HARNESS = ("stream", "failures.json")  # what the harness writes beside it (also before any summary)
 
@@ -272,6 +272,10 @@ def read_summary(path: Path) -> SummaryFile:
     except RecursionError:
         raise ResultsError(f"{path}: not a summary.json (nested too deeply)") from None
     found = document.get("format") if isinstance(document, dict) else None
+    if found == "dgsim-summary/1":
+        raise ResultsError(f"{path}: format: 'dgsim-summary/1' was written by an older dgsim whose metric names "
+                           f"differ (utilisation.<pool> is now utilisation.pool.<pool>); expected '{FORMAT}': "
+                           f"run it again with this dgsim")
     if found != FORMAT:
         got = repr(found) if isinstance(document, dict) else f"a JSON {type(document).__name__}"
         raise ResultsError(f"{path}: format: expected '{FORMAT}', got {got}")

@@ -183,7 +183,7 @@ def test_each_variant_is_compiled_once(scenario, tmp_path, monkeypatch):
 # --- reading a summary back ---------------------------------------------------
 
 
-GOOD = {"format": "dgsim-summary/1", "scenario": "s", "source": "simulation", "seed": 1,
+GOOD = {"format": "dgsim-summary/2", "scenario": "s", "source": "simulation", "seed": 1,
         "variants": {"v": {"metrics": {"latency.p99": {"mean": 0.1, "ci95": [0.09, 0.11], "values": [0.1, None]}}}}}
 
 
@@ -222,9 +222,15 @@ def test_malformed_summaries_give_one_clear_line(tmp_path, path, value, expected
     assert "\n" not in message and str(tmp_path / "summary.json") in message and expected in message
 
 
+def test_a_summary_from_before_the_metric_key_rename_is_refused_with_why(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({**GOOD, "format": "dgsim-summary/1"}))
+    with pytest.raises(ResultsError, match="older dgsim whose metric names differ.*run it again"):
+        read_summary(tmp_path)
+
+
 @pytest.mark.parametrize("data, expected", [
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8"),
-    ('{"format": "dgsim-summary/1", "scenario": "caf\xe9"}'.encode("latin-1"), "not UTF-8"),
+    ('{"format": "dgsim-summary/2", "scenario": "caf\xe9"}'.encode("latin-1"), "not UTF-8"),
     (b"", "not valid JSON"),
     (b"[1, 2]", "got a JSON list"),
     (b"[" * 100_000, "nested too deeply"),
