@@ -297,6 +297,7 @@ def test_slow_samples_close_a_window_by_time():
 # --- the real thing, small --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_quick_real_calibration_writes_a_valid_file_the_simulator_can_use(tmp_path):
     # the scenario's own pipeline and cores, with small models of the user's own (hil.model) and small frames
     (tmp_path / "prefilter.onnx").write_bytes(build_prefilter(PrefilterSpec(train_frames=64, epochs=1)).SerializeToString())

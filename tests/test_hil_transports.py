@@ -119,11 +119,16 @@ def test_full_ring_blocks_the_producer_then_resumes():
         s.send(Message(1, a))
         with pytest.raises(TransportTimeout):
             s.send(Message(2, a), timeout=0.05)
-        freer = threading.Timer(0.2, lambda: r.recv(timeout=5, copy=True))
-        start = time.monotonic()
+        freeing = threading.Event()
+
+        def free_one() -> None:
+            freeing.set()
+            r.recv(timeout=5, copy=True)
+
+        freer = threading.Timer(0.2, free_one)
         freer.start()
         s.send(Message(2, a), timeout=5)
-        assert time.monotonic() - start >= 0.15
+        assert freeing.is_set()  # the send returned only once the receiver began to free a record
         freer.join()
         assert [r.recv(timeout=1, copy=True).request_id for _ in range(2)] == [1, 2]
         assert r.recv(timeout=0.01) is None

@@ -51,6 +51,7 @@ SEEDS = (1, 2, 3)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_mean_sojourn_matches_theory(name):
     theory = CASES[name]
     estimates = [
@@ -67,6 +68,7 @@ def test_mean_sojourn_matches_theory(name):
     assert pooled == pytest.approx(theory, rel=0.025)
 
 
+@pytest.mark.slow
 def test_utilisation_matches_offered_load():
     result = run_variant(load_scenario_file(SCENARIOS / "mmc.yaml"), "base")
     utilisation = result.estimates["utilisation.pool.server"]

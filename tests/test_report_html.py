@@ -115,6 +115,7 @@ def rendered(simulated, tmp_path_factory):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_browser_renders_every_picture_without_errors(rendered, simulated):
     dom, picture, _ = rendered
     page = elements(dom.stdout)
@@ -130,6 +131,7 @@ def test_browser_renders_every_picture_without_errors(rendered, simulated):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_screenshot_shows_a_page(rendered):
     import matplotlib.image
 
@@ -214,6 +216,7 @@ def measured(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_measured_results_are_reported_and_traced(measured):
     done = dgsim("report", measured)
     assert done.exit_code == 0, done.output

@@ -201,6 +201,7 @@ def test_bad_input_exits_2_with_one_line_per_problem(tmp_path):
 # --- the real thing, short --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_short_real_calibrate_and_validate_run(tmp_path):
     pytest.importorskip("onnxruntime")
     from hil.calibrate.measure import Settings
