@@ -203,3 +203,28 @@ def test_trace_processor_counts_slices_and_flows(proto_trace, json_trace):
         flows = next(iter(tp.query("select count(*) as n from flow"))).n
     assert slices == len(_slices(json_trace))
     assert flows == sum(1 for e in json_trace["traceEvents"] if e["ph"] == "s")
+
+
+def test_tables_of_the_first_scheme_trace_alike(results, json_trace, tmp_path):
+    """A table with dotted per-stage names and no batch or link columns (dgsim-requests/1, older
+    results): batches are grouped by device and times, links taken from the scenario."""
+    import pandas as pd
+
+    frame = pd.read_parquet(results / "requests" / "dpu-offload.parquet")
+    old = frame[[c for c in frame.columns
+                 if "__" not in c or c.rsplit("__", 1)[1] in ("enqueued", "start", "end", "device")]]
+    old = old.drop(columns=[c for c in ("variant", "reply_link") if c in old.columns])
+    old.columns = [c.replace("__", ".") for c in old.columns]
+    folder = tmp_path / "old"
+    (folder / "requests").mkdir(parents=True)
+    old.to_parquet(folder / "requests" / "dpu-offload.parquet")
+    shutil.copytree(results / "resolved", folder / "resolved")
+    shutil.copy(results / "summary.json", folder / "summary.json")
+    done = dgsim("trace", folder, "--variant", "dpu-offload", "--window", "1.2s:1.3s", "--out", folder / "t.json")
+    assert done.exit_code == 0, done.output
+    document = json.loads((folder / "t.json").read_text())
+    assert document["otherData"]["requests"] == json_trace["otherData"]["requests"]
+    names = {e["args"]["name"] for e in document["traceEvents"] if e["name"] == "process_name"}
+    assert {"link rdma", "link net-dpu", "gpu[0]"} <= names
+    flows = sum(1 for e in document["traceEvents"] if e["ph"] == "s")
+    assert flows == sum(1 for e in json_trace["traceEvents"] if e["ph"] == "s")
