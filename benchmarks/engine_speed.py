@@ -7,9 +7,11 @@ in one process:
   1,600/s, each station two servers with exponential service of mean 1 ms,
   so rho = 0.8 at every station; ``--customers`` (default 200,000) arrive;
 - dgsim: the network as a scenario file (three pools of two servers joined
-  by ideal links: a hop takes no simulated time), one replication through
-  ``sim.experiment.run_replication`` (arrivals, model, request table and
-  metrics: what one replication of ``dgsim run`` costs);
+  by ideal links: a hop takes no simulated time), one replication: loading
+  the scenario, then the steps of ``sim.experiment.run_replication``
+  (arrivals, simulation, request table, metrics: what one replication of
+  ``dgsim run`` costs), each timed, so the report also gives the ratio of
+  the simulation alone to the minimal model;
 - minimal: what an engineer writes in SimPy in ten minutes: a process per
   customer, a ``simpy.Resource`` per station, sojourn times in a list;
 - heapq: the floor of pure Python: one heap of (time, order, event), a
@@ -112,6 +114,7 @@ class Sojourns:
 
     arrival: np.ndarray
     sojourn: np.ndarray
+    phases: dict[str, float] | None = None  # dgsim: CPU seconds per phase of the replication
 
     def measured(self) -> np.ndarray:
         order = np.argsort(self.arrival, kind="stable")
@@ -131,8 +134,7 @@ def batch_means_interval(values: np.ndarray, batches: int = BATCHES) -> tuple[fl
 
 
 def run_dgsim(customers: int, seed: int) -> Sojourns:
-    """One replication of the scenario above, as ``dgsim run`` computes it."""
-    from sim.experiment import run_replication
+    """One replication of the scenario above, as ``dgsim run`` computes it (``run_replication``'s phases)."""
     from sim.plan import compile_plan
     from sim.scenario.load import load_scenario_file
 
@@ -141,10 +143,13 @@ def run_dgsim(customers: int, seed: int) -> Sojourns:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "tandem-3xmm2.yaml"
         path.write_text(text)
+        start = time.process_time()
         plan = compile_plan(load_scenario_file(path).resolve("base"), str(path), path.parent)
-        frame, _metrics = run_replication(plan, 0)
+        load = time.process_time() - start
+        frame, phases = run_phases(plan)
     served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
-    return Sojourns(served["arrival"].to_numpy(float), served["latency"].to_numpy(float))
+    return Sojourns(served["arrival"].to_numpy(float), served["latency"].to_numpy(float),
+                    {"scenario load": load, **phases})
 
 
 def run_minimal_simpy(customers: int, seed: int) -> Sojourns:
@@ -246,6 +251,10 @@ def provenance() -> str:
 
 
 def compare_engines(customers: int, repeat: int, seed: int) -> tuple[str, bool]:
+    import sim.experiment  # noqa: F401  (imports are not the engine's time)
+    import sim.plan  # noqa: F401
+    import sim.scenario.load  # noqa: F401
+
     cpu: dict[str, list[float]] = {name: [] for name in ENGINES}
     results: dict[str, Sojourns] = {}
     for _ in range(repeat):
@@ -284,7 +293,10 @@ def compare_engines(customers: int, repeat: int, seed: int) -> tuple[str, bool]:
               + "; ".join(agreement) + ".",
               f"Ratios: dgsim/minimal = {median['dgsim'] / median['minimal']:.2f}, "
               f"dgsim/heapq = {median['dgsim'] / median['heapq']:.2f} "
-              f"(rounds, CPU s: " + "; ".join(f"{n} " + ", ".join(f"{v:.2f}" for v in cpu[n]) for n in cpu) + ")."]
+              f"(rounds, CPU s: " + "; ".join(f"{n} " + ", ".join(f"{v:.2f}" for v in cpu[n]) for n in cpu) + ").",
+              "dgsim's last round by phase (CPU s): " + ", ".join(
+                  f"{name} {seconds:.2f}" for name, seconds in (results["dgsim"].phases or {}).items())
+              + f"; simulation alone / minimal = {(results['dgsim'].phases or {}).get('simulation', math.nan) / median['minimal']:.2f}."]
     return "\n".join(lines), ok
 
 
@@ -293,34 +305,40 @@ def compare_engines(customers: int, repeat: int, seed: int) -> tuple[str, bool]:
 CATEGORIES = (
     ("metrics (sim/metrics, sim/model/collect.py)", ("sim/metrics/", "sim/model/collect.py")),
     ("policies (sim/policies)", ("sim/policies/",)),
-    ("model (sim/model, sim/costs)", ("sim/model/", "sim/costs.py", "sim/station.py")),
+    ("model (sim/model, sim/station.py, sim/costs.py)", ("sim/model/", "sim/station.py", "sim/costs.py")),
     ("arrivals (sim/workload)", ("sim/workload",)),
-    ("SimPy's own code", ("/simpy/",)),
+    ("SimPy's own code", ("simpy",)),
 )
 OTHER_DGSIM = "other dgsim (sim/*)"
 
 
-def own_category(filename: str) -> str | None:
-    """The category of code in ``filename``, or None for a library (charged to its callers)."""
+def own_place(filename: str) -> str | None:
+    """Where code in ``filename`` lives (``sim/model/device.py``, ``simpy``), or None for a library."""
     path = filename.replace(os.sep, "/")
-    for name, parts in CATEGORIES:
-        if any(part in path for part in parts):
-            return name
-    if f"{REPO.as_posix()}/sim/" in path or "/sim/" in path and "site-packages" not in path:
-        return OTHER_DGSIM
+    if "/simpy/" in path:
+        return "simpy"
+    if "site-packages" not in path and "/sim/" in path:
+        return "sim/" + path.rsplit("/sim/", 1)[1]
     return None
 
 
+def category(place: str) -> str:
+    for name, parts in CATEGORIES:
+        if any(part.strip("/") in place for part in parts):
+            return name
+    return OTHER_DGSIM
+
+
 def split_profile(profile: pstats.Stats) -> dict[str, float]:
-    """Self time per category; a library function's self time goes to its callers' categories."""
+    """Self time per place; a library function's self time goes to its callers' places."""
     table = profile.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     memo: dict[tuple, dict[str, float]] = {}
 
     def shares(key: tuple, seen: frozenset) -> dict[str, float]:
-        """How ``key``'s time divides among categories (fractions summing to 1)."""
+        """How ``key``'s time divides among places (fractions summing to 1)."""
         if key in memo:
             return memo[key]
-        own = own_category(key[0])
+        own = own_place(key[0])
         if own is not None:
             return {own: 1.0}
         callers = table[key][4] if key in table else {}
@@ -334,7 +352,7 @@ def split_profile(profile: pstats.Stats) -> dict[str, float]:
                 weights[name] = weights.get(name, 0.0) + weight * share
             total += weight
         result = {name: w / total for name, w in weights.items()} if total > 0 else {"unattributed": 1.0}
-        memo[key] = result
+        memo[key] = result  # first answer kept: in a recursive cycle, an approximation
         return result
 
     split: dict[str, float] = {}
@@ -342,6 +360,30 @@ def split_profile(profile: pstats.Stats) -> dict[str, float]:
         for name, share in shares(key, frozenset()).items():
             split[name] = split.get(name, 0.0) + tt * share
     return split
+
+
+def run_phases(plan):
+    """``sim.experiment.run_replication`` step by step: its request table and CPU seconds per phase."""
+    from sim.metrics.summary import summarise
+    from sim.model.collect import collect
+    from sim.model.system import System
+    from sim.workload import generate_arrivals
+
+    run = plan.scenario.run
+    phases = {}
+    start = time.process_time()
+    arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir)
+    phases["arrivals"] = time.process_time() - start
+    start = time.process_time()
+    output = System(plan, arrivals, run.seed, 0).run()
+    phases["simulation"] = time.process_time() - start
+    start = time.process_time()
+    frame, usage = collect(output, 0)
+    phases["request table"] = time.process_time() - start
+    start = time.process_time()
+    summarise(frame, usage, run.warmup, run.duration)
+    phases["metrics"] = time.process_time() - start
+    return frame, phases
 
 
 def profile_run(scenario: str, variant: str, duration: float) -> str:
@@ -353,6 +395,8 @@ def profile_run(scenario: str, variant: str, duration: float) -> str:
     path = scenario_path(scenario)
     scenario_file = load_scenario_file(path, [f"run.duration={duration} s", "run.replications=1"])
     plan = compile_plan(scenario_file.resolve(variant), str(path), path.parent)
+    _, phases = run_phases(plan)
+    plain = sum(phases.values())
     profiler = cProfile.Profile(time.process_time)
     start = time.process_time()
     profiler.enable()
@@ -360,15 +404,27 @@ def profile_run(scenario: str, variant: str, duration: float) -> str:
     profiler.disable()
     cpu = time.process_time() - start
     profile = pstats.Stats(profiler)
-    split = split_profile(profile)
+    places = split_profile(profile)
+    split: dict[str, float] = {}
+    for place, seconds in places.items():
+        name = "unattributed" if place == "unattributed" else category(place)
+        split[name] = split.get(name, 0.0) + seconds
     total = sum(split.values())
     lines = [f"cProfile of one replication of `{scenario}` variant `{variant}`, {duration:g} s simulated "
-             f"({len(frame):,} requests; {cpu:.1f} CPU s under the profiler, {total:.1f} s attributed). "
-             "Self time by where the code lives; library time (numpy, pandas, heapq, builtins) charged to "
-             "the callers' category in proportion to the time each caller spent in it.",
+             f"({len(frame):,} requests): {plain:.1f} CPU s without the profiler, {cpu:.1f} CPU s under it "
+             f"({total:.1f} s attributed). The profiler's cost per call inflates code that makes many small "
+             "calls, so read the shares, not the seconds. Self time by where the code lives; library time "
+             "(numpy, pandas, heapq, builtins such as `len`) is charged to the calling code's place in "
+             "proportion to the time each caller spent in it.",
              "", "| part | CPU s | share |", "|---|---|---|"]
     for name, seconds in sorted(split.items(), key=lambda item: -item[1]):
         lines.append(f"| {name} | {seconds:.2f} | {seconds / total:.1%} |")
+    lines += ["", "The same replication's phases without the profiler (CPU s): "
+              + ", ".join(f"{name} {seconds:.2f} ({seconds / plain:.0%})" for name, seconds in phases.items()) + "."]
+    lines += ["", "By file (same attribution):", "", "| file | CPU s | share |", "|---|---|---|"]
+    for place, seconds in sorted(places.items(), key=lambda item: -item[1]):
+        if seconds >= 0.005 * total:
+            lines.append(f"| `{place}` | {seconds:.2f} | {seconds / total:.1%} |")
     top = sorted(profile.stats.items(), key=lambda item: -item[1][2])[:15]
     lines += ["", "Top functions by self time:", "", "| function | calls | self s | cumulative s |", "|---|---|---|---|"]
     for (filename, line, name), (_cc, nc, tt, ct, _callers) in top:
