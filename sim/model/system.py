@@ -419,13 +419,13 @@ class _State:
             self._finish(request, Outcome.DROPPED)
 
     def _attempt_done(self, job: Job) -> None:
-        request = job.request
-        if job.ended or request.outcome != Outcome.PENDING:
+        if job.ended:
             return
         job.ended = True
         now = self.env.now
-        self.reactions[job.stage].succeeded(now, now - job.entered)
-        self._stage_done(job)
+        self.reactions[job.stage].succeeded(now, now - job.entered)  # even if the client gave up meanwhile
+        if job.request.outcome == Outcome.PENDING:
+            self._stage_done(job)
 
     def _fallback_done(self, job: Job) -> None:
         request = job.request
@@ -449,7 +449,12 @@ class _State:
 
     def _attempt_failed(self, job: Job, reason: Reason, uid: int) -> None:
         request = job.request
-        if job.ended or request.outcome != Outcome.PENDING:
+        if job.ended:
+            return
+        if request.outcome != Outcome.PENDING:  # the client gave up already: the breaker still learns of it
+            job.ended = True
+            if job.stage < len(self.plan.stages):
+                self.reactions[job.stage].breaker.record(self.env.now, False, self.env.now - job.entered)
             return
         self._end_attempt(job, request, reason, uid)
 
