@@ -20,7 +20,7 @@ import simpy
 
 from sim.costs import Deterministic, make_sampler
 from sim.model.device import Window
-from sim.model.link import CHANNELS, CONTENTION_KINDS, FifoChannel, SharedChannel, make_channel
+from sim.model.link import CONTENTION, FifoChannel, SharedChannel, make_channel
 
 BW = 1e6  # bytes per second: 1000 bytes take 1 ms
 EVERYTHING = Window(0.0, math.inf)
@@ -197,8 +197,13 @@ def test_make_channel_refuses_an_unknown_contention_kind_and_names_the_known_one
         make_channel("rr", env, "x", BW, latency("0 s"), 0.0, EVERYTHING)
 
 
-def test_known_contention_kinds_are_the_registry():
-    assert CONTENTION_KINDS == tuple(CHANNELS) == ("fifo", "shared")
+def test_known_contention_kinds_are_the_registry_and_the_schema_uses_it():
+    from sim.scenario.schema import LinkSpec
+
+    assert CONTENTION.kinds == ("fifo", "shared")
+    with pytest.raises(ValueError, match="unknown link contention 'rr'; expected one of: fifo, shared"):
+        LinkSpec.model_validate({"name": "l", "between": ["a", "b"], "kind": "tcp", "bandwidth": "1 Gbit/s",
+                                 "contention": "rr"})
 
 
 @pytest.mark.parametrize("cls", [FifoChannel, SharedChannel])

@@ -37,6 +37,7 @@ import simpy
 
 from sim.costs import Sampler
 from sim.model.device import Window
+from sim.registry import Registry
 
 Delivery = Callable[[], None]
 
@@ -168,19 +169,13 @@ class SharedChannel(Channel):
             self._arrive(message)
 
 
-CHANNELS: dict[str, type[Channel]] = {"fifo": FifoChannel, "shared": SharedChannel}
+CONTENTION: Registry[type[Channel]] = Registry("link contention")
 """The registry of contention kinds: a link's ``contention`` names one of these."""
-
-CONTENTION_KINDS: tuple[str, ...] = tuple(CHANNELS)
-"""The known contention kinds, for validating scenario files."""
+CONTENTION.register("fifo")(FifoChannel)
+CONTENTION.register("shared")(SharedChannel)
 
 
 def make_channel(contention: str, env: simpy.Environment, name: str, bandwidth: float, latency: Sampler,
                  overhead: float, window: Window) -> Channel:
-    """A channel of the registered kind ``contention``."""
-    try:
-        cls = CHANNELS[contention]
-    except KeyError:
-        raise ValueError(f"link {name!r}: unknown contention {contention!r}; "
-                         f"known kinds: {', '.join(CONTENTION_KINDS)}") from None
-    return cls(env, name, bandwidth, latency, overhead, window)
+    """A channel of the registered kind ``contention`` (``UnknownKind`` names the known ones)."""
+    return CONTENTION[contention](env, name, bandwidth, latency, overhead, window)

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 
 from sim import profiles
 from sim.costs import CostSpec
+from sim.model.link import CONTENTION
 from sim.policies.admission import ADMISSION
 from sim.policies.batching import BATCHING
 from sim.policies.channel import CHANNELS
@@ -92,7 +93,7 @@ class LinkSpec(Strict):
             raise ValueError("'on' names the device profile a stage cost was measured on; "
                              "a link latency is not scaled by device speed: remove it")
         return latency
-    contention: Optional[Literal["fifo", "shared"]] = Field(
+    contention: Optional[kind_of(CONTENTION)] = Field(
         None, description="fifo: one message at a time per direction; shared: fair share of bandwidth"
     )
     sharing: Literal["per-pair", "shared"] = Field(
