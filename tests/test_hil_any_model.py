@@ -234,3 +234,12 @@ def test_validate_twin_scores_a_user_prefilter_with_its_own_tensor_names(tmp_pat
     fraction = pass_fractions(layout)["prefilter"]
     green = to_model_input(FrameBank.of(layout).images, 32, 32)[:, 1].mean(axis=(1, 2))  # channel 1's mean
     assert fraction == pytest.approx(float((green >= 0.45).mean()))
+
+
+def test_a_batch_dimension_stored_as_minus_one_is_dynamic():
+    from hil.backends.base import read_input_spec
+    from hil.models import inspect_model
+
+    path = packaged(*OCR_CLS)  # declares x as [-1, 3, ?, ?]
+    assert inspect_model(path).input_shape[0] is None and inspect_model(path).dynamic_batch
+    assert read_input_spec(path).shape[0] is None

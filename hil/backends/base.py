@@ -133,7 +133,8 @@ def read_input_specs(model_path: Path) -> tuple[InputSpec, ...]:
         if value.name in weights:
             continue
         tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None  # -1: dynamic
+                     for d in tensor.shape.dim)
         specs.append(InputSpec(value.name, dims, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
     return tuple(specs)
 

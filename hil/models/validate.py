@@ -54,7 +54,9 @@ def inspect_model(path: Path) -> ModelInfo:
     tensor = inputs[0].type.tensor_type
     if tensor.elem_type not in _FLOAT_TYPES:
         raise ModelFileError(f"model file {path}: input {inputs[0].name!r} is not float32 or float16")
-    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    # a dim_value <= 0 (exporters write -1 for "any") is dynamic, not a fixed size
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                  for d in tensor.shape.dim)
     if len(shape) < 2 or shape[0] == 0:
         raise ModelFileError(
             f"model file {path}: input {inputs[0].name!r} of shape {shape} has no leading batch dimension"
