@@ -25,11 +25,13 @@ from sim.metrics.summary import Estimate
 from sim.scenario.schema import Budgets, Hardware, Slo
 
 MAX, MIN = "max", "min"
-HIGHER_IS_BETTER = (Kind.THROUGHPUT, Kind.GOODPUT, Kind.REPLIES)
+HIGHER_IS_BETTER = (Kind.THROUGHPUT, Kind.GOODPUT, Kind.REPLIES, Kind.AVAILABILITY)
 _RATE_WORDS = {"drop": "drop rate", "miss": "miss rate", "filter": "filter rate", "unfinished": "unfinished rate",
                "fail": "fail rate"}
 _LIMITS = (("throughput_min", MetricKey(Kind.THROUGHPUT)), ("drop_rate_max", MetricKey(Kind.RATE, ALL, "drop")),
-           ("miss_rate_max", MetricKey(Kind.RATE, ALL, "miss")), ("filter_rate_max", MetricKey(Kind.RATE, ALL, "filter")))
+           ("miss_rate_max", MetricKey(Kind.RATE, ALL, "miss")), ("filter_rate_max", MetricKey(Kind.RATE, ALL, "filter")),
+           ("availability_min", MetricKey(Kind.AVAILABILITY)), ("degraded_rate_max", MetricKey(Kind.DEGRADED_RATE)),
+           ("timeout_rate_max", MetricKey(Kind.TIMEOUT_RATE)))  # the last three: issue 13 (failures)
 
 
 @dataclass(frozen=True)

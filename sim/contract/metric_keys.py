@@ -16,6 +16,11 @@ reads a name back and is the only place that takes one apart:
     utilisation.pool.<p> | utilisation.link.<l>            fraction of time busy
     queue.pool.<p>                                         jobs waiting
     bytes_per_s.link.<l>                                   bytes per second
+    [class.<c>.]availability | degraded_rate | timeout_rate fraction (runs with failures/reactions)
+    [class.<c>.]retries_per_request                        retries per request
+    [class.<c>.]fallbacks.<reason>                         requests (counts)
+    [class.<c>.]degraded_latency.<statistic>               seconds
+    recovery_time                                          seconds
 
 Pools and links are separate namespaces, so a pool and a link of the same
 name never share a key. Names of classes, stages, pools and links may hold
@@ -29,6 +34,7 @@ from enum import Enum
 from typing import Mapping, Optional
 
 from sim.contract.outcomes import LABELS, Outcome
+from sim.policies.resilience import REASONS
 
 
 class Unit(Enum):
@@ -40,6 +46,7 @@ class Unit(Enum):
     REQUESTS = ("requests", 1.0, "requests")
     JOBS = ("jobs", 1.0, "jobs")
     BYTES_PER_SECOND = ("bytes/s", 1e-6, "MB/s")
+    PER_REQUEST = ("1/request", 1.0, "/request")
 
     def __init__(self, si: str, scale: float, symbol: str):
         self.si = si
@@ -108,6 +115,14 @@ class Kind(Enum):
     UTILISATION = ("utilisation", Unit.FRACTION, (Namespace.POOL, Namespace.LINK), ())
     QUEUE = ("queue", Unit.JOBS, (Namespace.POOL,), ())
     BYTES_PER_S = ("bytes_per_s", Unit.BYTES_PER_SECOND, (Namespace.LINK,), ())
+    # failures and reactions (sim.metrics.resilience; only in runs that declare them)
+    AVAILABILITY = ("availability", Unit.FRACTION, _REQUEST, ())
+    DEGRADED_RATE = ("degraded_rate", Unit.FRACTION, _REQUEST, ())
+    TIMEOUT_RATE = ("timeout_rate", Unit.FRACTION, _REQUEST, ())
+    RETRIES = ("retries_per_request", Unit.PER_REQUEST, _REQUEST, ())
+    FALLBACKS = ("fallbacks", Unit.REQUESTS, _REQUEST, tuple(r.label for r in REASONS))
+    DEGRADED_LATENCY = ("degraded_latency", Unit.SECONDS, _REQUEST, tuple(LATENCY_STATISTICS))
+    RECOVERY = ("recovery_time", Unit.SECONDS, (Namespace.ALL,), ())
 
     def __init__(self, word: str, unit: Unit, namespaces: tuple[Namespace, ...], statistics: tuple[str, ...]):
         self.word = word
@@ -180,8 +195,9 @@ class MetricKey:
 
 _GRAMMAR = ("expected [class.<c>.]latency.<mean|p50|p90|p95|p99|p999|max>, [class.<c>.]throughput|goodput|replies, "
             "[class.<c>.]requests.<arrived|outcome>, [class.<c>.]rate.<filter|drop|unfinished|fail|miss>, "
-            "stage.<s>.wait|service|batch, utilisation.pool|link.<name>, queue.pool.<name> or "
-            "bytes_per_s.link.<name>")
+            "stage.<s>.wait|service|batch, utilisation.pool|link.<name>, queue.pool.<name>, "
+            "bytes_per_s.link.<name>, [class.<c>.]availability|degraded_rate|timeout_rate|retries_per_request, "
+            "[class.<c>.]fallbacks.<reason>, [class.<c>.]degraded_latency.<statistic> or recovery_time")
 
 
 def _renamed(text: str) -> Optional[str]:

@@ -28,6 +28,7 @@ from scipy import stats
 from sim.contract.metric_keys import ALL, ARRIVED, LATENCY_STATISTICS, RATES, Kind, MetricKey, Subject
 from sim.contract.outcomes import ENDINGS, SERVED_LABELS, Outcome
 from sim.metrics.records import column, stage_names
+from sim.metrics.resilience import resilience_metrics
 from sim.metrics.usage import ResourceUsage
 
 
@@ -56,7 +57,7 @@ def summarise(frame: pd.DataFrame, usage: ResourceUsage, warmup: float, end: flo
     for kind, subject, values in resources:
         for name, value in values.items():
             metrics[MetricKey(kind, subject(name))] = value
-    return {key.name: value for key, value in metrics.items()}
+    return {key.name: value for key, value in metrics.items()} | resilience_metrics(window, usage.resilience, warmup, end)
 
 
 def _request_metrics(rows: pd.DataFrame, length: float, subject: Subject) -> dict[MetricKey, float]:
