@@ -55,7 +55,7 @@ def partition_command(
     from hil.models.inputs import parse_shape
     from hil.partition.cuts import CutRules
     from hil.partition.partition import PartitionError, partition_model
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
 
     problems: list[str] = []
     shapes = {}
