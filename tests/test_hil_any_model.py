@@ -88,8 +88,7 @@ def test_hil_run_on_a_cut_runs_head_on_the_front_and_tail_on_the_gpu_side(case, 
     assert frame["infer-tail__end"].notna().sum() >= 5
 
 
-@pytest.mark.slow
-@pytest.mark.slow
+@pytest.mark.slow  # real harness runs (spawned workers): the fast lane skips them
 def test_a_stateful_model_carries_its_state_between_calls(tmp_path):
     path = packaged(*VAD)
     document = base_document("30/s")
