@@ -37,7 +37,7 @@ pipeline:
       costs: {cpu: {kind: exponential, mean: 1 ms}}
 slo:
   latency: {p99: 30 ms}
-run: {duration: 1 s, warmup: 0.2 s, drain: 0.5 s, seed: 4, replications: 2}
+run: {duration: 2 s, warmup: 0.2 s, drain: 0.5 s, seed: 4, replications: 2}
 """
 
 

@@ -153,13 +153,18 @@ class Capacity:
         """Every pool's and link's utilisation at capacity (the ``low`` probe)."""
         if self.search.low is None:
             return {}
-        return {k.removeprefix("utilisation."): e for k, e in self.search.low.estimates.items()
-                if k.startswith("utilisation.")}
+        return {resource_name(k): e for k, e in self.search.low.estimates.items() if k.startswith("utilisation.")}
 
     @property
     def bottleneck(self) -> Optional[str]:
         busy = {k: e.mean for k, e in self.utilisation.items() if not math.isnan(e.mean)}
         return max(busy, key=busy.get) if busy else None
+
+
+def resource_name(metric: str) -> str:
+    """'utilisation.gpu' or 'utilisation.pool.gpu' -> 'gpu' (metric names before and after the MetricKey change)."""
+    rest = metric.split(".", 1)[1]
+    return rest.split(".", 1)[1] if rest.startswith(("pool.", "link.")) else rest
 
 
 def _relative_margin(outcome: Outcome) -> float:

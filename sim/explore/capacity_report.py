@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from sim.explore.capacity import Capacity
+from sim.explore.capacity import Capacity, resource_name
 from sim.explore.pareto import pareto_front
 from sim.metrics.summary import Estimate
 
@@ -53,10 +53,14 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
                 "replications": p.replications,
                 "budgets": [{"label": o.budget.label, "metric": o.budget.metric, "verdict": o.verdict.value,
                              **_estimate(o.estimate)} for o in p.outcomes],
-                "metrics": {k: _estimate(p.estimates[k]) for k in sorted(p.estimates) if _plotted(k)},
+                "metrics": {_plain(k): _estimate(p.estimates[k]) for k in sorted(p.estimates) if _plotted(k)},
             } for p in s.probes],
         }
     return {"scenario": scenario, "seed": seed, "tolerance": tolerance, "variants": variants}
+
+
+def _plain(metric: str) -> str:
+    return f"utilisation.{resource_name(metric)}" if metric.startswith("utilisation.") else metric
 
 
 def _plotted(metric: str) -> bool:
@@ -78,6 +82,9 @@ def capacity_lines(document: Mapping) -> list[str]:
         unit = c["unit"]
         if c["status"] == "below":
             head = f"{name}: below {c['high']:g} {unit}: no load tried met every budget"
+            if any(b["verdict"] == "INVALID" for p in v["probes"] for b in p["budgets"]):
+                head += ("; some budgets were INVALID (too few requests per replication for a percentile at low "
+                         "load): lengthen run.duration")
         elif c["status"] == "above":
             head = f"{name}: at least {c['value']:g} {unit}: every load tried met the budgets"
         else:
