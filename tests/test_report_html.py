@@ -187,6 +187,18 @@ def test_recorded_time_series_agree_with_the_runs_own_accounting(tmp_path):
     assert path.stat().st_size < 200_000  # 2,000 samples x 7 resources stay small
 
 
+def test_a_run_kept_without_request_tables_is_still_reported(tmp_path):
+    out = tmp_path / "none"
+    done = dgsim("run", "video-analytics-64", *TINY, "--variant", "cpu-path", "--records", "none", "--out", out)
+    assert done.exit_code == 0, done.output
+    done = dgsim("report", out)
+    assert done.exit_code == 0, done.output
+    html = (out / "report.html").read_text()
+    assert "No per-request table" in html and "class='verdicts'" in html and "name: video-analytics-64" in html
+    done = dgsim("trace", out, "--variant", "cpu-path", "--window", "1s:2s")
+    assert done.exit_code == 2 and "--records" in done.output
+
+
 def test_report_of_a_missing_folder_exits_2(tmp_path):
     done = dgsim("report", tmp_path / "nothing")
     assert done.exit_code == 2 and "no such results folder" in done.output

@@ -81,7 +81,8 @@ def trace_command(
     _folder(results)
     names = sorted(p.stem for p in (results / "requests").glob("*.parquet"))
     if not names:
-        fail_input([f"{results}/requests/: no per-request tables (the results folder is incomplete)"])
+        fail_input([f"{results}/requests/: no per-request tables to trace (a run written with --records none "
+                    f"keeps none: run again with --records all, or --records sample:N)"])
     if variant is None:
         if len(names) != 1:
             fail_input([f"--variant: {results} has several variants; name one of {', '.join(names)}"])

@@ -118,14 +118,18 @@ class _Variant:
     def __init__(self, folder: Path, summary: SummaryFile, name: str):
         self.name = name
         self.estimates = summary.variants[name]
-        self.frame = read_requests(folder, name)
         self.scenario, self.missing = resolved_scenario(folder, name)
         run = self.scenario.run if self.scenario is not None else None
         self.window = (run.warmup, run.duration) if run is not None else None
-        self.graph = stage_graph(self.scenario, stage_names(self.frame))
-        self.served = run_plots.served_in_window(self.frame, self.window)
-        self.times = run_plots.stage_components(self.served, self.graph)
-        self.shares = run_plots.latency_shares(self.served, self.times)
+        table = folder / "requests" / f"{name}.parquet"
+        self.frame = read_requests(folder, name) if table.exists() else None
+        if self.frame is not None:
+            self.graph = stage_graph(self.scenario, stage_names(self.frame))
+            self.served = run_plots.served_in_window(self.frame, self.window)
+            self.times = run_plots.stage_components(self.served, self.graph)
+            self.shares = run_plots.latency_shares(self.served, self.times)
+        else:
+            self.shares = {c: math.nan for c in ("wait", "service", "transfer")}
         self.series = read_timeseries(folder, name)
         self.check = None
         if self.scenario is not None:
@@ -215,6 +219,15 @@ def _batches(v: _Variant) -> str:
 
 
 def _variant_section(v: _Variant, measured: bool) -> str:
+    scenario = ["<h3>The scenario as run</h3>",
+                (f"<details><summary>resolved/{escape(v.name)}.yaml</summary><pre>{escape(v.resolved_text)}</pre>"
+                 f"</details>" if v.resolved_text else f"<p class='note'>{escape(v.missing or 'no resolved scenario')}</p>")]
+    if v.frame is None:
+        parts = ["<h3>Budgets</h3>", _verdicts(v), "<h3>Key metrics</h3>", _metrics(v),
+                 f"<p class='note'>No per-request table (requests/{escape(v.name)}.parquet; the run was written with "
+                 f"<code>--records none</code>?): no latency distribution, breakdown or batches to show.</p>",
+                 *scenario]
+        return section(f"variant-{v.name}", f"Variant {v.name}", "\n".join(parts))
     parts = ["<h3>Budgets</h3>", _verdicts(v), "<h3>Key metrics</h3>", _metrics(v), "<h3>Latency</h3>",
              figure(run_plots.cdf_figure({v.name: run_plots.latencies(v.frame, v.window)}, v.latency_budgets,
                                          f"{v.name}: latency CDF, served requests in the window"),
@@ -223,10 +236,7 @@ def _variant_section(v: _Variant, measured: bool) -> str:
              "<h3>Where each stage's time goes</h3>", _breakdown(v),
              "<h3>Where latency goes</h3>", _shares_table({v.name: v.shares}),
              "<h3>Utilisation and queues over time</h3>", _occupancy(v, measured),
-             "<h3>Batch sizes</h3>", _batches(v),
-             "<h3>The scenario as run</h3>",
-             (f"<details><summary>resolved/{escape(v.name)}.yaml</summary><pre>{escape(v.resolved_text)}</pre></details>"
-              if v.resolved_text else f"<p class='note'>{escape(v.missing or 'no resolved scenario')}</p>")]
+             "<h3>Batch sizes</h3>", _batches(v), *scenario]
     return section(f"variant-{v.name}", f"Variant {v.name}", "\n".join(parts))
 
 
@@ -259,16 +269,34 @@ def report_html(folder: Path) -> str:
              + "<table class='overview'><thead><tr><th>variant</th><th>budgets</th><th>latency p99</th>"
                f"<th>throughput</th></tr></thead><tbody>{''.join(verdicts)}</tbody></table>")
     budgets = next((v.latency_budgets for v in variants if v.latency_budgets), {})
-    overview = section("overview", "All variants", "\n".join([
-        figure(run_plots.cdf_figure({v.name: run_plots.latencies(v.frame, v.window) for v in variants}, budgets,
+    tabled = [v for v in variants if v.frame is not None]
+    kept = _records_kept(folder)
+    if kept != "all":
+        intro += (f"<p class='note'>The per-request tables hold {escape(kept)} of the rows (<code>dgsim run --records"
+                  f"</code>): distributions below are from those rows; the metrics and verdicts from every request."
+                  f"</p>")
+    pictures = [
+        figure(run_plots.cdf_figure({v.name: run_plots.latencies(v.frame, v.window) for v in tabled}, budgets,
                                     "latency CDF, served requests in the window"),
                "cdf-all", "Latency CDFs of every variant; red: the latency budgets of the first variant with any."),
-        figure(run_plots.shares_figure({v.name: v.shares for v in variants}), "shares",
+        figure(run_plots.shares_figure({v.name: v.shares for v in tabled}), "shares",
                "Share of served requests' total latency spent waiting in queues, in service, and in transfers "
                "(including waits for parallel branches and the reply)."),
-        _shares_table({v.name: v.shares for v in variants})]))
+        _shares_table({v.name: v.shares for v in tabled})] if tabled else [
+        "<p class='note'>No per-request tables in this folder: no distributions to draw.</p>"]
+    overview = section("overview", "All variants", "\n".join(pictures))
     body = intro + overview + "\n".join(_variant_section(v, measured) for v in variants)
     return page(f"dgsim report: {summary.scenario}", body)
+
+
+def _records_kept(folder: Path) -> str:
+    """Which per-request rows the folder's tables hold: ``all``, ``sample:N`` or ``none`` (summary.json)."""
+    import json
+
+    try:
+        return str(json.loads((folder / "summary.json").read_text()).get("records_kept", "all"))
+    except (OSError, ValueError, AttributeError):
+        return "all"
 
 
 def write_report(folder: Path, out: Optional[Path] = None) -> Path:
