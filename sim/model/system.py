@@ -57,8 +57,7 @@ from sim.model.failures import Failures
 from sim.model.link import Channel, make_channel
 from sim.model.request import Job, Request
 from sim.plan import FailurePlan, LinkPlan, Plan
-from sim.policies.resilience import (BREAKERS, RETRY, Fallback, GiveUp, HealthAware, Reactions, Reason,
-                                     Retry)
+from sim.policies.resilience import Fallback, GiveUp, HealthAware, Reason, Retry, build_reactions
 from sim.policies.admission import ADMISSION
 from sim.policies.channel import CHANNELS
 from sim.policies.queueing import DISCIPLINES
@@ -316,10 +315,7 @@ class _State:
         self.health_aware = resilience.health_aware
         self.client_timeout = resilience.timeout
         self.stage_timeouts = [r.timeout for r in resilience.stages]
-        self.reactions = [
-            Reactions(RETRY[r.retry.kind](r.retry), BREAKERS[r.breaker.kind](r.breaker), r.fallback is not None)
-            for r in resilience.stages
-        ]
+        self.reactions = build_reactions(resilience.stages)
         self.pickers = [HealthAware(router) for router in self.routers]
         self._void = Request.blank(-1, 0, 0, 0, 0.0, 0.0, 0.0, self._preds, self._sinks)
         self._void.outcome = Outcome.FAILED  # where abandoned attempts write; nothing reads it

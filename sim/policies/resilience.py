@@ -268,6 +268,20 @@ class Reactions:
         return GiveUp(_ending(reason))
 
 
+class StageReactionSettings(Protocol):
+    """One stage's resolved reactions (``sim.plan.StageReactionPlan``)."""
+
+    retry: RetrySettings
+    breaker: BreakerSettings
+    fallback: Optional[object]
+
+
+def build_reactions(stages: Sequence[StageReactionSettings]) -> list[Reactions]:
+    """Each stage's ``Reactions`` from the plan: the one way both the simulator and the harness build them."""
+    return [Reactions(RETRY[s.retry.kind](s.retry), BREAKERS[s.breaker.kind](s.breaker), s.fallback is not None)
+            for s in stages]
+
+
 def _ending(reason: Reason) -> Outcome:
     return Outcome.TIMED_OUT if reason is Reason.TIMED_OUT else Outcome.FAILED
 
