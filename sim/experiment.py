@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import pandas as pd
 
 from sim.metrics.summary import Estimate, combine, summarise
+from sim.model import timeseries
 from sim.model.collect import collect
 from sim.model.system import System
 from sim.plan import Plan
@@ -42,6 +43,7 @@ class VariantResult:
     runs: tuple[dict[str, float], ...]
     estimates: dict[str, Estimate]
     plan: Optional[Plan] = None  # the compiled design that ran (None: the writer compiles it)
+    timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, all replications
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,30 @@ class ExperimentResult:
     variants: dict[str, VariantResult]
 
 
+@dataclass(frozen=True)
+class Replication:
+    """One simulated replication: its request table, its metrics and (when sampled) its time series."""
+
+    frame: pd.DataFrame
+    metrics: dict[str, float]
+    timeseries: Optional[pd.DataFrame] = None
+
+
+def simulate_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None,
+                         sample_every: Optional[float] = None) -> Replication:
+    """Simulate replication ``replication`` of a plan (``sample_every``: time-series interval, s)."""
+    run = plan.scenario.run
+    arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, replication, plan.base_dir)
+    output = System(plan, arrivals, run.seed, replication, sample_every).run(progress)
+    frame, usage = collect(output, replication)
+    return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)
+
+
 def run_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None
                     ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Simulate replication ``replication`` of a plan: its request table and metrics."""
-    run = plan.scenario.run
-    arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, replication, plan.base_dir)
-    output = System(plan, arrivals, run.seed, replication).run(progress)
-    frame, usage = collect(output, replication)
-    return frame, summarise(frame, usage, run.warmup, run.duration)
+    done = simulate_replication(plan, replication, progress)
+    return done.frame, done.metrics
 
 
 def _worker_init() -> None:
@@ -67,8 +85,8 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _replication_task(plan: Plan, replication: int) -> tuple[pd.DataFrame, dict[str, float]]:
-    return run_replication(plan, replication)
+def _replication_task(plan: Plan, replication: int, sample_every: Optional[float]) -> Replication:
+    return simulate_replication(plan, replication, None, sample_every)
 
 
 def run_plans(
@@ -76,39 +94,43 @@ def run_plans(
     replications: Optional[range] = None,
     progress: Optional[Progress] = None,
     jobs: int = 1,
+    sample_every: Optional[float] = None,
 ) -> dict[str, VariantResult]:
     """Simulate each variant's plan over ``replications`` (default: each one's run.replications).
 
     With ``jobs`` > 1 the replications run in that many worker processes;
     the results are identical to a sequential run, only sooner.
+    ``sample_every``: record utilisation and queue time series at this interval (s).
     """
     tasks = [(v, r) for v, plan in plans.items()
              for r in (replications if replications is not None else range(plan.scenario.run.replications))]
-    outputs: dict[tuple[str, int], tuple[pd.DataFrame, dict[str, float]]] = {}
+    outputs: dict[tuple[str, int], Replication] = {}
     if jobs > 1 and len(tasks) > 1:
-        outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress)
+        outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress, sample_every)
     else:
         for variant, replication in tasks:
             report = (lambda f, v=variant, r=replication: progress(v, r, f)) if progress else None
-            outputs[variant, replication] = run_replication(plans[variant], replication, report)
+            outputs[variant, replication] = simulate_replication(plans[variant], replication, report, sample_every)
     results = {}
     for variant, plan in plans.items():
         done = [outputs[task] for task in tasks if task[0] == variant]
-        runs = tuple(metrics for _, metrics in done)
-        frame = pd.concat([f for f, _ in done], ignore_index=True)
+        runs = tuple(d.metrics for d in done)
+        frame = pd.concat([d.frame for d in done], ignore_index=True)
         frame["variant"] = pd.Categorical([variant] * len(frame), categories=[variant])
-        results[variant] = VariantResult(variant, plan.scenario, frame, runs, combine(runs), plan)
+        series = [d.timeseries for d in done if d.timeseries is not None]
+        results[variant] = VariantResult(variant, plan.scenario, frame, runs, combine(runs), plan,
+                                         timeseries.combine_tables(series) if series else None)
     return results
 
 
 def _run_parallel(plans: Mapping[str, Plan], tasks: list[tuple[str, int]], workers: int,
-                  progress: Optional[Progress]) -> dict[tuple[str, int], tuple[pd.DataFrame, dict[str, float]]]:
+                  progress: Optional[Progress], sample_every: Optional[float]) -> dict[tuple[str, int], Replication]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["sim.experiment"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
     outputs = {}
     try:
-        futures: dict[Future, tuple[str, int]] = {pool.submit(_replication_task, plans[v], r): (v, r)
+        futures: dict[Future, tuple[str, int]] = {pool.submit(_replication_task, plans[v], r, sample_every): (v, r)
                                                   for v, r in tasks}
         pending = set(futures)
         while pending:
@@ -156,8 +178,9 @@ def run_variant(scenario_file: ScenarioFile, variant: str, progress: Optional[Pr
 
 
 def simulate_plans(plans: Mapping[str, Plan], progress: Optional[Progress] = None, jobs: int = 1) -> ExperimentResult:
-    """Every plan over its own run.replications: the result ``dgsim run`` reports and writes."""
-    results = run_plans(plans, None, progress, jobs)
+    """Every plan over its own run.replications: the result ``dgsim run`` reports and writes
+    (with time series of utilisation and queues every ``timeseries.DEFAULT_INTERVAL``)."""
+    results = run_plans(plans, None, progress, jobs, timeseries.DEFAULT_INTERVAL)
     first = next(iter(results.values())).scenario
     return ExperimentResult(first.name, "simulation", first.run.seed, results)
 

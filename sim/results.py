@@ -41,7 +41,7 @@ from sim.scenario.schema import Scenario
 from sim.units import format_bandwidth, format_duration
 
 FORMAT = "dgsim-summary/2"  # 2: metric names from sim.contract.metric_keys (pools and links in own namespaces)
-OWNED = ("summary.json", "requests", "resolved")  # what the format consists of
+OWNED = ("summary.json", "requests", "resolved", "timeseries")  # what the format consists of
 HARNESS = ("stream", "failures.json")  # what the harness writes beside it (also before any summary)
 
 
@@ -154,6 +154,7 @@ def write_results(result: ExperimentResult, out: Path, base_dir: Path = Path("."
 
 def _write_into(result: ExperimentResult, folder: Path, base_dir: Path, keep: str) -> None:
     from sim.metrics.sink import RecordsChoice
+    from sim.model.timeseries import write_timeseries
 
     choice = RecordsChoice.parse(keep)
     (folder / "requests").mkdir()
@@ -167,6 +168,8 @@ def _write_into(result: ExperimentResult, folder: Path, base_dir: Path, keep: st
             frame = frame.iloc[np.sort(rows)]
         if choice.kind != "none":
             frame.to_parquet(folder / "requests" / f"{name}.parquet", index=False)
+        if variant.timeseries is not None:
+            write_timeseries(folder, name, variant.timeseries)
         resolved = resolved_document(variant.scenario, base_dir, variant.plan)
         (folder / "resolved" / f"{name}.yaml").write_bytes(yaml.safe_dump(resolved, sort_keys=False).encode())
     text = json.dumps(summary_document(result, str(choice)), sort_keys=True, indent=1, allow_nan=False)

@@ -46,12 +46,14 @@ from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from sim.contract import streams
 from sim.contract.outcomes import Outcome
 from sim.costs import Sampler, make_sampler
 from sim.metrics.resilience import ResilienceRecord
+from sim.model import timeseries
 from sim.model.device import Candidate, DeviceInstance, StageService, Window
 from sim.model.failures import Failures
 from sim.model.link import Channel, make_channel
@@ -80,16 +82,20 @@ class RunOutput:
     channels: dict[str, list[Channel]]
     window: Window
     resilience: Optional[ResilienceRecord] = None  # when the scenario declares failures or reactions
+    timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, when sampled
 
 
 class System:
     """One replication of one design."""
 
-    def __init__(self, plan: Plan, arrivals: Arrivals, seed: int, replication: int):
+    def __init__(self, plan: Plan, arrivals: Arrivals, seed: int, replication: int,
+                 sample_every: Optional[float] = None):
+        """``sample_every``: record utilisation and queue lengths every so many simulated seconds."""
         self.plan = plan
         self.arrivals = arrivals
         self.seed = seed
         self.replication = replication
+        self.sample_every = sample_every
 
     def run(self, progress: Optional[Progress] = None) -> RunOutput:
         run = self.plan.scenario.run
@@ -98,6 +104,8 @@ class System:
         state = _State(self.plan, self.arrivals, env, window, self.seed, self.replication)
         state.schedule_next_arrival()
         horizon = run.duration + run.drain
+        sampler = (timeseries.attach(env, state.devices, state.channels_by_link, window, self.sample_every,
+                                     until=horizon) if self.sample_every else None)
         steps = 50 if progress else 1
         for step in range(1, steps + 1):
             env.run(until=horizon * step / steps)
@@ -109,7 +117,7 @@ class System:
             if request.outcome == Outcome.PENDING:
                 request.outcome = Outcome.UNFINISHED
         return RunOutput(self.plan, self.arrivals, state.requests, state.devices, state.channels_by_link(), window,
-                         state.resilience_record())
+                         state.resilience_record(), sampler.table(self.replication) if sampler else None)
 
 
 class _State:
