@@ -162,7 +162,7 @@ def measure(variant: str, repeat: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, help="write a markdown report here")
+    parser.add_argument("--out", type=Path, help="append a markdown section to this report")
     args = parser.parse_args()
     lines = [
         "| variant | requests | dgsim req/s | dgsim+metrics req/s | minimal req/s | ratio (goal <= 1.5) | "
@@ -180,8 +180,9 @@ def main() -> None:
               f"simpy {simpy.__version__}; median of {args.repeat} alternating runs in one process.")
     text = "\n".join([header, "", *lines])
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if args.out:  # appended: the report holds other benchmarks' sections too
+        with args.out.open("a") as report:
+            report.write(f"\n## sim_speed.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n{text}\n")
 
 
 if __name__ == "__main__":
