@@ -225,3 +225,23 @@ def test_a_stage_timeout_falls_back_softly_and_the_abandoned_attempt_writes_nowh
     assert metrics["fallbacks.timed_out"] > 0
     assert frame["infer__device"].astype(str).str.startswith("dpu").all()  # the GPU attempt's stamps were not kept
     assert ((frame["infer__end"] - frame["infer__start"]) < 0.005).all()
+
+
+def test_the_harness_refuses_failures_and_reactions_it_cannot_run_yet() -> None:
+    """Never a silent fallback: a measured run of a failover design is refused, saying why (exit 2)."""
+    from pathlib import Path
+
+    import typer
+    from typer.testing import CliRunner
+
+    from hil.cli import register
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-failover.yaml"
+    result = CliRunner().invoke(app, ["hil", "run", str(scenario), "--variant", "retry"])
+    assert result.exit_code == 2, result.output
+    assert "failures: the harness does not inject failures yet" in result.output
+    assert "resilience: the harness does not run retries" in result.output
+    assert "Traceback" not in result.output

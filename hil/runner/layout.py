@@ -103,6 +103,12 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
     def problem(path: str, message: str) -> None:
         problems.append(Problem(label, path, message))
 
+    if scenario.failures:
+        problem("failures", "the harness does not inject failures yet; simulate this variant with 'dgsim run', "
+                            "or remove the section to measure the design without failures")
+    if scenario.resilience != type(scenario.resilience)():
+        problem("resilience", "the harness does not run retries, fallbacks or breakers yet; simulate this variant "
+                              "with 'dgsim run', or remove the section to measure the design without them")
     specs = {s.name: (i, s) for i, s in enumerate(scenario.pipeline.stages)}
     stages = []
     for stage in plan.stages:
