@@ -15,6 +15,7 @@ larger than ``--max-work``), 130 interrupted (SIGINT), 143 terminated
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -56,7 +57,7 @@ def run(
     """Simulate a scenario's variants and compare them."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from sim.experiment import simulate_plans
+    from sim.experiment import RecordsTarget, simulate_plans
     from sim.metrics.sink import RecordsChoice, RecordsError
     from sim.report.table import comparison_table
     from sim.results import ResultsError, check_out, write_results
@@ -76,13 +77,23 @@ def run(
     except (InputError, ResultsError) as error:
         fail_input(error.lines if isinstance(error, InputError) else [str(error)])
     kept = f"; the previous results in {folder}/ are intact" if folder.exists() else ""
+    # Per-request rows stream to files beside --out while replications run (memory stays bounded),
+    # and are merged into the results folder when it is written; the spool goes either way.
+    spool = folder.parent / f".{folder.name}.records-{os.getpid()}"
+    records = RecordsTarget(RecordsChoice.parse(keep), spool)
+    try:
+        spool.mkdir(parents=True)
+    except OSError as error:
+        fail_input([f"--out {folder}: cannot write beside it ({error.strerror or error}); no results written"])
     try:
         with interruptible(), _progress() as report:
-            result = simulate_plans(session.plans, report, jobs)
+            result = simulate_plans(session.plans, report, jobs, records)
     except Interrupted as stop:
+        shutil.rmtree(spool, ignore_errors=True)
         error_line(f"{stop.name}: run stopped, no results written{kept}")
         raise typer.Exit(stop.exit_code) from None
     except BrokenProcessPool:
+        shutil.rmtree(spool, ignore_errors=True)
         error_line(f"a replication worker process died (killed, or out of memory: see --jobs and --max-work); "
                    f"no results written{kept}")
         raise typer.Exit(1) from None
@@ -94,6 +105,8 @@ def run(
     except Interrupted as stop:
         error_line(f"{stop.name}: stopped while writing, no results written{kept}")
         raise typer.Exit(stop.exit_code) from None
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
     console = Console()
     console.print(comparison_table(result))
     for name, variant_result in result.variants.items():

@@ -19,13 +19,16 @@ import multiprocessing
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from sim.metrics.summary import Estimate, combine, summarise
 from sim.model import timeseries
-from sim.model.collect import collect
+from sim.metrics.sink import RecordsChoice, RequestSink, TableNames
+from sim.model.collect import collect, usage_of
 from sim.model.system import System
 from sim.plan import Plan
 from sim.scenario.load import ScenarioFile
@@ -44,6 +47,7 @@ class VariantResult:
     estimates: dict[str, Estimate]
     plan: Optional[Plan] = None  # the compiled design that ran (None: the writer compiles it)
     timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, all replications
+    record_files: tuple[Path, ...] = ()  # streamed per-request rows, one file per replication (then ``frame`` is compact)
 
 
 @dataclass(frozen=True)
@@ -56,21 +60,50 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class Replication:
-    """One simulated replication: its request table, its metrics and (when sampled) its time series."""
+    """One simulated replication: its request table, its metrics and (when sampled) its time series.
+
+    With streamed records ``frame`` holds only the compact columns the summary reads, and the rows
+    kept are in ``records`` (a Parquet file)."""
 
     frame: pd.DataFrame
     metrics: dict[str, float]
     timeseries: Optional[pd.DataFrame] = None
+    records: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class RecordsTarget:
+    """Stream per-request rows while replications run: which rows (``choice``), and where."""
+
+    choice: RecordsChoice
+    folder: Path
+
+    def path(self, variant: str, replication: int) -> Path:
+        return self.folder / variant / f"r{replication}.parquet"
 
 
 def simulate_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None,
-                         sample_every: Optional[float] = None) -> Replication:
-    """Simulate replication ``replication`` of a plan (``sample_every``: time-series interval, s)."""
+                         sample_every: Optional[float] = None, records: Optional[RecordsTarget] = None,
+                         variant: str = "") -> Replication:
+    """Simulate replication ``replication`` of a plan (``sample_every``: time-series interval, s).
+
+    With ``records`` each request is handed to a ``RequestSink`` when it ends, so memory holds only
+    the requests in flight and compact summary columns, whatever the simulated duration."""
     run = plan.scenario.run
     arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, replication, plan.base_dir)
-    output = System(plan, arrivals, run.seed, replication, sample_every).run(progress)
-    frame, usage = collect(output, replication)
-    return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)
+    sink = None
+    if records is not None:
+        sink = RequestSink(TableNames.of(plan, arrivals), replication, variant, records.choice,
+                           records.path(variant, replication), seed=run.seed)
+    output = System(plan, arrivals, run.seed, replication, sample_every, sink).run(progress)
+    if sink is None:
+        frame, usage = collect(output, replication)
+        return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)
+    kept = sink.close()
+    frame = kept.summary_frame
+    frame.insert(0, "replication", np.full(len(frame), replication, dtype=np.int32))
+    return Replication(frame, summarise(frame, usage_of(output), run.warmup, run.duration), output.timeseries,
+                       kept.path)
 
 
 def run_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None
@@ -85,8 +118,9 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _replication_task(plan: Plan, replication: int, sample_every: Optional[float]) -> Replication:
-    return simulate_replication(plan, replication, None, sample_every)
+def _replication_task(plan: Plan, replication: int, sample_every: Optional[float],
+                      records: Optional[RecordsTarget], variant: str) -> Replication:
+    return simulate_replication(plan, replication, None, sample_every, records, variant)
 
 
 def run_plans(
@@ -95,22 +129,25 @@ def run_plans(
     progress: Optional[Progress] = None,
     jobs: int = 1,
     sample_every: Optional[float] = None,
+    records: Optional[RecordsTarget] = None,
 ) -> dict[str, VariantResult]:
     """Simulate each variant's plan over ``replications`` (default: each one's run.replications).
 
     With ``jobs`` > 1 the replications run in that many worker processes;
     the results are identical to a sequential run, only sooner.
-    ``sample_every``: record utilisation and queue time series at this interval (s).
+    ``sample_every``: record utilisation and queue time series at this interval (s);
+    ``records``: stream per-request rows to files instead of keeping them (bounded memory).
     """
     tasks = [(v, r) for v, plan in plans.items()
              for r in (replications if replications is not None else range(plan.scenario.run.replications))]
     outputs: dict[tuple[str, int], Replication] = {}
     if jobs > 1 and len(tasks) > 1:
-        outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress, sample_every)
+        outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress, sample_every, records)
     else:
         for variant, replication in tasks:
             report = (lambda f, v=variant, r=replication: progress(v, r, f)) if progress else None
-            outputs[variant, replication] = simulate_replication(plans[variant], replication, report, sample_every)
+            outputs[variant, replication] = simulate_replication(plans[variant], replication, report, sample_every,
+                                                                 records, variant)
     results = {}
     for variant, plan in plans.items():
         done = [outputs[task] for task in tasks if task[0] == variant]
@@ -119,18 +156,20 @@ def run_plans(
         frame["variant"] = pd.Categorical([variant] * len(frame), categories=[variant])
         series = [d.timeseries for d in done if d.timeseries is not None]
         results[variant] = VariantResult(variant, plan.scenario, frame, runs, combine(runs), plan,
-                                         timeseries.combine_tables(series) if series else None)
+                                         timeseries.combine_tables(series) if series else None,
+                                         tuple(d.records for d in done if d.records is not None))
     return results
 
 
 def _run_parallel(plans: Mapping[str, Plan], tasks: list[tuple[str, int]], workers: int,
-                  progress: Optional[Progress], sample_every: Optional[float]) -> dict[tuple[str, int], Replication]:
+                  progress: Optional[Progress], sample_every: Optional[float],
+                  records: Optional[RecordsTarget]) -> dict[tuple[str, int], Replication]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["sim.experiment"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
     outputs = {}
     try:
-        futures: dict[Future, tuple[str, int]] = {pool.submit(_replication_task, plans[v], r, sample_every): (v, r)
+        futures: dict[Future, tuple[str, int]] = {pool.submit(_replication_task, plans[v], r, sample_every, records, v): (v, r)
                                                   for v, r in tasks}
         pending = set(futures)
         while pending:
@@ -177,10 +216,11 @@ def run_variant(scenario_file: ScenarioFile, variant: str, progress: Optional[Pr
     return run_variants(scenario_file, [variant], replications, progress, jobs)[variant]
 
 
-def simulate_plans(plans: Mapping[str, Plan], progress: Optional[Progress] = None, jobs: int = 1) -> ExperimentResult:
+def simulate_plans(plans: Mapping[str, Plan], progress: Optional[Progress] = None, jobs: int = 1,
+                   records: Optional[RecordsTarget] = None) -> ExperimentResult:
     """Every plan over its own run.replications: the result ``dgsim run`` reports and writes
     (with time series of utilisation and queues every ``timeseries.DEFAULT_INTERVAL``)."""
-    results = run_plans(plans, None, progress, jobs, timeseries.DEFAULT_INTERVAL)
+    results = run_plans(plans, None, progress, jobs, timeseries.DEFAULT_INTERVAL, records)
     first = next(iter(results.values())).scenario
     return ExperimentResult(first.name, "simulation", first.run.seed, results)
 

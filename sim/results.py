@@ -160,20 +160,59 @@ def _write_into(result: ExperimentResult, folder: Path, base_dir: Path, keep: st
     (folder / "requests").mkdir()
     (folder / "resolved").mkdir()
     for name, variant in result.variants.items():
-        frame = variant.frame
-        frame = frame.assign(variant=_variant_column(name, len(frame)))[["variant"] + [c for c in frame.columns
-                                                                                   if c != "variant"]]
-        if choice.kind == "sample" and len(frame) > choice.n:
-            rows = np.random.default_rng([result.seed, 0x5A3]).choice(len(frame), size=choice.n, replace=False)
-            frame = frame.iloc[np.sort(rows)]
-        if choice.kind != "none":
-            frame.to_parquet(folder / "requests" / f"{name}.parquet", index=False)
+        target = folder / "requests" / f"{name}.parquet"
+        if variant.record_files:
+            _merge_records(variant.record_files, target, choice, result.seed)
+        else:
+            frame = variant.frame
+            frame = frame.assign(variant=_variant_column(name, len(frame)))[["variant"] + [c for c in frame.columns
+                                                                                       if c != "variant"]]
+            if choice.kind != "none":
+                _sample(frame, choice, result.seed).to_parquet(target, index=False)
         if variant.timeseries is not None:
             write_timeseries(folder, name, variant.timeseries)
         resolved = resolved_document(variant.scenario, base_dir, variant.plan)
         (folder / "resolved" / f"{name}.yaml").write_bytes(yaml.safe_dump(resolved, sort_keys=False).encode())
     text = json.dumps(summary_document(result, str(choice)), sort_keys=True, indent=1, allow_nan=False)
     (folder / "summary.json").write_bytes((text + "\n").encode())
+
+
+def _sample(frame, choice, seed: int):
+    """The rows ``choice`` keeps of ``frame``: all, or N chosen uniformly from the run's seed."""
+    if choice.kind == "sample" and len(frame) > choice.n:
+        rows = np.random.default_rng([seed, 0x5A3]).choice(len(frame), size=choice.n, replace=False)
+        return frame.iloc[np.sort(rows)]
+    return frame
+
+
+def _merge_records(files, target: Path, choice, seed: int) -> None:
+    """One variant's streamed per-replication files as ``requests/<variant>.parquet``.
+
+    Every row: the files' row groups are copied one at a time (memory stays at one row group).
+    A sample: each replication kept a uniform reservoir of N; N of those are chosen as above."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    present = [f for f in files if Path(f).exists()]
+    if choice.kind == "none" or not present:
+        return
+    if choice.kind == "sample":
+        frame = pd.concat([pd.read_parquet(f) for f in present], ignore_index=True)
+        _sample(frame.sort_values(["replication", "id"], kind="stable").reset_index(drop=True),
+                choice, seed).to_parquet(target, index=False)
+        return
+    writer = None
+    try:
+        for file in present:
+            source = pq.ParquetFile(file)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                if writer is None:
+                    writer = pq.ParquetWriter(target, table.schema)
+                writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _variant_column(name: str, n: int):

@@ -5,8 +5,8 @@ A long run cannot hold one Python object per request until it ends. A
 at most ``rows_per_group`` of them in a buffer, and writes each full buffer
 as one Parquet row group of the per-request table (``sim.metrics.records``,
 the same columns ``request_frame`` builds). What the summary needs is kept
-as compact columns (arrival, class, outcome, latency and each stage's
-enqueue/start/end times: about 20 + 24 x stages bytes per request), so
+as compact columns (id, arrival, class, outcome, latency and each stage's
+enqueue/start/end times: about 28 + 24 x stages bytes per request), so
 ``close`` returns a small frame that ``sim.metrics.summary.summarise`` reads
 exactly as it reads the full table: percentiles stay exact.
 
@@ -194,6 +194,7 @@ class RequestSink:
             return
         width = len(self.names.stages)
         chunk = {
+            "id": np.array([r.id for r in rows], dtype=np.int64),
             "arrival": np.array([r.arrival for r in rows], dtype=float),
             "done": np.array([r.done for r in rows], dtype=float),
             "class": np.array([r.klass for r in rows], dtype=np.int16),
@@ -210,18 +211,22 @@ class RequestSink:
         def joined(key: str, shape=()) -> np.ndarray:
             return (np.concatenate([c[key] for c in chunks]) if chunks else np.zeros((0, *shape)))
 
-        arrival, done = joined("arrival"), joined("done")
+        ids = joined("id").astype(np.int64)
+        order = np.argsort(ids, kind="stable")  # arrival order, as the in-memory table has it: same sums, same bytes
+        arrival, done = joined("arrival")[order], joined("done")[order]
         labels = {o.value: o.label for o in Outcome}
         columns: dict[str, object] = {
+            "id": ids[order],
             "arrival": arrival,
-            "class": pd.Categorical.from_codes(joined("class").astype(np.int64), categories=list(self.names.classes)),
-            "outcome": pd.Categorical([labels[int(c)] for c in joined("outcome")],
+            "class": pd.Categorical.from_codes(joined("class").astype(np.int64)[order],
+                                               categories=list(self.names.classes)),
+            "outcome": pd.Categorical([labels[int(c)] for c in joined("outcome")[order]],
                                       categories=[o.label for o in Outcome if o is not Outcome.PENDING]),
             "done": done,
             "latency": done - arrival,
         }
         for field in ("enqueued", "start", "end"):
-            values = joined(field, (width,))
+            values = joined(field, (width,))[order]
             for j, stage in enumerate(self.names.stages):
                 columns[column(stage, field)] = values[:, j]
         return pd.DataFrame(columns)

@@ -56,10 +56,11 @@ def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, Resource
                     if requests and hasattr(requests[0], "reply_link") else None),
         link_names=[link.name for link in output.plan.links],
     )
-    return frame, _usage(output)
+    return frame, usage_of(output)
 
 
-def _usage(output: RunOutput) -> ResourceUsage:
+def usage_of(output: RunOutput) -> ResourceUsage:
+    """How busy the devices, links and batchers were in the measurement window."""
     window = output.window.end - output.window.start
     busy: dict[str, float] = {}
     queue: dict[str, float] = {}

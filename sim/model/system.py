@@ -53,6 +53,7 @@ from sim.contract import streams
 from sim.contract.outcomes import Outcome
 from sim.costs import Sampler, make_sampler
 from sim.metrics.resilience import ResilienceRecord
+from sim.metrics.sink import RequestSink
 from sim.model import timeseries
 from sim.model.device import Candidate, DeviceInstance, StageService, Window
 from sim.model.failures import Failures
@@ -89,19 +90,21 @@ class System:
     """One replication of one design."""
 
     def __init__(self, plan: Plan, arrivals: Arrivals, seed: int, replication: int,
-                 sample_every: Optional[float] = None):
-        """``sample_every``: record utilisation and queue lengths every so many simulated seconds."""
+                 sample_every: Optional[float] = None, sink: Optional[RequestSink] = None):
+        """``sample_every``: record utilisation and queue lengths every so many simulated seconds;
+        ``sink``: hand each request to it when it ends instead of keeping it (bounded memory)."""
         self.plan = plan
         self.arrivals = arrivals
         self.seed = seed
         self.replication = replication
         self.sample_every = sample_every
+        self.sink = sink
 
     def run(self, progress: Optional[Progress] = None) -> RunOutput:
         run = self.plan.scenario.run
         env = simpy.Environment()
         window = Window(run.warmup, run.duration)
-        state = _State(self.plan, self.arrivals, env, window, self.seed, self.replication)
+        state = _State(self.plan, self.arrivals, env, window, self.seed, self.replication, self.sink)
         state.schedule_next_arrival()
         horizon = run.duration + run.drain
         sampler = (timeseries.attach(env, state.devices, state.channels_by_link, window, self.sample_every,
@@ -113,9 +116,11 @@ class System:
                 progress(step / steps)
             if state.finished == len(self.arrivals) and state.next_arrival >= len(self.arrivals):
                 break
-        for request in state.requests:
+        for request in list(state.live.values()) if self.sink is not None else state.requests:
             if request.outcome == Outcome.PENDING:
                 request.outcome = Outcome.UNFINISHED
+                if self.sink is not None:
+                    state.ended(request)
         return RunOutput(self.plan, self.arrivals, state.requests, state.devices, state.channels_by_link(), window,
                          state.resilience_record(), sampler.table(self.replication) if sampler else None)
 
@@ -124,12 +129,18 @@ class _State:
     """The live model of one run; all callbacks live here."""
 
     def __init__(self, plan: Plan, arrivals: Arrivals, env: simpy.Environment, window: Window,
-                 seed: int, replication: int):
+                 seed: int, replication: int, sink: Optional[RequestSink] = None):
         self.plan = plan
         self.arrivals = arrivals
         self.env = env
         self.window = window
-        self.requests: list[Request] = []
+        self.sink = sink
+        self.requests: list[Request] = []  # every request (no sink) ...
+        self.live: dict[int, Request] = {}  # ... or only those not yet ended (with a sink)
+        self.latest: Optional[Request] = None
+        if sink is not None and plan.resilience is not None:
+            self._retries = np.zeros(len(arrivals), dtype=np.int32)  # kept per request for the metrics
+            self._fallbacks = np.zeros(len(arrivals), dtype=np.int32)
         self.finished = 0
         self.next_arrival = 0
         policies = plan.scenario.policies
@@ -243,7 +254,11 @@ class _State:
             i, int(a.source[i]), int(a.klass[i]), int(a.priority[i]), float(a.time[i]),
             float(a.deadline[i]), float(a.size[i]), self._preds, self._sinks,
         )
-        self.requests.append(request)
+        self.latest = request
+        if self.sink is None:
+            self.requests.append(request)
+        else:
+            self.live[i] = request
         for root in self.plan.roots:
             self._enter(request, root, None, request.size)
         self.schedule_next_arrival()
@@ -315,6 +330,16 @@ class _State:
             request.outcome = outcome
             request.done = self.env.now
             self.finished += 1
+            if self.sink is not None:
+                self.ended(request)
+
+    def ended(self, request: Request) -> None:
+        """With a sink: hand over a request that has its outcome, and forget it."""
+        del self.live[request.id]
+        if self.plan.resilience is not None:
+            self._retries[request.id] = request.retries
+            self._fallbacks[request.id] = request.fallback
+        self.sink.add(request)
 
     # --- failures and reactions (installed only when the scenario declares them) ---
 
@@ -363,7 +388,7 @@ class _State:
 
     def _arrival_with_timeout(self, event) -> None:
         _State._on_arrival(self, event)
-        request = self.requests[-1]
+        request = self.latest
         self.env.timeout(self.client_timeout).callbacks.append(partial(self._client_gives_up, request))
 
     def _fallback(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
@@ -577,8 +602,10 @@ class _State:
             return None
         return ResilienceRecord(
             outages=tuple((o.target, o.start, o.end) for o in (self.failures.outages if self.failures else ())),
-            retries=np.array([r.retries for r in self.requests], dtype=np.int64),
-            fallback=np.array([r.fallback for r in self.requests], dtype=np.int64),
+            retries=(np.array([r.retries for r in self.requests], dtype=np.int64) if self.sink is None
+                     else self._retries[:self.next_arrival].astype(np.int64)),
+            fallback=(np.array([r.fallback for r in self.requests], dtype=np.int64) if self.sink is None
+                      else self._fallbacks[:self.next_arrival].astype(np.int64)),
         )
 
     # --- links ----------------------------------------------------------
