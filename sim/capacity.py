@@ -57,7 +57,7 @@ class Load:
 
 def offered_loads(plan: Plan) -> list[Load]:
     """Every pool's and link's mean utilisation implied by the plan's workload."""
-    rate, payload = _arrivals(plan)
+    rate, payload = arrival_rate(plan)
     stages = plan.stages
     reach: list[float] = [0.0] * len(stages)
     ancestors: list[set[int]] = [set() for _ in stages]
@@ -148,7 +148,7 @@ def _channels(plan: Plan, link: LinkPlan, a: str, b: str) -> float:
     return float(count.get(a, 1) * count.get(b, 1))
 
 
-def _arrivals(plan: Plan) -> tuple[float, float]:
+def arrival_rate(plan: Plan) -> tuple[float, float]:
     """Mean arrival rate of the whole workload and the mean payload of an arrival."""
     rates: list[tuple[float, float]] = []
     for source in plan.scenario.workload.sources:
