@@ -141,8 +141,9 @@ def run(
         fail_input([str(error)])
     console.print(f"[bold]dgsim hil run[/bold] {layouts[0].scenario.name}: {', '.join(names)}; mode {mode.value}; "
                   f"transports {', '.join(kinds)} (per message, channel policy); backend {backend.value}")
-    console.print(f"  models in {Path(layouts[0].settings.cache) / 'models'} (first use of new sizes trains the "
-                  "prefilter: up to a minute)")
+    if any(st.op in ("prefilter", "detect") and not st.user_model for st in layouts[0].stages):
+        console.print(f"  built-in models in {Path(layouts[0].settings.cache) / 'models'} (first use of new sizes "
+                      "trains the prefilter: up to a minute)")
     layouts = [build_models(layout) for layout in layouts]
     for line in _sizes(layouts[0]) + notes:
         console.print(f"  {line}")
@@ -217,14 +218,21 @@ def _check_backend(choice: str, problems: list[str]) -> None:
 
 
 def _sizes(layout) -> list[str]:
+    """What really runs: the built-in models' sizes only where built-in models run, user models by file."""
     s = layout.settings
-    ops = {st.op for st in layout.stages}
-    lines = [f"frames: {s.frames.height}x{s.frames.width} synthetic RGB, {s.frames.count} distinct, "
-             f"{layout.positive_fraction:.0%} with objects"]
-    if "prefilter" in ops:
-        lines.append(f"prefilter: input {s.prefilter.input_size}x{s.prefilter.input_size}")
-    if ops & {"preprocess", "detect"}:
-        lines.append(f"detector: input {layout.tensor_size[0]}x{layout.tensor_size[1]}, width {s.detector.width:g}")
+    builtin = {st.op for st in layout.stages if not st.user_model}
+    lines = []
+    if layout.uses_frames:
+        lines.append(f"frames: {s.frames.height}x{s.frames.width} synthetic RGB, {s.frames.count} distinct, "
+                     f"{layout.positive_fraction:.0%} with objects")
+    if "prefilter" in builtin:
+        lines.append(f"prefilter: built-in, input {s.prefilter.input_size}x{s.prefilter.input_size}")
+    if builtin & {"preprocess", "detect"}:
+        lines.append(f"detector: built-in, input {layout.tensor_size[0]}x{layout.tensor_size[1]}, "
+                     f"width {s.detector.width:g}")
+    for st in layout.stages:
+        if st.user_model and st.model is not None:
+            lines.append(f"{st.name}: {st.op} op runs {st.model}")
     emulated = [st.name for st in layout.stages if st.op == "emulate"]
     if emulated:
         lines.append(f"EMULATED stages (busy-spin on their cost model, no real work): {', '.join(emulated)}")
