@@ -53,11 +53,13 @@ def run(
     max_work: Optional[float] = typer.Option(None, "--max-work", min=0,
                                              help="refuse runs estimated above this many request-stages (expected "
                                                   "arrivals x stages x replications, all variants) [default: 2e7]"),
+    dask: Optional[str] = typer.Option(None, "--dask", help="run the replications on Dask: 'local' (a LocalCluster "
+                                                            "on this machine) or a scheduler, tcp://HOST:8786"),
 ) -> None:
     """Simulate a scenario's variants and compare them."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from sim.experiment import RecordsTarget, simulate_plans
+    from sim.experiment import RecordsTarget, ReplicationFailed, simulate_plans
     from sim.metrics.sink import RecordsChoice, RecordsError
     from sim.report.table import comparison_table
     from sim.results import ResultsError, check_out, write_results
@@ -85,18 +87,34 @@ def run(
         spool.mkdir(parents=True)
     except OSError as error:
         fail_input([f"--out {folder}: cannot write beside it ({error.strerror or error}); no results written"])
+    executor = None
+    if dask:
+        from sim.explore.executors import ExecutorError, make_executor
+
+        try:
+            executor = make_executor(dask, jobs)
+        except ExecutorError as error:
+            shutil.rmtree(spool, ignore_errors=True)
+            fail_input([str(error)])
     try:
         with interruptible(), _progress() as report:
-            result = simulate_plans(session.plans, report, jobs, records)
+            result = simulate_plans(session.plans, report, jobs, records, executor)
     except Interrupted as stop:
         shutil.rmtree(spool, ignore_errors=True)
         error_line(f"{stop.name}: run stopped, no results written{kept}")
         raise typer.Exit(stop.exit_code) from None
+    except ReplicationFailed as error:
+        shutil.rmtree(spool, ignore_errors=True)
+        error_line(f"a replication failed on a Dask worker ({error}); no results written{kept}")
+        raise typer.Exit(1) from None
     except BrokenProcessPool:
         shutil.rmtree(spool, ignore_errors=True)
         error_line(f"a replication worker process died (killed, or out of memory: see --jobs and --max-work); "
                    f"no results written{kept}")
         raise typer.Exit(1) from None
+    finally:
+        if executor is not None:
+            executor.close()
     try:
         with interruptible():
             summary = write_results(result, folder, session.base_dir, keep)

@@ -130,18 +130,23 @@ def run_plans(
     jobs: int = 1,
     sample_every: Optional[float] = None,
     records: Optional[RecordsTarget] = None,
+    executor=None,
 ) -> dict[str, VariantResult]:
     """Simulate each variant's plan over ``replications`` (default: each one's run.replications).
 
     With ``jobs`` > 1 the replications run in that many worker processes;
     the results are identical to a sequential run, only sooner.
     ``sample_every``: record utilisation and queue time series at this interval (s);
-    ``records``: stream per-request rows to files instead of keeping them (bounded memory).
+    ``records``: stream per-request rows to files instead of keeping them (bounded memory);
+    ``executor``: a ``sim.explore.executors`` executor (e.g. a Dask cluster) to run the replications on
+    instead (records then travel back in memory: remote workers cannot write this machine's files).
     """
     tasks = [(v, r) for v, plan in plans.items()
              for r in (replications if replications is not None else range(plan.scenario.run.replications))]
     outputs: dict[tuple[str, int], Replication] = {}
-    if jobs > 1 and len(tasks) > 1:
+    if executor is not None:
+        outputs = _run_on(executor, plans, tasks, progress, sample_every)
+    elif jobs > 1 and len(tasks) > 1:
         outputs = _run_parallel(plans, tasks, min(jobs, len(tasks)), progress, sample_every, records)
     else:
         for variant, replication in tasks:
@@ -159,6 +164,26 @@ def run_plans(
                                          timeseries.combine_tables(series) if series else None,
                                          tuple(d.records for d in done if d.records is not None))
     return results
+
+
+class ReplicationFailed(RuntimeError):
+    """A replication that raised on a remote worker; the message names it and the error."""
+
+
+def _replication_item(item: tuple) -> Replication:
+    plan, replication, sample_every, variant = item
+    return simulate_replication(plan, replication, None, sample_every, None, variant)
+
+
+def _run_on(executor, plans: Mapping[str, Plan], tasks: list[tuple[str, int]], progress: Optional[Progress],
+            sample_every: Optional[float]) -> dict[tuple[str, int], Replication]:
+    items = [(plans[v], r, sample_every, v) for v, r in tasks]
+    done = executor.run(_replication_item, items,
+                        (lambda i: progress(*tasks[i], 1.0)) if progress else None)
+    failed = [f"{v} replication {r}: {d.error}" for (v, r), d in zip(tasks, done) if d.error is not None]
+    if failed:
+        raise ReplicationFailed("; ".join(failed))
+    return {task: d.value for task, d in zip(tasks, done)}
 
 
 def _run_parallel(plans: Mapping[str, Plan], tasks: list[tuple[str, int]], workers: int,
@@ -217,10 +242,11 @@ def run_variant(scenario_file: ScenarioFile, variant: str, progress: Optional[Pr
 
 
 def simulate_plans(plans: Mapping[str, Plan], progress: Optional[Progress] = None, jobs: int = 1,
-                   records: Optional[RecordsTarget] = None) -> ExperimentResult:
+                   records: Optional[RecordsTarget] = None, executor=None) -> ExperimentResult:
     """Every plan over its own run.replications: the result ``dgsim run`` reports and writes
     (with time series of utilisation and queues every ``timeseries.DEFAULT_INTERVAL``)."""
-    results = run_plans(plans, None, progress, jobs, timeseries.DEFAULT_INTERVAL, records)
+    results = run_plans(plans, None, progress, jobs, timeseries.DEFAULT_INTERVAL,
+                        records if executor is None else None, executor)
     first = next(iter(results.values())).scenario
     return ExperimentResult(first.name, "simulation", first.run.seed, results)
 

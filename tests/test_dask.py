@@ -89,3 +89,27 @@ def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path):
 def test_a_bad_address_is_refused():
     with pytest.raises(ExecutorError, match="expected 'local' or a scheduler address"):
         DaskCluster("localhost:8786")
+
+
+def test_dgsim_run_replications_on_a_local_cluster_give_the_local_summary_bytes(tmp_path, cluster):
+    """``dgsim run --dask``: the same replications on Dask workers, the same summary.json."""
+    from sim.experiment import simulate_plans
+    from sim.results import write_results
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    scenario_file = load_scenario_file(path)
+    plans = {v: scenario_file.plan(v) for v in scenario_file.variant_names}
+    write_results(simulate_plans(plans, executor=cluster), tmp_path / "dask")
+    write_results(simulate_plans(plans), tmp_path / "local")
+    assert (tmp_path / "dask" / "summary.json").read_bytes() == (tmp_path / "local" / "summary.json").read_bytes()
+
+
+def test_dgsim_run_with_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO)
+    result = CliRunner().invoke(app, ["run", str(path), "--dask", "tcp://127.0.0.1:1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no Dask scheduler answered" in lines[0] and "Traceback" not in result.output
+    assert not list(tmp_path.glob(".o.records-*"))  # nothing left behind
