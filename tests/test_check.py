@@ -434,6 +434,7 @@ def test_a_scenario_without_budgets_has_no_cases_and_says_so(tmp_path):
     assert parse_junit(tmp_path / "none.xml").get("tests") == "0"
 
 
+@pytest.mark.slow
 def test_same_seed_same_verdict_and_same_bytes_in_parallel_too(tmp_path):
     path = scenario(tmp_path, extra="slo: {latency: {p99: 8 ms, mean: 1.2 ms}}\n")
     first = check(path, "--junit", tmp_path / "a.xml")

@@ -63,6 +63,7 @@ def test_sweep_on_a_local_cluster_gives_the_local_bytes(tmp_path, cluster):
     assert sweep_bytes(path, cluster, tmp_path / "dask") == sweep_bytes(path, Serial(), tmp_path / "local")
 
 
+@pytest.mark.slow
 def test_capacity_on_a_local_cluster_matches_local(tmp_path, cluster):
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO)

@@ -56,6 +56,7 @@ def assert_one_outcome_each(frame):
     assert frame.loc[finished, "done"].notna().all()
 
 
+@pytest.mark.slow
 def test_availability_of_one_server_matches_mtbf_over_mtbf_plus_mttr():
     mtbf, mttr = 1.0, 0.25
     document = {

@@ -110,6 +110,7 @@ def shipped() -> dict[str, dict]:
     return {p.name: yaml.safe_load(p.read_text()) for p in SCENARIOS}
 
 
+@pytest.mark.slow
 @settings(max_examples=30, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())

@@ -287,6 +287,7 @@ def test_shared_channel_far_from_time_zero_finishes_with_the_processor_sharing_a
     assert channel.bytes_moved == pytest.approx(sum(sizes))
 
 
+@pytest.mark.slow
 def test_shared_channel_mm1_ps_mean_sojourn_and_fair_share():
     # M/M/1-PS: Poisson arrivals at load rho, exponential sizes. Mean sojourn
     # E[T] = E[S] / (1 - rho), and (what sets processor sharing apart from

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,6 +113,7 @@ def test_every_arrival_ends_in_exactly_one_outcome(scenario):
     assert frame.loc[~finished, "done"].isna().all()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenarios())
 def test_latency_covers_service_and_transfers(scenario):
@@ -136,6 +138,7 @@ def test_latency_covers_service_and_transfers(scenario):
     assert (served["latency"].to_numpy() + 1e-12 >= service.to_numpy() + hop_floor * 0.999).all()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenarios())
 def test_timestamps_are_ordered(scenario):
@@ -207,6 +210,7 @@ def _compiles(scenario: Scenario):
         return None
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(failing_scenarios())
 def test_every_arrival_ends_in_exactly_one_outcome_with_failures(scenario):
