@@ -207,12 +207,13 @@ def search_command(partition: Partition, scenario: Path, stage: str, mode: str, 
 
     from sim.scenario.errors import ScenarioError
     from sim.scenario.load import load_scenario_file
+    from sim.scenario.safe_yaml import read_yaml_file
 
     try:
         load_scenario_file(scenario).resolve(load_scenario_file(scenario).variant_names[0])
     except ScenarioError as error:
         raise SearchError([str(p) for p in error.problems]) from error
-    document = yaml.safe_load(Path(scenario).read_text())
+    document = read_yaml_file(Path(scenario))  # checked just above: a scenario file that loads
     names = [s.get("name") for s in document.get("pipeline", {}).get("stages", [])]
     if stage not in names:
         raise SearchError([f"{scenario}: pipeline.stages: no stage '{stage}' (stages: {', '.join(map(str, names))})"])

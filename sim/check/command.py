@@ -218,16 +218,17 @@ def _resolved(path: Path, overrides: list[str], problems: list[str]) -> Optional
 
     from sim.scenario.errors import ScenarioError
     from sim.scenario.load import apply_override
+    from sim.scenario.safe_yaml import YamlProblem, read_yaml_file
     from sim.scenario.schema import Scenario
 
     try:
-        document = yaml.safe_load(path.read_text())
+        document = read_yaml_file(path)
         for override in overrides:
             document = apply_override(document, override)
         return Scenario.model_validate(document)
     except OSError:
         problems.append(f"{path}: missing; cannot tell which budgets applied (give the scenario file)")
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, YamlProblem) as error:
         problems.append(f"{path}: not valid YAML ({error})")
     except ScenarioError as error:
         problems.extend(str(p) for p in error.problems)

@@ -107,14 +107,15 @@ def resolved_scenario(folder: Path, variant: str) -> "tuple[Optional[Scenario], 
     import yaml
     from pydantic import ValidationError
 
+    from sim.scenario.safe_yaml import YamlProblem, read_yaml_file
     from sim.scenario.schema import Scenario
 
     path = folder / "resolved" / f"{variant}.yaml"
     try:
-        return Scenario.model_validate(yaml.safe_load(path.read_text())), None
+        return Scenario.model_validate(read_yaml_file(path)), None
     except OSError:
         return None, f"{path}: missing"
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, YamlProblem) as error:
         return None, f"{path}: not valid YAML ({error})"
     except ValidationError as error:
         first = error.errors()[0]
