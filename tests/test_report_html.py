@@ -96,7 +96,7 @@ def test_page_states_verdicts_and_the_scenario_as_run(simulated):
     assert "latency p99" in html and "&lt;= 100" in html  # the scenario's p99 budget
     assert "name: video-analytics-64" in html  # resolved YAML
     timeseries = (simulated / "timeseries").is_dir()
-    assert ("sampled during the run" in html) == timeseries
+    assert ("Sampled during the run" in html) == timeseries
     assert ("has no time series" in html) == (not timeseries)
 
 

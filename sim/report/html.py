@@ -195,7 +195,8 @@ def _occupancy(v: _Variant, measured: bool) -> str:
         first = v.series[v.series["replication"] == v.series["replication"].min()]
         return figure(run_plots.occupancy_figure(first, v.window, f"{v.name}: replication "
                                                  f"{int(first['replication'].iloc[0]) + 1}, sampled during the run"),
-                      "occupancy", "Utilisation (busy servers / servers) and jobs queued per pool; busy channels "
+                      "occupancy", "Sampled during the run: utilisation (busy servers / servers) and jobs queued "
+                                   "per pool; busy channels "
                                    "and messages in flight per link; instantaneous samples, smoothed over 5; "
                                    "the shaded span is the measurement window.")
     why = ("Measured run: the harness records no time series." if measured
