@@ -20,6 +20,7 @@ from sim.calibration import CalibratedCost, Resolver
 from sim.costs import Calibrated, CostSpec, Deterministic
 from sim.policies.placement import SKIP, Placement, PlacementError
 from sim.scenario.errors import Problem, ScenarioError
+from sim.topology import TopologyPlan, add_links, compile_topology
 from sim.scenario.schema import (CLIENT, BatchingSpec, BreakerSpec, RetrySpec, Scenario, TraceSource,
                                  reference_profile)
 
@@ -63,6 +64,7 @@ class StagePlan:
     preds: tuple[int, ...]
     succs: tuple[int, ...]
     batching: BatchingSpec
+    tiers: tuple[int, ...] = ()  # per pool, its preference (topology: the role's); () -> position
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Plan:
     reply_bytes: Optional[float]
     base_dir: Path
     resilience: Optional["ResiliencePlan"] = None  # None: nothing fails and nothing reacts
+    topology: Optional[TopologyPlan] = None  # None: flat pools, one link per hop (sim.topology)
 
     @property
     def roots(self) -> tuple[int, ...]:
@@ -97,15 +100,86 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
     calibration = Resolver(base_dir, problem)  # loads each calibration file once for this plan
     pools = _pools(scenario, problem)
     links = _links(scenario, pools, problem, calibration)
-    stages = _stages(scenario, pools, problem, calibration)
-    if not problems:
-        _check_hops(scenario, stages, pools, links, problem)
+    if scenario.topology is not None:
+        topology, stages = _topology(scenario, pools, links, problem, calibration)
+    else:
+        topology, stages = None, _stages(scenario, pools, problem, calibration)
+        if not problems:
+            _check_hops(scenario, stages, pools, links, problem)
     _check_references(scenario, stages, pools, links, base_dir, problem)
     resilience = _resilience(scenario, pools, links, stages, problem) if not problems else None
     if problems:
         raise ScenarioError(problems)
     reply = scenario.pipeline.reply
-    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir, resilience)
+    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir, resilience, topology)
+
+
+def _pool_plan(spec, path: str, name: str, problem) -> Optional[PoolPlan]:
+    profile = profiles.DEVICES.get(spec.profile)
+    if profile is None:
+        problem(path, f"unknown device profile '{spec.profile}'; expected one of: {', '.join(profiles.DEVICES)}")
+        return None
+    return PoolPlan(name=name, kind=profile.kind, profile=spec.profile, count=spec.count,
+                    servers=spec.servers or profile.servers, speed=spec.speed or profile.speed)
+
+
+def _topology(scenario: Scenario, pools: dict[str, PoolPlan], links: list[LinkPlan], problem,
+              calibration: Resolver) -> tuple[Optional[TopologyPlan], list[StagePlan]]:
+    """Expand the topology into ``pools`` and ``links`` (in place); place the stages on roles, then
+    on every node's pools of those roles; check that every hop locality allows has a route."""
+    compiled = compile_topology(
+        scenario, problem,
+        lambda spec, path, name: _pool_plan(spec, path, name, problem),
+        lambda spec, path, name, ends: _resolve_link(spec, path, name, ends, problem, calibration))
+    # Placement judges roles: the pools of hardware.pools plus one pool per role.
+    role_pools = {**pools, **{role: replace(compiled.pools[names[0]], name=role)
+                              for role, names in compiled.roles.items()}}
+    by_roles = scenario.model_copy(update={"hardware": scenario.hardware.model_copy(
+        update={"pools": {**scenario.hardware.pools, **compiled.role_specs}})})
+    placed = _stages(by_roles, role_pools, problem, calibration)
+    pools.update(compiled.pools)
+    links.extend(compiled.links)
+    topology = add_links(compiled.plan, links[:len(links) - len(compiled.links)])
+    expand = {**{name: (name,) for name in scenario.hardware.pools}, **compiled.roles}
+    stages = [replace(stage,
+                      pools=tuple(p for role in stage.pools for p in expand[role]),
+                      tiers=tuple(t for t, role in enumerate(stage.pools) for _ in expand[role]))
+              for stage in placed]
+    if stages:
+        _check_routes(stages, topology, links, problem)
+    return topology, stages
+
+
+def _check_routes(stages: list[StagePlan], topology: TopologyPlan, links: list[LinkPlan], problem) -> None:
+    """Every hop locality allows needs a route; client hops use one when client links exist."""
+    client_links = any(CLIENT in link.ends for link in links)
+    missing: dict[tuple[str, str], str] = {}
+
+    def needs(a: str, b: str, what: str) -> None:
+        if topology.route(a, b) is None and not (CLIENT in (a, b) and not client_links):
+            missing.setdefault((a, b), what)
+
+    roots = [s for s in stages if not s.preds]
+    for stage in stages:
+        sources = [pool for p in stage.preds for pool in stages[p].pools] if stage.preds else [CLIENT]
+        for src in dict.fromkeys(sources):
+            if stage.preds and src in stage.pools:
+                continue
+            for dst in topology.local(stage.pools, src):
+                needs(src, dst, f"'{stages[stage.preds[0]].name}' -> '{stage.name}'" if stage.preds
+                      else f"the client -> '{stage.name}'")
+        if not stage.succs:  # the reply goes back through the device the request entered
+            for src in stage.pools:
+                for root in roots:
+                    for ingress in topology.local(root.pools, src):
+                        needs(src, ingress, f"the reply from '{stage.name}' to the ingress '{root.name}'")
+    for root in roots:
+        for pool in root.pools:
+            needs(pool, CLIENT, f"the reply from the ingress '{root.name}'")
+    for (a, b), what in list(missing.items())[:20]:
+        problem("topology", f"no route from '{a}' to '{b}' for {what}; add links (or points) that join them")
+    if len(missing) > 20:
+        problem("topology", f"... and {len(missing) - 20} more pairs of pools without a route")
 
 
 def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
@@ -143,25 +217,33 @@ def _links(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibrati
         for end in spec.between:
             if end != CLIENT and end not in scenario.hardware.pools:
                 problem(f"{path}.between", f"unknown endpoint '{end}'; expected a pool name or '{CLIENT}'")
-        base = profiles.LINKS.get(spec.profile) if spec.profile else None
-        if spec.profile and base is None:
-            problem(f"{path}.profile", f"unknown link profile '{spec.profile}'; expected one of: {', '.join(profiles.LINKS)}")
-            continue
-        kind = spec.kind or (base.kind if base else None)
-        bandwidth = spec.bandwidth or (base.bandwidth if base else None)
-        latency = spec.latency or Deterministic.model_construct(value=base.latency if base else 0.0)
-        overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
-        if isinstance(latency, Calibrated):  # a bytes fit also gives the bandwidth and overhead
-            latency, bandwidth, overhead = calibration.link(spec, path, bandwidth, overhead)
-        if kind is None:
-            problem(f"{path}.kind", "required when no profile is given (pcie, rdma, tcp, shm, nvlink, wan)")
-        if bandwidth is None:
-            problem(f"{path}.bandwidth", "required when no profile is given, e.g. '25 Gbit/s'")
-        if kind is None or bandwidth is None:
-            continue
-        contention = spec.contention or (base.contention if base else "fifo")
-        links.append(LinkPlan(spec.name, kind, spec.between, bandwidth, latency, overhead, contention, spec.sharing))
+        link = _resolve_link(spec, path, spec.name, spec.between, problem, calibration)
+        if link is not None:
+            links.append(link)
     return links
+
+
+def _resolve_link(spec, path: str, name: str, ends: tuple[str, str], problem,
+                  calibration: Resolver) -> Optional[LinkPlan]:
+    """One link's numbers, from its profile and its own fields; None (with problems) if incomplete."""
+    base = profiles.LINKS.get(spec.profile) if spec.profile else None
+    if spec.profile and base is None:
+        problem(f"{path}.profile", f"unknown link profile '{spec.profile}'; expected one of: {', '.join(profiles.LINKS)}")
+        return None
+    kind = spec.kind or (base.kind if base else None)
+    bandwidth = spec.bandwidth or (base.bandwidth if base else None)
+    latency = spec.latency or Deterministic.model_construct(value=base.latency if base else 0.0)
+    overhead = spec.overhead if spec.overhead is not None else (base.overhead if base else 0.0)
+    if isinstance(latency, Calibrated):  # a bytes fit also gives the bandwidth and overhead
+        latency, bandwidth, overhead = calibration.link(spec, path, bandwidth, overhead)
+    if kind is None:
+        problem(f"{path}.kind", "required when no profile is given (pcie, rdma, tcp, shm, nvlink, wan)")
+    if bandwidth is None:
+        problem(f"{path}.bandwidth", "required when no profile is given, e.g. '25 Gbit/s'")
+    if kind is None or bandwidth is None:
+        return None
+    contention = spec.contention or (base.contention if base else "fifo")
+    return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing)
 
 
 def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibration: Resolver) -> list[StagePlan]:
@@ -369,7 +451,8 @@ def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, 
     for stage in scenario.policies.batching:
         if stage not in names:
             problem(f"policies.batching.{stage}", f"unknown stage; expected one of: {', '.join(sorted(names))}")
-    targets = set(scenario.hardware.pools) | {link.name for link in scenario.hardware.links}
+    targets = (set(scenario.hardware.pools) | {link.name for link in scenario.hardware.links}
+               | set(pools) | {link.name for link in links})
     budgets = [("slo", scenario.slo)] + [(f"slo.classes.{c}", b) for c, b in scenario.slo.classes.items()]
     for path, budget in budgets:
         for target in budget.utilisation_max:

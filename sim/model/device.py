@@ -55,6 +55,9 @@ class StageService:
 class DeviceInstance:
     """One device of a pool (satisfies ``InstanceView`` through ``Candidate``)."""
 
+    node = ""  # the node and site it belongs to, when the scenario has a topology (sim.topology)
+    site = ""
+
     def __init__(self, env: simpy.Environment, uid: int, name: str, pool: str, servers: int, window: Window,
                  station: Station, services: dict[int, StageService], batch_ids: list[int],
                  columns: Optional[Sequence[int]] = None, track: bool = False):

@@ -210,8 +210,9 @@ class _State:
         self.routers = []
         self.pass_draws: list[Optional[np.ndarray]] = []
         for stage in stages:
+            tiers = stage.tiers or range(len(stage.pools))
             self.candidates.append(
-                [Candidate(d, tier) for tier, p in enumerate(stage.pools) for d in pool_devices[p]]
+                [Candidate(d, tier) for tier, p in zip(tiers, stage.pools) for d in pool_devices[p]]
             )
             self.routers.append(ROUTING[policies.routing.kind](policies.routing, rng(streams.routing(stage.name))))
             self.pass_draws.append(
@@ -237,8 +238,11 @@ class _State:
         self._preds = [len(s.preds) for s in stages]
         self._sinks = len(plan.sinks)
         self.failures: Optional[Failures] = None
+        self._local: Optional[dict[tuple[int, str], list[Candidate]]] = None  # topology: (stage, pool) -> candidates
         if resilience is not None:
             self._install_resilience(resilience, rng)
+        if plan.topology is not None:
+            self._install_topology(resilience)
 
     # --- arrivals -------------------------------------------------------
 
@@ -408,8 +412,10 @@ class _State:
         """The device for an attempt: the one to retry on, the one the data is on, or the router's choice."""
         if same >= 0:
             return self.devices[same]
-        candidates = self.candidates[index]
         pools = self.plan.stages[index].pools if index < len(self.plan.stages) else None
+        candidates = self.candidates[index]
+        if self._local is not None and source is not None and pools is not None:
+            candidates = self._local_candidates(index, source.pool)
         if source is not None and (source.pool in pools if pools is not None else
                                    any(c.device is source for c in candidates)):
             if (source.healthy or not self.health_aware) and source.uid != exclude:
@@ -607,6 +613,90 @@ class _State:
             fallback=(np.array([r.fallback for r in self.requests], dtype=np.int64) if self.sink is None
                       else self._fallbacks[:self.next_arrival].astype(np.int64)),
         )
+
+    # --- topology (installed only when the scenario declares one) ----------
+
+    def _install_topology(self, resilience) -> None:
+        """Locality, routes of several hops, and replies through the ingress device (sim.topology)."""
+        topology = self.plan.topology
+        for device in self.devices:
+            device.node = topology.node_of.get(device.pool, "")
+            device.site = topology.site_of.get(device.pool, "")
+        self._local = {}
+        self._stage_pools = [frozenset(stage.pools) for stage in self.plan.stages]
+        self._routes: dict[tuple[str, str], tuple] = {}
+        self._links_fail = resilience is not None and any(f.link is not None for f in resilience.failures)
+        self._ingress_stage = self.plan.roots[0]
+        if resilience is None:
+            self._enter = self._enter_local
+        self._send = self._send_routed
+        self._reply = partial(self._reply_via_ingress, self._reply)
+
+    def _local_candidates(self, stage: int, pool: str) -> list[Candidate]:
+        """The candidates of ``stage`` that locality allows for a request on ``pool``."""
+        key = (stage, pool)
+        found = self._local.get(key)
+        if found is None:
+            allowed = set(self.plan.topology.local(self.plan.stages[stage].pools, pool))
+            found = self._local[key] = [c for c in self.candidates[stage] if c.device.pool in allowed]
+        return found
+
+    def _enter_local(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
+        """``_enter`` with locality: a request on a device chooses among its node's (or site's) pools."""
+        job = Job(request, stage, 0, self.env.now, request.deadline, request.priority, self._stage_done)
+        if source is not None and source.pool in self._stage_pools[stage]:
+            self._queue(job, source)
+            return
+        candidates = self.candidates[stage] if source is None else self._local_candidates(stage, source.pool)
+        device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
+            else candidates[0].device
+        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device))
+
+    def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
+        """The reply goes back to the device the request entered, and leaves from there."""
+        uid = request.instance[self._ingress_stage]
+        ingress = self.devices[uid] if uid >= 0 else device
+        if ingress is device:
+            reply(request, device, size)
+            return
+        self._send(device, ingress, size, lambda: reply(request, ingress, size),
+                   partial(self._finish, request, Outcome.FAILED))
+
+    def _send_routed(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
+                     deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
+        """``_send`` over a route of several hops: store and forward, each hop on its own channel;
+        the index of the link of the last hop, or -1."""
+        a = source.pool if source else CLIENT
+        b = target.pool if target else CLIENT
+        route = self._routes.get((a, b))
+        if route is None:
+            route = self._routes[a, b] = self.plan.topology.route(a, b) or ()  # None: a client hop, no client links
+        if not route:
+            deliver()
+            return -1
+        chosen = [hop.links[0] if len(hop.links) == 1 else next(
+            link for link in hop.links if link.kind == self.channel_policy.choose(size, [l.kind for l in hop.links]))
+            for hop in route]
+        self._cross(route, chosen, 0, source, target, size, deliver, fail)
+        return self._link_index[chosen[-1].name]
+
+    def _cross(self, route, chosen, i: int, source, target, size: float, deliver, fail) -> None:
+        hop, link = route[i], chosen[i]
+        last = i == len(route) - 1
+        onward = deliver if last else (lambda: self._cross(route, chosen, i + 1, source, target, size, deliver, fail))
+        if self._links_fail:
+            index = self._link_index[link.name]
+            if self._link_down[index]:
+                (fail or onward)()
+                return
+            epoch, forward = self._link_epoch[index], onward
+
+            def onward() -> None:
+                if self._link_epoch[index] != epoch and fail is not None:
+                    fail()
+                else:
+                    forward()
+        self._channel(link, source if i == 0 else None, target if last else None, hop.frm).send(size, onward)
 
     # --- links ----------------------------------------------------------
 

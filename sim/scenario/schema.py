@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator,
+                      model_serializer, model_validator)
 
 from sim import profiles
 from sim.costs import CostSpec
@@ -102,8 +103,51 @@ class LinkSpec(Strict):
 
 
 class Hardware(Strict):
-    pools: dict[str, PoolSpec] = Field(min_length=1)
+    pools: dict[str, PoolSpec] = Field(default_factory=dict, description="at least one here or in topology")
     links: list[LinkSpec] = Field(default_factory=list)
+
+
+# --- topology (optional): servers and sites, replicated ----------------------
+
+NETWORK = "network"  # in a node's or a site's links: the site's network fabric
+TOPOLOGY_ENDPOINTS = (CLIENT, NETWORK)
+
+
+class NodeSpec(Strict):
+    """A server, declared once and replicated ``count`` times (see sim.topology).
+
+    ``pools``: its devices by role (``dpu``, ``gpu``, ``cpu``); ``points``:
+    places inside it that are not devices but that transfers cross (a PCIe
+    switch); ``links``: between its roles and points, ``network`` (the
+    site's fabric) or ``client``.
+    """
+
+    count: PositiveInt = Field(1, le=MAX_DEVICES)
+    pools: dict[str, PoolSpec] = Field(min_length=1)
+    points: list[str] = Field(default_factory=list, description="non-device endpoints inside the node (a PCIe switch)")
+    links: list[LinkSpec] = Field(default_factory=list)
+
+
+class SiteSpec(Strict):
+    """A group of nodes (a data-centre row, an edge box's premises), replicated ``count`` times.
+
+    ``links`` join the site's ``network`` point to ``client`` or to a pool of
+    ``hardware.pools`` (a WAN to a cloud pool declared outside the topology).
+    """
+
+    count: PositiveInt = Field(1, le=MAX_DEVICES)
+    nodes: dict[str, NodeSpec] = Field(min_length=1)
+    links: list[LinkSpec] = Field(default_factory=list)
+
+
+class TopologySpec(Strict):
+    """Sites of nodes; ``wan`` links join two sites' networks (``between`` names two sites)."""
+
+    sites: dict[str, SiteSpec] = Field(min_length=1)
+    wan: list[LinkSpec] = Field(default_factory=list)
+    locality: Literal["node", "site", "any"] = Field(
+        "node", description="where a request may go when it changes pool: its node's devices of the "
+        "stage's role first (node), any node of its site (site), or anywhere (any)")
 
 
 # --- workload ---------------------------------------------------------------
@@ -525,3 +569,18 @@ class Scenario(Strict):
     cost: Optional[CostOverride] = Field(None, description="prices per pool, overriding the profiles' (dgsim capacity, sweep)")
     failures: list[FailureSpec] = Field(default_factory=list, description="devices and links that fail and recover")
     resilience: ResilienceSpec = Field(ResilienceSpec(), description="timeouts, retries, breakers, fallbacks")
+    topology: Optional[TopologySpec] = Field(None, description="servers and sites with locality (sim.topology)")
+
+    @model_validator(mode="after")
+    def _some_pools(self):
+        if not self.hardware.pools and self.topology is None:
+            raise ValueError("hardware.pools: declare at least one pool (or a topology)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_topology(self, handler):
+        """A scenario without a topology dumps as it did before there was one."""
+        data = handler(self)
+        if self.topology is None and isinstance(data, dict):
+            data.pop("topology", None)
+        return data

@@ -1,0 +1,189 @@
+"""Servers and sites (sim/topology.py): locality, routes of several hops, a shared PCIe uplink.
+
+Each scenario here is a few simulated seconds at most. The 4-node rack has,
+per server, one DPU (ingress and post-processing) and four GPUs behind a
+PCIe switch: ``uplink`` joins the DPU to the switch (one channel shared by
+the four GPUs), ``slot`` joins the switch to each GPU (one channel per GPU),
+``port`` joins the DPU to the site's network.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from sim.contract.outcomes import Outcome
+from sim.model.system import System
+from sim.plan import compile_plan
+from sim.scenario.errors import ScenarioError
+from sim.scenario.schema import CLIENT, Scenario
+from sim.workload import generate_arrivals
+
+PRE, DETECT, POST = 0, 1, 2
+
+
+def rack(nodes: int = 4, locality: str = "node", rate: str = "2000/s", routing: str = "shortest-queue",
+         uplink: bool = True, detect_mean: str = "1 ms", output: str = "1 MB") -> dict:
+    inside = ([{"name": "uplink", "between": ["dpu", "switch"], "kind": "pcie", "bandwidth": "16 GB/s",
+                "contention": "shared", "sharing": "shared"},
+               {"name": "slot", "between": ["switch", "gpu"], "kind": "pcie", "bandwidth": "16 GB/s",
+                "contention": "shared"}] if uplink else
+              [{"name": "slot", "between": ["dpu", "gpu"], "kind": "pcie", "bandwidth": "16 GB/s",
+                "contention": "shared"}])
+    return {
+        "name": "rack-test",
+        "hardware": {},
+        "topology": {"locality": locality, "sites": {"dc": {"nodes": {"srv": {
+            "count": nodes,
+            "pools": {"dpu": {"profile": "bluefield-3"}, "gpu": {"profile": "a100", "count": 4}},
+            "points": ["switch"] if uplink else [],
+            "links": [
+                {"name": "nic", "between": ["client", "dpu"], "kind": "tcp", "bandwidth": "25 Gbit/s",
+                 "contention": "shared"},
+                {"name": "port", "between": ["network", "dpu"], "kind": "rdma", "bandwidth": "25 Gbit/s",
+                 "latency": "2 us", "contention": "shared"},
+                *inside,
+            ]}}}}},
+        "workload": {"sources": [{"name": "cams", "kind": "poisson", "rate": rate, "payload": "100 KB"}]},
+        "pipeline": {"stages": [
+            {"name": "pre", "costs": {"dpu": "0.1 ms"}, "output": output},
+            {"name": "detect", "costs": {"gpu": {"kind": "exponential", "mean": detect_mean}}, "output": "10 KB"},
+            {"name": "post", "costs": {"dpu": "0.05 ms"}, "output": "1 KB"},
+        ]},
+        "policies": {"routing": {"kind": routing}},
+        "run": {"duration": "1.5 s", "warmup": "0.2 s", "drain": "1 s", "replications": 1, "seed": 3},
+    }
+
+
+def simulate(document: dict):
+    plan = compile_plan(Scenario.model_validate(document))
+    run = plan.scenario.run
+    arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir)
+    return plan, System(plan, arrivals, run.seed, 0).run()
+
+
+def test_compiles_one_pool_per_node_and_role():
+    plan = compile_plan(Scenario.model_validate(rack()))
+    assert list(plan.pools) == [f"srv[{i}].{role}" for i in range(4) for role in ("dpu", "gpu")]
+    assert plan.pools["srv[2].gpu"].count == 4
+    assert plan.stages[DETECT].pools == tuple(f"srv[{i}].gpu" for i in range(4))
+    hops = plan.topology.route("srv[0].dpu", "srv[0].gpu")
+    assert [(h.frm, h.to, [l.name for l in h.links]) for h in hops] == [
+        ("srv[0].dpu", "srv[0].switch", ["srv[0].uplink"]), ("srv[0].switch", "srv[0].gpu", ["srv[0].slot"])]
+    across = plan.topology.route("srv[0].dpu", "srv[3].gpu")  # DPU -> network -> DPU -> switch -> GPU
+    assert [h.links[0].name for h in across] == ["srv[0].port", "srv[3].port", "srv[3].uplink", "srv[3].slot"]
+    assert plan.topology.route("srv[0].gpu", CLIENT)[-1].links[0].name == "srv[0].nic"
+
+
+def test_requests_stay_in_their_node_and_replies_leave_from_the_ingress_device():
+    plan, out = simulate(rack(routing="round-robin"))
+    devices = out.devices
+    served = [r for r in out.requests if r.outcome is Outcome.COMPLETED]
+    assert len(served) > 2000
+    assert {d.node for d in devices} == {f"srv[{i}]" for i in range(4)}
+    ingress_nodes = set()
+    for r in served:
+        ingress = devices[r.instance[PRE]]
+        ingress_nodes.add(ingress.node)
+        assert devices[r.instance[DETECT]].node == ingress.node
+        assert devices[r.instance[POST]] is ingress
+        reply = plan.links[r.reply_link]
+        assert reply.ends == (CLIENT, ingress.pool)  # the reply's last hop leaves from the ingress device
+        assert plan.links[r.link[DETECT]].name == f"{ingress.node}.slot"  # it reached its GPU through the switch
+    assert len(ingress_nodes) == 4  # the router spreads arrivals over the servers
+
+
+def test_a_policy_may_send_requests_to_other_nodes_over_the_network_and_replies_still_return():
+    plan, out = simulate(rack(locality="site", routing="random"))
+    devices = out.devices
+    served = [r for r in out.requests if r.outcome is Outcome.COMPLETED]
+    away = [r for r in served if devices[r.instance[DETECT]].node != devices[r.instance[PRE]].node]
+    assert len(away) > 0.5 * len(served)  # random over 16 GPUs of 4 nodes: about 3 in 4 leave their node
+    for r in away[:200]:
+        ingress = devices[r.instance[PRE]]
+        route = plan.topology.route(ingress.pool, devices[r.instance[DETECT]].pool)
+        assert any(link.kind == "rdma" for hop in route for link in hop.links)  # a real network hop
+        assert plan.links[r.reply_link].ends == (CLIENT, ingress.pool)
+    network = sum(c.bytes_moved for name, cs in out.channels.items() if name.endswith(".port") for c in cs)
+    assert network > 0
+
+
+def utilisation(out, link: str) -> list[float]:
+    span = out.window.end - out.window.start
+    return [c.busy_time / span for name, cs in out.channels.items() if name.split(".")[-1] == link for c in cs
+            if c.bytes_moved > 1e9]  # the directions that carry the frames
+
+
+def test_a_shared_pcie_uplink_saturates_before_the_per_gpu_links():
+    # 1 MB frames at 15,000/s: 15 GB/s through one 16 GB/s uplink, 3.75 GB/s through each GPU's slot.
+    _, busy = simulate(rack(nodes=1, rate="15000/s", detect_mean="0.2 ms"))
+    uplink, slots = utilisation(busy, "uplink"), utilisation(busy, "slot")
+    assert len(uplink) == 1 and len(slots) == 4
+    assert uplink[0] > 0.85
+    assert max(slots) < 0.35
+    assert uplink[0] == pytest.approx(sum(slots), rel=0.05)  # every frame crosses both
+    # without the shared uplink (each GPU its own x16 link to the DPU) the same load waits far less
+    _, direct = simulate(rack(nodes=1, rate="15000/s", detect_mean="0.2 ms", uplink=False))
+
+    def mean_latency(out):
+        return np.mean([r.done - r.arrival for r in out.requests if r.outcome is Outcome.COMPLETED])
+
+    assert mean_latency(busy) > 1.5 * mean_latency(direct)
+
+
+FLAT = {
+    "name": "flat",
+    "hardware": {
+        "pools": {"dpu": {"profile": "bluefield-3"}, "gpu": {"profile": "a100", "count": 3}},
+        "links": [
+            {"name": "nic", "between": ["client", "dpu"], "kind": "tcp", "bandwidth": "25 Gbit/s",
+             "latency": {"kind": "exponential", "mean": "20 us"}, "contention": "shared"},
+            {"name": "pcie", "between": ["dpu", "gpu"], "profile": "pcie-gen4-x16"},
+        ],
+    },
+    "workload": {"sources": [{"name": "cams", "kind": "poisson", "rate": "3000/s", "payload": "200 KB"}]},
+    "pipeline": {"stages": [
+        {"name": "pre", "costs": {"dpu": {"kind": "exponential", "mean": "0.5 ms"}}, "output": "1.2 MB"},
+        {"name": "detect", "costs": {"gpu": {"kind": "exponential", "mean": "0.8 ms"}}, "output": "10 KB"},
+        {"name": "post", "costs": {"dpu": {"kind": "exponential", "mean": "0.1 ms"}}},
+    ]},
+    "policies": {"routing": {"kind": "power-of-two"}},
+    "run": {"duration": "1 s", "warmup": "0.1 s", "drain": "1 s", "replications": 1, "seed": 5},
+}
+
+
+def test_a_one_server_topology_gives_the_flat_model_results_exactly():
+    # one DPU: the flat model also replies from the device the request entered
+    one = copy.deepcopy(FLAT)
+    hardware = one.pop("hardware")
+    one["hardware"] = {}
+    one["topology"] = {"sites": {"here": {"nodes": {"box": {"pools": hardware["pools"], "links": hardware["links"]}}}}}
+    flat_plan, flat = simulate(FLAT)
+    plan, topo = simulate(one)
+    assert plan.topology is not None and flat_plan.topology is None
+    assert list(plan.pools) == list(flat_plan.pools)
+    assert len(flat.requests) == len(topo.requests) > 2000
+
+    def table(out):
+        return [(r.outcome, r.done, tuple(r.start), tuple(r.end), tuple(r.instance)) for r in out.requests]
+
+    assert table(flat) == table(topo)
+
+
+def test_topology_mistakes_name_their_field():
+    bad = rack()
+    bad["topology"]["sites"]["dc"]["nodes"]["srv"]["links"].append(
+        {"name": "oops", "between": ["dpu", "tpu"], "kind": "pcie", "bandwidth": "1 GB/s"})
+    with pytest.raises(ScenarioError) as error:
+        compile_plan(Scenario.model_validate(bad))
+    assert any(p.path == "topology.sites.dc.nodes.srv.links[4].between" and "'tpu'" in p.message
+               for p in error.value.problems)
+    cut = rack()
+    cut["topology"]["sites"]["dc"]["nodes"]["srv"]["links"] = [
+        link for link in cut["topology"]["sites"]["dc"]["nodes"]["srv"]["links"] if link["name"] != "slot"]
+    with pytest.raises(ScenarioError) as error:
+        compile_plan(Scenario.model_validate(cut))
+    assert any(p.path == "topology" and "no route from 'srv[0].dpu' to 'srv[0].gpu'" in p.message
+               for p in error.value.problems)
