@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import io
 import math
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sim.contract import streams
 from sim.scenario.safe_yaml import YamlProblem, read_text_file
 from sim.scenario.schema import (
     GammaSource,
@@ -45,9 +45,6 @@ class WorkloadTooLarge(ValueError):
     """A workload whose expected arrivals exceed the ceiling; nothing was drawn."""
 
 
-def stream_rng(seed: int, replication: int, name: str) -> np.random.Generator:
-    """The random stream of one named model component in one replication."""
-    return np.random.default_rng(np.random.SeedSequence([seed, replication, zlib.crc32(name.encode())]))
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ def generate_arrivals(
     class_names = tuple(dict.fromkeys(s.class_ for s in workload.sources))
     parts = []
     for index, source in enumerate(workload.sources):
-        rng = stream_rng(seed, replication, f"source:{source.name}")
+        rng = streams.stream_rng(seed, replication, streams.arrivals(source.name))
         times, sizes = _draw(source, duration, rng, base_dir)
         keep = (times >= 0) & (times < duration)
         times, sizes = times[keep], sizes[keep]

@@ -264,10 +264,10 @@ class Emulate(Op):
 
     def __init__(self, stage, frames, seed: int, replication: int):
         from sim.costs import make_sampler
-        from sim.workload import stream_rng
+        from sim.contract import streams
 
         super().__init__(stage, frames)
-        rng = stream_rng(seed, replication, f"service:{stage.name}:{stage.pool}")
+        rng = streams.stream_rng(seed, replication, streams.service(stage.name, stage.pool))
         self.sampler = make_sampler(stage.cost, rng, 1 / stage.speed)
 
     def __call__(self, jobs) -> Outputs:
@@ -365,9 +365,9 @@ class PassDraws:
 
     @classmethod
     def of(cls, stage: StageRun, seed: int, replication: int) -> PassDraws:
-        from sim.workload import stream_rng
+        from sim.contract import streams
 
-        return cls(stream_rng(seed, replication, f"pass:{stage.name}"), np.empty(0))
+        return cls(streams.stream_rng(seed, replication, streams.passes(stage.name)), np.empty(0))
 
     def __call__(self, ids: list[int]) -> np.ndarray:
         need = max(ids) + 1

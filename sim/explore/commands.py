@@ -22,11 +22,9 @@ CAPACITY_REPLICATION_CAP = 12
 
 
 def _cli_helpers():
-    """``fail_input`` and ``scenario_overrides``: in sim.commandline once it exists, in sim.cli before."""
-    try:
-        from sim.commandline import fail_input, scenario_overrides
-    except ImportError:
-        from sim.cli import fail_input, scenario_overrides
+    """``fail_input`` and ``scenario_overrides`` from the commands' shared library."""
+    from sim.commandline import fail_input, scenario_overrides
+
     return fail_input, scenario_overrides
 
 

@@ -25,7 +25,7 @@ class TraceFormat(str, Enum):
 
 
 def _folder(path: Path) -> None:
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
 
     if not path.is_dir():
         fail_input([f"{path}: no such results folder"])
@@ -39,7 +39,7 @@ def report_command(
     open_: bool = typer.Option(False, "--open", help="open the page in the default browser"),
 ) -> None:
     """Write RESULTS/report.html: one self-contained page with plots, verdicts and the scenario as run."""
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
     from sim.report.html import write_report
     from sim.results import ResultsError
 
@@ -74,7 +74,7 @@ def trace_command(
     max_size: float = typer.Option(64.0, "--max-size", min=0.001, help="refuse to write a trace over this many MiB"),
 ) -> None:
     """Write a Perfetto trace of a window of requests: devices and links as tracks, requests as flows."""
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
     from sim.report import trace as traces
     from sim.report.columns import read_requests, resolved_scenario, stage_graph, stage_names
 
@@ -132,7 +132,7 @@ def compare_command(
     """Compare two results folders per variant and metric: B - A with 95% CIs, paired on common random numbers."""
     from rich.console import Console
 
-    from sim.cli import fail_input
+    from sim.commandline import fail_input
     from sim.report.compare import compare, console_table, html_page, only_patterns, text_lines
     from sim.results import ResultsError, read_summary
 
