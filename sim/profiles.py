@@ -2,8 +2,8 @@
 
 A scenario names a profile ("bluefield-3", "a100", "pcie-gen4-x16") instead
 of repeating numbers, and may override any field. Every default below
-carries its source beside it; the rows come from
-``shared/reference/hardware-facts.md`` unless another source is named.
+carries its public source beside it (datasheet, vendor document, paper or
+benchmark repository).
 "derived" means arithmetic on published numbers, "proxy" a similar part
 measured instead of the part itself.
 
