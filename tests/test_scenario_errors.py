@@ -419,6 +419,7 @@ def test_the_corpus_covers_every_kind_of_bad_input():
     assert kinds <= set(BAD_FILES), kinds - set(BAD_FILES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_a_known_bad_file_gives_one_line_and_exit_2(corpus, name):
     case, result = BAD_FILES[name], corpus[f"run:{name}"]

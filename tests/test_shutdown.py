@@ -57,6 +57,7 @@ RUN = ["run", str(SCENARIO), "-j", "2", "--duration", "600 s", "--set", "run.rep
 CHECK = ["check", str(SCENARIO), "-j", "2", "--set", "run.duration=600 s", "--variant", "cpu-path"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, signum, code, whole_group, said", [
     (RUN, signal.SIGTERM, 143, False, "no results written"),
     (RUN, signal.SIGINT, 130, True, "no results written"),
@@ -94,6 +95,7 @@ def test_a_signal_stops_a_parallel_run_and_leaves_no_process(tmp_path, command, 
     assert _session_processes(process.pid) == []
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_one_line_and_exit_1_and_no_process_stays(tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen([*_dgsim(), *RUN, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
