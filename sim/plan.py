@@ -33,6 +33,7 @@ class PoolPlan:
     count: int
     servers: int
     speed: float
+    background: Optional[tuple[float, float]] = None  # other work: (fraction of servers busy, mean job seconds)
 
     def instance_names(self) -> list[str]:
         return [f"{self.name}[{i}]" for i in range(self.count)]
@@ -48,6 +49,8 @@ class LinkPlan:
     overhead: float
     contention: str
     sharing: str
+    send_cost: Optional[tuple[float, float]] = None  # CPU seconds on the sender: (per message, per byte)
+    receive_cost: Optional[tuple[float, float]] = None  # ... and on the receiver
 
     def joins(self, a: str, b: str) -> bool:
         return {a, b} == set(self.ends) if a != b else self.ends == (a, a)
@@ -86,6 +89,16 @@ class Plan:
     def sinks(self) -> tuple[int, ...]:
         return tuple(s.index for s in self.stages if not s.succs)
 
+    @property
+    def host_costs(self) -> bool:
+        """Whether any transfer costs CPU time on the devices at its ends."""
+        return any(link.send_cost or link.receive_cost for link in self.links)
+
+    @property
+    def other_work(self) -> bool:
+        """Whether devices serve work besides the stages: host costs of transfers or background load."""
+        return self.host_costs or any(pool.background for pool in self.pools.values())
+
     def links_between(self, a: str, b: str) -> list[LinkPlan]:
         return [link for link in self.links if link.joins(a, b)]
 
@@ -120,7 +133,8 @@ def _pool_plan(spec, path: str, name: str, problem) -> Optional[PoolPlan]:
         problem(path, f"unknown device profile '{spec.profile}'; expected one of: {', '.join(profiles.DEVICES)}")
         return None
     return PoolPlan(name=name, kind=profile.kind, profile=spec.profile, count=spec.count,
-                    servers=spec.servers or profile.servers, speed=spec.speed or profile.speed)
+                    servers=spec.servers or profile.servers, speed=spec.speed or profile.speed,
+                    background=(spec.background.load, spec.background.job) if spec.background else None)
 
 
 def _topology(scenario: Scenario, pools: dict[str, PoolPlan], links: list[LinkPlan], problem,
@@ -202,6 +216,7 @@ def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
             count=spec.count,
             servers=spec.servers or profile.servers,
             speed=spec.speed or profile.speed,
+            background=(spec.background.load, spec.background.job) if spec.background else None,
         )
     return pools
 
@@ -243,7 +258,16 @@ def _resolve_link(spec, path: str, name: str, ends: tuple[str, str], problem,
     if kind is None or bandwidth is None:
         return None
     contention = spec.contention or (base.contention if base else "fifo")
-    return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing)
+    return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing,
+                    _host_cost(spec.send_cost), _host_cost(spec.receive_cost))
+
+
+def _host_cost(spec) -> Optional[tuple[float, float]]:
+    """(seconds per message, seconds per byte), or None when the cost is absent or zero."""
+    if spec is None:
+        return None
+    per_byte = spec.copies / spec.copy_rate if spec.copy_rate else 0.0
+    return (spec.per_message, per_byte) if spec.per_message > 0 or per_byte > 0 else None
 
 
 def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibration: Resolver) -> list[StagePlan]:

@@ -281,7 +281,7 @@ def test_the_real_dgsim_script_reports_a_bad_file_the_same_way(results, tmp_path
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [
         f"error: {path}: hardware.pools.cpu.colour: unknown key 'colour'; "
-        "expected one of: profile, count, servers, speed"
+        "expected one of: profile, count, servers, speed, background"
     ]
     twin = results["unknown-key"]
     assert twin.returncode == done.returncode

@@ -187,3 +187,67 @@ def test_topology_mistakes_name_their_field():
         compile_plan(Scenario.model_validate(cut))
     assert any(p.path == "topology" and "no route from 'srv[0].dpu' to 'srv[0].gpu'" in p.message
                for p in error.value.problems)
+
+
+# --- host costs of moving data ------------------------------------------------------------------
+
+ONE_CORE = {
+    "name": "one-core",
+    "hardware": {
+        "pools": {"cpu": {"profile": "host-cpu", "cores": 1}},
+        "links": [{"name": "net", "between": ["client", "cpu"], "kind": "tcp", "bandwidth": "10 Gbit/s"}],
+    },
+    "workload": {"sources": [{"name": "s", "kind": "poisson", "rate": "400/s", "payload": "100 KB"}]},
+    "pipeline": {"stages": [{"name": "work", "costs": {"cpu": {"kind": "exponential", "mean": "1 ms"}}}],
+                 "reply": "1 KB"},
+    "run": {"duration": "3 s", "warmup": "0.3 s", "drain": "1 s", "replications": 1, "seed": 2},
+}
+
+
+def busy_fraction(out) -> float:
+    span = out.window.end - out.window.start
+    return sum(d.busy_time for d in out.devices) / span
+
+
+def test_receiving_a_message_costs_the_core_that_serves_the_stage():
+    # kernel TCP receive: 0.1 ms per message + 2 copies of 100 KB at 500 MB/s per core = 0.5 ms per
+    # request (the 1 KB reply is sent by the client side, which is not modelled); 400/s -> +0.2 of the core
+    costed = copy.deepcopy(ONE_CORE)
+    costed["hardware"]["links"][0]["receive_cost"] = {"per_message": "0.1 ms", "copy_rate": "500 MB/s", "copies": 2}
+    _, plain = simulate(ONE_CORE)
+    plan, paid = simulate(costed)
+    assert plan.links[0].receive_cost == pytest.approx((1e-4, 2 / 500e6))
+    assert busy_fraction(plain) == pytest.approx(0.4, abs=0.04)
+    assert busy_fraction(paid) - busy_fraction(plain) == pytest.approx(400 * (1e-4 + 2 * 100e3 / 500e6), rel=0.1)
+    served = [r for r in paid.requests if r.outcome is Outcome.COMPLETED]
+    # the copy waits for the core like a job: the stage starts at least 0.5 ms after the message lands
+    assert all(r.start[0] - r.arrival >= 0.5e-3 + 100e3 / 1.25e9 - 1e-12 for r in served)
+    usage = {i for d in paid.devices for i in d.services}
+    assert usage == {0}  # copies use the core, but are no stage of the pipeline
+
+
+def test_host_costs_on_a_link_no_request_crosses_change_nothing():
+    # the costed run sends every message through the routed path and gives every device a copy stage
+    idle = copy.deepcopy(ONE_CORE)
+    idle["hardware"]["pools"]["spare"] = {"profile": "host-cpu", "cores": 1}
+    idle["hardware"]["links"].append({"name": "unused", "between": ["cpu", "spare"], "kind": "shm",
+                                      "bandwidth": "10 GB/s", "send_cost": {"per_message": "1 ms"}})
+    idle["policies"] = {"placement": {"map": {"work": "cpu"}}}
+    plan, a = simulate(idle)
+    assert plan.host_costs
+    _, b = simulate(ONE_CORE)
+    assert len(a.requests) > 1000
+    assert [(r.outcome, r.done, r.start[0]) for r in a.requests] == [(r.outcome, r.done, r.start[0]) for r in b.requests]
+
+
+def test_background_load_takes_its_share_of_the_cores_and_slows_the_stages():
+    loaded = copy.deepcopy(ONE_CORE)
+    loaded["hardware"]["pools"]["cpu"]["background"] = {"load": 0.3, "job": "0.5 ms"}
+    _, plain = simulate(ONE_CORE)
+    _, busy = simulate(loaded)
+    assert busy_fraction(busy) - busy_fraction(plain) == pytest.approx(0.3, abs=0.05)
+
+    def mean_latency(out):
+        return np.mean([r.done - r.arrival for r in out.requests if r.outcome is Outcome.COMPLETED])
+
+    assert mean_latency(busy) > 1.3 * mean_latency(plain)  # M/M/1 at 0.4 -> about 0.7 of the core busy

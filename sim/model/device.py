@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import simpy
 
@@ -50,6 +50,7 @@ class StageService:
     sampler: Sampler
     batches: int = 0
     batched_jobs: int = 0
+    cost_of: Optional[Callable[[list], float]] = None  # a batch's duration from its jobs (host copies), not drawn
 
 
 class DeviceInstance:
@@ -129,7 +130,7 @@ class DeviceInstance:
         self._account(now, self.station.waiting + len(jobs))  # up to now, the batch was still waiting
         self.free -= 1
         service = self._services[launch.stage]
-        duration = service.sampler.sample(len(jobs))
+        duration = service.sampler.sample(len(jobs)) if service.cost_of is None else service.cost_of(jobs)
         window = self.window
         if now < window.end and now + duration > window.start:
             self.busy_time += min(now + duration, window.end) - max(now, window.start)

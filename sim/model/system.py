@@ -41,6 +41,7 @@ exactly the work it did before:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -60,6 +61,7 @@ from sim.model.failures import Failures
 from sim.model.link import Channel, make_channel
 from sim.model.request import Job, Request
 from sim.plan import FailurePlan, LinkPlan, Plan
+from sim.topology import Hop
 from sim.policies.resilience import Fallback, GiveUp, HealthAware, Reason, Retry, build_reactions
 from sim.policies.admission import ADMISSION
 from sim.policies.channel import CHANNELS
@@ -70,6 +72,30 @@ from sim.station import ModelEstimates, Station
 from sim.workload import Arrivals
 
 Progress = Callable[[float], None]
+
+
+@dataclass(slots=True, eq=False)
+class CopyJob(Job):
+    """The CPU work of moving one message on one device: ``cost`` seconds, then ``then``."""
+
+    cost: float = 0.0
+    then: Callable[[], None] = None
+
+
+def _copied(job: CopyJob) -> None:
+    job.then()
+
+
+def _copy_seconds(jobs: list) -> float:
+    return sum(job.cost for job in jobs)
+
+
+def _no_time(_batch: int) -> float:
+    return 0.0
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -188,19 +214,34 @@ class _State:
                     fallback.costs[pool.kind], rng(streams.service(f"{stage.name}~fallback", pool_name)),
                     1 / pool.speed)
 
+        # Host costs of moving data: one more station stage on every device, whose jobs are copies.
+        self._copy_stage = -1
+        if plan.other_work:
+            self._copy_stage = len(self._origin)
+            self._origin.append(-1)  # a copy records into no stage column (a scratch request's last)
+            self._scratch = Request.blank(-1, 0, 0, 0, 0.0, math.inf, 0.0, [0], 1)
+            batching_of[self._copy_stage] = BatchingSpec()
+            remaining.append(0.0)
+            after.append(0.0)
         tracked = {name for f in resilience.failures for name in f.devices} if resilience is not None else set()
-        columns = self._origin if fallbacks else None
+        columns = self._origin if fallbacks or plan.other_work else None
         self.devices: list[DeviceInstance] = []
         pool_devices: dict[str, list[DeviceInstance]] = {}
         batch_ids = [0]
         for pool in plan.pools.values():
             samplers = pool_stages[pool.name]
-            estimates = ModelEstimates({i: smp.mean for i, smp in samplers.items()}, remaining, after)
+            means = {i: smp.mean for i, smp in samplers.items()}
             batching = {i: batching_of[i] for i in samplers}
+            if plan.other_work:
+                means[self._copy_stage] = _no_time
+                batching[self._copy_stage] = batching_of[self._copy_stage]
+            estimates = ModelEstimates(means, remaining, after)
             pool_devices[pool.name] = []
             for name in pool.instance_names():
                 station = Station(batching, discipline, admission, estimates, pool.servers)
                 services = {i: StageService(smp) for i, smp in samplers.items()}
+                if plan.other_work:
+                    services[self._copy_stage] = StageService(None, cost_of=_copy_seconds)
                 device = DeviceInstance(env, len(self.devices), name, pool.name, pool.servers, window,
                                         station, services, batch_ids, columns, name in tracked)
                 self.devices.append(device)
@@ -243,6 +284,12 @@ class _State:
             self._install_resilience(resilience, rng)
         if plan.topology is not None:
             self._install_topology(resilience)
+        if plan.host_costs:
+            self._install_host_costs()
+        for device in self.devices:
+            background = plan.pools[device.pool].background
+            if background is not None:
+                self._background(device, *background, rng(f"background:{device.name}"))
 
     # --- arrivals -------------------------------------------------------
 
@@ -281,7 +328,7 @@ class _State:
         if device is source:
             self._queue(job, device)
             return
-        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device))
+        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device), None, request)
 
     def _queue(self, job: Job, device: DeviceInstance) -> None:
         request = job.request
@@ -320,7 +367,7 @@ class _State:
                 self._reply(request, device, reply)
 
     def _reply(self, request: Request, device: DeviceInstance, size: float) -> None:
-        request.reply_link = self._send(device, None, size, lambda: self._answer(request))
+        request.reply_link = self._send(device, None, size, lambda: self._answer(request), None, request)
 
     def _answer(self, request: Request) -> None:
         if request.degraded:
@@ -438,7 +485,7 @@ class _State:
             self._queue(job, device)
             return
         job.request.link[column] = self._send(source, device, size, lambda: self._queue(job, device),
-                                              partial(self._attempt_failed, job, Reason.FAILED, -1))
+                                              partial(self._attempt_failed, job, Reason.FAILED, -1), job.request)
 
     def _queue_checked(self, job: Job, device: DeviceInstance) -> None:
         """``_queue`` where devices fail: a job that reaches a down device fails."""
@@ -538,7 +585,7 @@ class _State:
 
     def _reply_checked(self, request: Request, device: DeviceInstance, size: float) -> None:
         request.reply_link = self._send(device, None, size, lambda: self._answer(request),
-                                        partial(self._finish, request, Outcome.FAILED))
+                                        partial(self._finish, request, Outcome.FAILED), request)
 
     # failure hooks (sim.model.failures.Hooks)
 
@@ -578,7 +625,8 @@ class _State:
         self._go(job, source, device, size, stage)
 
     def _send_checked(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
-                      deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
+                      deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None,
+                      request: Optional[Request] = None) -> int:
         """``_send`` where links fail: a message over a down link fails, and so does one in flight."""
         a = source.pool if source else CLIENT
         b = target.pool if target else CLIENT
@@ -650,7 +698,7 @@ class _State:
         candidates = self.candidates[stage] if source is None else self._local_candidates(stage, source.pool)
         device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
             else candidates[0].device
-        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device))
+        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device), None, request)
 
     def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
         """The reply goes back to the device the request entered, and leaves from there."""
@@ -660,30 +708,41 @@ class _State:
             reply(request, device, size)
             return
         self._send(device, ingress, size, lambda: reply(request, ingress, size),
-                   partial(self._finish, request, Outcome.FAILED))
+                   partial(self._finish, request, Outcome.FAILED), request)
 
     def _send_routed(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
-                     deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
-        """``_send`` over a route of several hops: store and forward, each hop on its own channel;
-        the index of the link of the last hop, or -1."""
+                     deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None,
+                     request: Optional[Request] = None) -> int:
+        """``_send`` over a route of several hops: store and forward, each hop on its own channel,
+        with the host costs of the first link's sender and the last link's receiver; the index of
+        the link of the last hop, or -1."""
         a = source.pool if source else CLIENT
         b = target.pool if target else CLIENT
         route = self._routes.get((a, b))
         if route is None:
-            route = self._routes[a, b] = self.plan.topology.route(a, b) or ()  # None: a client hop, no client links
+            if self.plan.topology is not None:
+                route = self.plan.topology.route(a, b) or ()  # None: a client hop, no client links
+            else:
+                route = (Hop(a, b, tuple(self._hops[a, b])),) if self._hops[a, b] else ()
+            self._routes[a, b] = route
         if not route:
             deliver()
             return -1
         chosen = [hop.links[0] if len(hop.links) == 1 else next(
             link for link in hop.links if link.kind == self.channel_policy.choose(size, [l.kind for l in hop.links]))
             for hop in route]
-        self._cross(route, chosen, 0, source, target, size, deliver, fail)
+        self._cross(route, chosen, 0, source, target, size, deliver, fail, request)
         return self._link_index[chosen[-1].name]
 
-    def _cross(self, route, chosen, i: int, source, target, size: float, deliver, fail) -> None:
+    def _cross(self, route, chosen, i: int, source, target, size: float, deliver, fail, request) -> None:
         hop, link = route[i], chosen[i]
         last = i == len(route) - 1
-        onward = deliver if last else (lambda: self._cross(route, chosen, i + 1, source, target, size, deliver, fail))
+        if not last:
+            onward = lambda: self._cross(route, chosen, i + 1, source, target, size, deliver, fail, request)  # noqa: E731
+        elif target is not None and link.receive_cost is not None:
+            onward = partial(self._copy, target, link.receive_cost, size, deliver, request)
+        else:
+            onward = deliver
         if self._links_fail:
             index = self._link_index[link.name]
             if self._link_down[index]:
@@ -696,12 +755,52 @@ class _State:
                     fail()
                 else:
                     forward()
-        self._channel(link, source if i == 0 else None, target if last else None, hop.frm).send(size, onward)
+        channel = self._channel(link, source if i == 0 else None, target if last else None, hop.frm)
+        if i == 0 and source is not None and link.send_cost is not None:
+            self._copy(source, link.send_cost, size, partial(channel.send, size, onward), request)
+        else:
+            channel.send(size, onward)
+
+    # --- other work on a device: host costs of moving data, background load ---
+
+    def _background(self, device: DeviceInstance, load: float, mean: float, draws: np.random.Generator) -> None:
+        """Poisson arrivals of exponential jobs on ``device``'s copy stage, ``load`` of its servers busy."""
+        rate = load * device.servers / mean
+        nothing = _nothing
+
+        def arrive(_event=None) -> None:
+            now = self.env.now
+            job = CopyJob(self._scratch, self._copy_stage, 0, now, math.inf, 0, _copied, now, False,
+                          float(draws.exponential(mean)), nothing)
+            device.offer(job)  # a refused piece of background work is simply not done
+            self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
+
+        self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
+
+
+    def _install_host_costs(self) -> None:
+        self._routes = getattr(self, "_routes", {})
+        self._links_fail = getattr(self, "_links_fail", False) or (
+            self.plan.resilience is not None and any(f.link is not None for f in self.plan.resilience.failures))
+        self._send = self._send_routed
+
+    def _copy(self, device: DeviceInstance, cost: tuple[float, float], size: float, then: Callable[[], None],
+              request: Optional[Request]) -> None:
+        """Spend the CPU time of one message on ``device``: a job of its copy stage, queued and
+        dispatched by its station like any other; ``then`` when it is done."""
+        seconds = cost[0] + cost[1] * size
+        now = self.env.now
+        job = CopyJob(self._scratch, self._copy_stage, 0, now, request.deadline if request else math.inf,
+                      request.priority if request else 0, _copied, now, False, seconds, then)
+        if not device.offer(job):  # admission refused the copy: the message is not sent
+            if request is not None:
+                self._finish(request, Outcome.DROPPED)
 
     # --- links ----------------------------------------------------------
 
     def _send(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
-              deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None) -> int:
+              deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None,
+              request: Optional[Request] = None) -> int:
         """Carry ``size`` bytes from one device (None: the client) to another; the link's index or -1.
 
         ``fail`` is called instead of ``deliver`` when the link is down (only where links fail).

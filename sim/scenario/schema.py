@@ -62,6 +62,14 @@ class Strict(BaseModel):
 # --- hardware ---------------------------------------------------------------
 
 
+class BackgroundSpec(Strict):
+    """Other work on every device of a pool (host interference): Poisson arrivals of jobs with
+    exponential durations, keeping ``load`` of the device's servers busy on average."""
+
+    load: Annotated[StrictFloat, Field(gt=0.0, lt=1.0)] = Field(description="fraction of the servers busy with it")
+    job: Duration = Field(1e-3, gt=0, description="mean duration of one piece of it")
+
+
 class PoolSpec(Strict):
     """``count`` identical devices of one profile."""
 
@@ -74,6 +82,30 @@ class PoolSpec(Strict):
         description="cores (cpu, dpu) or execution streams (gpu) per device; default from profile",
     )
     speed: Optional[StrictFloat] = Field(None, gt=0, le=1000, description="relative to the kind's reference part")
+    background: Optional[BackgroundSpec] = Field(None, description="other work competing for the servers")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_background(self, handler):
+        """A pool without background load dumps as it did before there was any."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("background", 0) is None:
+            data.pop("background")
+        return data
+
+
+class HostCostSpec(Strict):
+    """CPU time a message costs the device at one end of a link, taken from that device's servers.
+
+    ``per_message + copies * bytes / copy_rate``: the system calls, interrupts and
+    protocol work of one message, plus every pass over its bytes (a kernel TCP
+    receive copies once into the socket buffer and once to user space; a
+    pageable cudaMemcpy stages through a pinned buffer). Zero-copy RDMA costs
+    nothing: leave the cost out.
+    """
+
+    per_message: Duration = Field(0.0, ge=0, description="CPU time per message")
+    copy_rate: Optional[Bandwidth] = Field(None, gt=0, description="bytes one core moves per second; none: no per-byte cost")
+    copies: NonNegativeInt = Field(1, le=64, description="passes over the bytes (each at copy_rate)")
 
 
 class LinkSpec(Strict):
@@ -100,6 +132,18 @@ class LinkSpec(Strict):
     sharing: Literal["per-pair", "shared"] = Field(
         "per-pair", description="per-pair: one link per pair of device instances; shared: one for all"
     )
+    send_cost: Optional[HostCostSpec] = Field(None, description="CPU time on the sending device per message")
+    receive_cost: Optional[HostCostSpec] = Field(None, description="CPU time on the receiving device per message")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_costs(self, handler):
+        """A link without host costs dumps as it did before there were any."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("send_cost", "receive_cost"):
+                if data.get(key, 0) is None:
+                    data.pop(key)
+        return data
 
 
 class Hardware(Strict):
