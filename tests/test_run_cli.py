@@ -143,7 +143,7 @@ def test_run_exits_0_and_prints_a_table_with_a_column_per_variant(real_run):
 
 def test_results_folder_has_summary_requests_and_resolved_files(real_run):
     _, out = real_run
-    assert sorted(p.name for p in out.iterdir()) == ["requests", "resolved", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["requests", "resolved", "summary.json", "timeseries"]
     assert sorted(p.name for p in (out / "requests").iterdir()) == ["fast.parquet", "slow.parquet"]
     assert sorted(p.name for p in (out / "resolved").iterdir()) == ["fast.yaml", "slow.yaml"]
     document = summary(out)

@@ -139,7 +139,7 @@ class DeviceInstance:
                 service.batched_jobs += len(jobs)
         self._batch_ids[0] += 1
         batch = self._batch_ids[0]
-        stage, uid = launch.stage, self.uid
+        stage, uid, size = launch.stage, self.uid, len(jobs)
         if self._columns is not None:
             stage = self._columns[stage]
         for job in jobs:
@@ -147,6 +147,7 @@ class DeviceInstance:
             request.start[stage] = now
             request.instance[stage] = uid
             request.batch[stage] = batch
+            request.batch_size[stage] = size
         finish = _Finish(self, jobs, now, now + duration)
         if self._running is not None:
             self._running[finish] = None

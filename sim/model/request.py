@@ -3,7 +3,8 @@
 A request is born at its arrival time and ends in exactly one outcome
 (``sim.contract.outcomes.Outcome``). On its way it records, for every
 stage, when it reached the device's queue, when service started and ended,
-which device instance served it, in which batch (an id unique in the run)
+which device instance served it, in which batch (an id unique in the run,
+and the batch's size)
 and over which link it arrived (an index into the plan's links; -1 for
 none), plus the link its reply left by; these become the per-request
 columns of the results.
@@ -40,6 +41,7 @@ class Request:
     end: list[float]
     instance: list[int]
     batch: list[int]
+    batch_size: list[int]
     link: list[int]
     out_bytes: list[float]
     waiting_preds: list[int]
@@ -58,7 +60,7 @@ class Request:
         n = len(preds)
         nan = math.nan
         return cls(id, source, klass, priority, arrival, deadline, size,
-                   [nan] * n, [nan] * n, [nan] * n, [-1] * n, [-1] * n, [-1] * n, [0.0] * n, list(preds), sinks)
+                   [nan] * n, [nan] * n, [nan] * n, [-1] * n, [-1] * n, [-1] * n, [-1] * n, [0.0] * n, list(preds), sinks)
 
 
 @dataclass(slots=True, eq=False)
