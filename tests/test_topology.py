@@ -251,3 +251,21 @@ def test_background_load_takes_its_share_of_the_cores_and_slows_the_stages():
         return np.mean([r.done - r.arrival for r in out.requests if r.outcome is Outcome.COMPLETED])
 
     assert mean_latency(busy) > 1.3 * mean_latency(plain)  # M/M/1 at 0.4 -> about 0.7 of the core busy
+
+
+def test_failures_and_retries_keep_to_the_node():
+    # one GPU of server 1 fails mid-run; its jobs are retried on another GPU of the same server
+    doc = rack(routing="round-robin")
+    doc["failures"] = [{"target": "srv[1].gpu[0]", "at": "0.5 s", "for": "0.3 s", "in_flight": "requeue"}]
+    doc["resilience"] = {"retry": {"kind": "fixed", "attempts": 2, "target": "other"}}
+    plan, out = simulate(doc)
+    assert plan.resilience is not None
+    devices = out.devices
+    served = [r for r in out.requests if r.outcome is Outcome.COMPLETED]
+    assert len(served) > 0.95 * len(out.requests)
+    for r in served:
+        ingress = devices[r.instance[PRE]]
+        assert devices[r.instance[DETECT]].node == ingress.node
+        assert plan.links[r.reply_link].ends == (CLIENT, ingress.pool)
+    assert not any(r.instance[DETECT] == next(d.uid for d in devices if d.name == "srv[1].gpu[0]")
+                   and 0.5 < r.start[DETECT] < 0.8 for r in served)
