@@ -269,3 +269,33 @@ def test_failures_and_retries_keep_to_the_node():
         assert plan.links[r.reply_link].ends == (CLIENT, ingress.pool)
     assert not any(r.instance[DETECT] == next(d.uid for d in devices if d.name == "srv[1].gpu[0]")
                    and 0.5 < r.start[DETECT] < 0.8 for r in served)
+
+
+def test_merged_transfers_move_a_batch_as_one_message():
+    # a GPU batch of 8 results crosses a DMA link with 1 ms per message: merged, one message
+    doc = copy.deepcopy(FLAT)
+    doc["hardware"]["pools"]["gpu"]["count"] = 1
+    doc["hardware"]["links"][1] = {"name": "pcie", "between": ["dpu", "gpu"], "kind": "pcie",
+                                   "bandwidth": "25 GB/s", "overhead": "1 ms", "contention": "fifo"}
+    doc["workload"]["sources"][0]["rate"] = "800/s"
+    doc["pipeline"]["stages"][1]["costs"]["gpu"] = "2 ms"
+    doc["policies"] = {"batching": {"detect": {"kind": "fixed", "max_batch": 8, "timeout": "5 ms"}}}
+    _, single = simulate(doc)
+    doc["policies"]["channel"] = {"merge": True}
+    plan, merged = simulate(doc)
+    assert plan.scenario.policies.channel.merge
+
+    def arrivals_per_batch(out) -> list[int]:
+        batches: dict[int, set] = {}
+        for r in out.requests:
+            if r.outcome is Outcome.COMPLETED:
+                batches.setdefault(r.batch[DETECT], set()).add(r.enqueued[POST])
+        return [len(times) for times in batches.values()]
+
+    assert max(arrivals_per_batch(merged)) == 1  # every batch's results reach the DPU together
+    assert np.mean(arrivals_per_batch(single)) > 3  # one message each: they arrive one after another
+
+    def mean_latency(out):
+        return np.mean([r.done - r.arrival for r in out.requests if r.outcome is Outcome.COMPLETED])
+
+    assert mean_latency(merged) < mean_latency(single)

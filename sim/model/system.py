@@ -286,6 +286,9 @@ class _State:
             self._install_topology(resilience)
         if plan.host_costs:
             self._install_host_costs()
+        if policies.channel.merge:
+            self._send = partial(self._send_merged, self._send)
+            self._pending: dict[tuple[int, int], list] = {}
         for device in self.devices:
             background = plan.pools[device.pool].background
             if background is not None:
@@ -760,6 +763,32 @@ class _State:
             self._copy(source, link.send_cost, size, partial(channel.send, size, onward), request)
         else:
             channel.send(size, onward)
+
+    def _send_merged(self, send, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
+                     deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None,
+                     request: Optional[Request] = None) -> int:
+        """``send``, but the messages one device sends to another at the same instant (the jobs of one
+        batch) leave together, as one message of their total size, once the instant's work is done."""
+        if source is None or target is None or source is target:
+            return send(source, target, size, deliver, fail, request)
+        key = (source.uid, target.uid)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = [0.0, [], [], request]
+            self.env.timeout(0).callbacks.append(partial(self._flush, send, source, target, key))
+        pending[0] += size
+        pending[1].append(deliver)
+        pending[2].append(fail)
+        route = self.plan.links_between(source.pool, target.pool) if self.plan.topology is None else ()
+        return self._link_index[route[0].name] if len(route) == 1 else -1  # the merged message picks its link
+
+    def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int], _event) -> None:
+        size, delivers, fails, request = self._pending.pop(key)
+        if len(delivers) == 1:
+            send(source, target, size, delivers[0], fails[0], request)
+            return
+        send(source, target, size, lambda: [deliver() for deliver in delivers],
+             (lambda: [f() for f in fails if f is not None]) if any(fails) else None, request)
 
     # --- other work on a device: host costs of moving data, background load ---
 

@@ -401,6 +401,16 @@ class ChannelSelectionSpec(Strict):
         description="default thresholds (assumed): < 512 KB RPC/TCP, 512 KB - 4 MB shared memory, above RDMA",
     )
     use: Optional[Literal["pcie", "rdma", "tcp", "shm", "nvlink", "wan"]] = Field(None, description="fixed: the kind")
+    merge: bool = Field(False, description="messages one device sends to another at the same instant (the jobs of "
+                                           "one batch) travel as one message")
+
+    @model_serializer(mode="wrap")
+    def _without_default_merge(self, handler):
+        """Without ``merge`` the section dumps as it did before there was one."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("merge") is False:
+            data.pop("merge")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):
