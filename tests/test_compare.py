@@ -18,6 +18,8 @@ from sim.cli import app
 from sim.report.compare import compare, paired_difference, welch_difference
 from sim.results import read_summary
 
+pytestmark = pytest.mark.slow  # simulates two results folders first (fast lane: pytest -m 'not slow')
+
 TINY = ["--duration", "2 s", "--set", "run.replications=2", "-j", "1", "--variant", "dpu-offload"]
 
 

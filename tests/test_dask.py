@@ -75,6 +75,7 @@ def test_capacity_on_a_local_cluster_matches_local(tmp_path, cluster):
     assert on_dask.search.low.estimates == local.search.low.estimates
 
 
+@pytest.mark.slow  # waits out the 5 s connect timeout
 def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO)
@@ -106,6 +107,7 @@ def test_dgsim_run_replications_on_a_local_cluster_give_the_local_summary_bytes(
     assert (tmp_path / "dask" / "summary.json").read_bytes() == (tmp_path / "local" / "summary.json").read_bytes()
 
 
+@pytest.mark.slow  # waits out the 5 s connect timeout
 def test_dgsim_run_with_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SCENARIO)

@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from sim.cli import app
 
+pytestmark = pytest.mark.slow  # simulates a results folder first; the browser test too
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--duration", "2 s", "--set", "run.replications=2", "-j", "1"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

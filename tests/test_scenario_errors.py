@@ -433,6 +433,7 @@ def test_a_known_bad_file_gives_one_line_and_exit_2(corpus, name):
     assert not missing, f"{missing} not in {line!r}"
 
 
+@pytest.mark.slow  # starts the harness and validate commands per file (run's own corpus test stays fast)
 @pytest.mark.parametrize("command", sorted(OTHER_COMMANDS))
 @pytest.mark.parametrize("name", SAMPLE)
 def test_check_hil_and_validate_report_a_bad_file_as_run_does(corpus, command, name):

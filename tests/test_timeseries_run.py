@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
@@ -13,6 +14,7 @@ from sim.scenario.builtin import scenario_path
 from sim.scenario.load import load_scenario_file
 
 
+@pytest.mark.slow  # four replications simulated twice
 def test_sampling_reads_the_model_and_changes_nothing() -> None:
     scenario = load_scenario_file(scenario_path(None), ["run.replications=2", "run.duration=2 s"])
     plans = {v: scenario.plan(v) for v in scenario.variant_names}
