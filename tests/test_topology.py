@@ -299,3 +299,20 @@ def test_merged_transfers_move_a_batch_as_one_message():
         return np.mean([r.done - r.arrival for r in out.requests if r.outcome is Outcome.COMPLETED])
 
     assert mean_latency(merged) < mean_latency(single)
+
+
+def test_a_gpu_pays_no_host_costs_its_host_pays_its_side():
+    doc = copy.deepcopy(FLAT)
+    doc["hardware"]["links"][1]["send_cost"] = {"per_message": "50 us"}
+    doc["hardware"]["links"][1]["receive_cost"] = {"per_message": "20 us"}
+    _, plain = simulate(FLAT)
+    _, paid = simulate(doc)
+    span = paid.window.end - paid.window.start
+
+    def busy(out, pool):
+        return sum(d.busy_time for d in out.devices if d.pool == pool) / span
+
+    assert busy(paid, "gpu") == pytest.approx(busy(plain, "gpu"), rel=0.02)
+    served = sum(1 for r in paid.requests if r.outcome is Outcome.COMPLETED and r.arrival >= paid.window.start)
+    # the DPU sends each tensor (50 us) and receives each result (20 us)
+    assert busy(paid, "dpu") - busy(plain, "dpu") == pytest.approx(served * 70e-6 / span, rel=0.1)

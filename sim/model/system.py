@@ -742,7 +742,7 @@ class _State:
         last = i == len(route) - 1
         if not last:
             onward = lambda: self._cross(route, chosen, i + 1, source, target, size, deliver, fail, request)  # noqa: E731
-        elif target is not None and link.receive_cost is not None:
+        elif target is not None and link.receive_cost is not None and self._pays[target.uid]:
             onward = partial(self._copy, target, link.receive_cost, size, deliver, request)
         else:
             onward = deliver
@@ -759,7 +759,7 @@ class _State:
                 else:
                     forward()
         channel = self._channel(link, source if i == 0 else None, target if last else None, hop.frm)
-        if i == 0 and source is not None and link.send_cost is not None:
+        if i == 0 and source is not None and link.send_cost is not None and self._pays[source.uid]:
             self._copy(source, link.send_cost, size, partial(channel.send, size, onward), request)
         else:
             channel.send(size, onward)
@@ -812,6 +812,8 @@ class _State:
         self._links_fail = getattr(self, "_links_fail", False) or (
             self.plan.resilience is not None and any(f.link is not None for f in self.plan.resilience.failures))
         self._send = self._send_routed
+        # CPU time is spent by CPUs and DPUs; a GPU's copies are driven by the host at the other end
+        self._pays = [self.plan.pools[device.pool].kind != "gpu" for device in self.devices]
 
     def _copy(self, device: DeviceInstance, cost: tuple[float, float], size: float, then: Callable[[], None],
               request: Optional[Request]) -> None:
