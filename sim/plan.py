@@ -141,8 +141,14 @@ def _topology(scenario: Scenario, pools: dict[str, PoolPlan], links: list[LinkPl
               calibration: Resolver) -> tuple[Optional[TopologyPlan], list[StagePlan]]:
     """Expand the topology into ``pools`` and ``links`` (in place); place the stages on roles, then
     on every node's pools of those roles; check that every hop locality allows has a route."""
+    found = []  # problems of the topology itself: its routes are not worth checking then
+
+    def topology_problem(path: str, message: str) -> None:
+        found.append(path)
+        problem(path, message)
+
     compiled = compile_topology(
-        scenario, problem,
+        scenario, topology_problem,
         lambda spec, path, name: _pool_plan(spec, path, name, problem),
         lambda spec, path, name, ends: _resolve_link(spec, path, name, ends, problem, calibration))
     # Placement judges roles: the pools of hardware.pools plus one pool per role.
@@ -159,7 +165,7 @@ def _topology(scenario: Scenario, pools: dict[str, PoolPlan], links: list[LinkPl
                       pools=tuple(p for role in stage.pools for p in expand[role]),
                       tiers=tuple(t for t, role in enumerate(stage.pools) for _ in expand[role]))
               for stage in placed]
-    if stages:
+    if stages and not found:
         _check_routes(stages, topology, links, problem)
     return topology, stages
 
@@ -190,10 +196,10 @@ def _check_routes(stages: list[StagePlan], topology: TopologyPlan, links: list[L
     for root in roots:
         for pool in root.pools:
             needs(pool, CLIENT, f"the reply from the ingress '{root.name}'")
-    for (a, b), what in list(missing.items())[:20]:
+    for (a, b), what in list(missing.items())[:5]:
         problem("topology", f"no route from '{a}' to '{b}' for {what}; add links (or points) that join them")
-    if len(missing) > 20:
-        problem("topology", f"... and {len(missing) - 20} more pairs of pools without a route")
+    if len(missing) > 5:
+        problem("topology", f"... and {len(missing) - 5} more pairs of pools without a route")
 
 
 def _pools(scenario: Scenario, problem) -> dict[str, PoolPlan]:
