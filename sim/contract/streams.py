@@ -48,3 +48,8 @@ def latency(link: str) -> str:
 def failure(target: str) -> str:
     """Up and down times of a randomly failing device, pool or link."""
     return f"failure:{target}"
+
+
+def background(device: str) -> str:
+    """Arrivals and lengths of the background work on ``device`` (a pool's ``background`` load)."""
+    return f"background:{device}"

@@ -292,7 +292,7 @@ class _State:
         for device in self.devices:
             background = plan.pools[device.pool].background
             if background is not None:
-                self._background(device, *background, rng(f"background:{device.name}"))
+                self._background(device, *background, rng(streams.background(device.name)))
 
     # --- arrivals -------------------------------------------------------
 
