@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from sim.contract.metric_keys import ALL, LATENCY_STATISTICS, Kind, MetricKey, Subject
+from sim.contract.metric_keys import ALL, Kind, MetricKey, Subject
 from sim.contract.outcomes import ANSWERED_LABELS, Outcome
 from sim.policies.resilience import REASONS
 
@@ -81,14 +81,10 @@ def _request_metrics(rows: pd.DataFrame, record: ResilienceRecord, subject: Subj
         reasons = record.fallback[ids]
         for reason in REASONS:
             out[key(Kind.FALLBACKS, reason.label)] = float((reasons == int(reason)).sum())
-    latency = rows["latency"].to_numpy()[degraded]
-    if len(latency):
-        for statistic, percent in LATENCY_STATISTICS.items():
-            if percent is not None:
-                value = np.percentile(latency, percent)
-            else:
-                value = np.mean(latency) if statistic == "mean" else np.max(latency)
-            out[key(Kind.DEGRADED_LATENCY, statistic)] = float(value)
+    from sim.metrics.summary import latency_statistics  # here: summary imports this module
+
+    for statistic, value in latency_statistics(rows["latency"].to_numpy()[degraded]).items():
+        out[key(Kind.DEGRADED_LATENCY, statistic)] = value
     return out
 
 

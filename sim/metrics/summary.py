@@ -77,13 +77,21 @@ def _request_metrics(rows: pd.DataFrame, length: float, subject: Subject) -> dic
     for rate, counted in RATES.items():
         of = served if counted is Outcome.DEADLINE_MISSED else arrived
         out[key(Kind.RATE, rate)] = counts[counted] / of if of else math.nan
+    for statistic, value in latency_statistics(latency).items():
+        out[key(Kind.LATENCY, statistic)] = value
+    return out
+
+
+def latency_statistics(latency: np.ndarray) -> dict[str, float]:
+    """Mean, percentiles and max of a latency sample (nothing when it is empty)."""
+    out: dict[str, float] = {}
     if len(latency):
         for statistic, percent in LATENCY_STATISTICS.items():
             if percent is not None:
                 value = np.percentile(latency, percent)
             else:
                 value = np.mean(latency) if statistic == "mean" else np.max(latency)
-            out[key(Kind.LATENCY, statistic)] = float(value)
+            out[statistic] = float(value)
     return out
 
 
