@@ -112,6 +112,9 @@ def run(
         error_line(f"a replication worker process died (killed, or out of memory: see --jobs and --max-work); "
                    f"no results written{kept}")
         raise typer.Exit(1) from None
+    except BaseException:
+        shutil.rmtree(spool, ignore_errors=True)  # whatever went wrong, no half-written rows stay beside --out
+        raise
     finally:
         if executor is not None:
             executor.close()

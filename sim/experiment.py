@@ -95,7 +95,12 @@ def simulate_replication(plan: Plan, replication: int, progress: Optional[Callab
     if records is not None:
         sink = RequestSink(TableNames.of(plan, arrivals), replication, variant, records.choice,
                            records.path(variant, replication), seed=run.seed)
-    output = System(plan, arrivals, run.seed, replication, sample_every, sink).run(progress)
+    try:
+        output = System(plan, arrivals, run.seed, replication, sample_every, sink).run(progress)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     if sink is None:
         frame, usage = collect(output, replication)
         return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)

@@ -246,3 +246,24 @@ def test_the_harness_refuses_failures_and_reactions_it_cannot_run_yet() -> None:
     assert "failures: the harness does not inject failures yet" in result.output
     assert "resilience: the harness does not run retries" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_device_with_background_and_copy_work_can_fail() -> None:
+    """Copies and background jobs waiting on a failed device are not stage attempts: the run goes on,
+    a request whose message was being copied there fails, and every arrival still ends once."""
+    from pathlib import Path
+
+    from sim.experiment import simulate_replication
+    from sim.scenario.load import load_scenario_file
+
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-failover.yaml"
+    loaded = load_scenario_file(scenario, [
+        "run.duration=0.8 s", "run.warmup=0.1 s", "run.replications=1",
+        "hardware.pools.dpu.background={load: 0.5, job: 1 ms}",
+        "failures=[{target: dpu, at: 0.3 s, for: 0.2 s, in_flight: fail}]",
+    ])
+    done = simulate_replication(loaded.plan("no-fallback"), 0)
+    frame = done.frame
+    assert frame["id"].is_unique and len(frame) > 0
+    assert set(frame["outcome"].astype(str)) <= set(LABELS)
+    assert (frame["outcome"] == "failed").any()  # the outage cost something

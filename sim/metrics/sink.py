@@ -141,6 +141,14 @@ class RequestSink:
             self._writer.close()
         return SinkResult(self._summary_frame(), self._written, self.path)
 
+    def abort(self) -> None:
+        """The run failed: close the file and delete it (a Parquet file without its footer is no table)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
     # -- internals --------------------------------------------------------------
 
     def _frame(self, rows: Sequence["_Row"]) -> pd.DataFrame:

@@ -80,6 +80,7 @@ class CopyJob(Job):
 
     cost: float = 0.0
     then: Callable[[], None] = None
+    owner: Optional[Request] = None  # the request whose message this copies (None: background work)
 
 
 def _copied(job: CopyJob) -> None:
@@ -595,6 +596,11 @@ class _State:
     def device_down(self, name: str, failure: FailurePlan) -> None:
         device = self._by_name[name]
         running, waiting = device.fail()
+        for job in running + waiting:  # copies and background work are not stage attempts
+            if isinstance(job, CopyJob) and job.owner is not None:
+                self._finish(job.owner, Outcome.FAILED)  # its message is lost with the device
+        running = [job for job in running if not isinstance(job, CopyJob)]
+        waiting = [job for job in waiting if not isinstance(job, CopyJob)]
         for job in running:
             self._attempt_failed(job, Reason.FAILED, device.uid)
         for job in waiting:
@@ -779,7 +785,7 @@ class _State:
         pending[0] += size
         pending[1].append(deliver)
         pending[2].append(fail)
-        route = self.plan.links_between(source.pool, target.pool) if self.plan.topology is None else ()
+        route = self._hops[source.pool, target.pool] if self.plan.topology is None else ()
         return self._link_index[route[0].name] if len(route) == 1 else -1  # the merged message picks its link
 
     def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int], _event) -> None:
@@ -801,7 +807,8 @@ class _State:
             now = self.env.now
             job = CopyJob(self._scratch, self._copy_stage, 0, now, math.inf, 0, _copied, now, False,
                           float(draws.exponential(mean)), nothing)
-            device.offer(job)  # a refused piece of background work is simply not done
+            if device.healthy:  # a down device does no other work either
+                device.offer(job)  # a refused piece of background work is simply not done
             self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
 
         self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
@@ -822,7 +829,11 @@ class _State:
         seconds = cost[0] + cost[1] * size
         now = self.env.now
         job = CopyJob(self._scratch, self._copy_stage, 0, now, request.deadline if request else math.inf,
-                      request.priority if request else 0, _copied, now, False, seconds, then)
+                      request.priority if request else 0, _copied, now, False, seconds, then, request)
+        if not device.healthy:  # the device that would copy it is down: the message is lost
+            if request is not None:
+                self._finish(request, Outcome.FAILED)
+            return
         if not device.offer(job):  # admission refused the copy: the message is not sent
             if request is not None:
                 self._finish(request, Outcome.DROPPED)
