@@ -136,6 +136,7 @@ def test_a_mutated_shipped_scenario_runs_or_fails_cleanly(shipped, tmp_path_fact
         assert (folder / "out" / "summary.json").is_file(), report
 
 
+@pytest.mark.slow  # simulates every shipped scenario
 def test_the_unmutated_shipped_scenarios_run(shipped, tmp_path):
     # the baseline the mutations depart from: every shipped file runs as it is
     for name in shipped:

@@ -272,6 +272,7 @@ def results(tmp_path_factory) -> dict[str, Result]:
     }
 
 
+@pytest.mark.slow  # starts the installed dgsim script in a subprocess
 def test_the_real_dgsim_script_reports_a_bad_file_the_same_way(results, tmp_path):
     path = _write_case(tmp_path, CASES["unknown-key"])
     done = subprocess.run([*_dgsim(), "run", str(path), "--out", str(tmp_path / "out")],

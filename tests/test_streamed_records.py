@@ -7,6 +7,8 @@ the in-memory path, and the rows the same rows.
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +26,7 @@ def plan(variant: str = "dpu-offload"):
     return scenario.plan(variant)
 
 
+@pytest.mark.slow  # simulates both variants twice
 def test_streamed_metrics_and_rows_equal_the_in_memory_ones(tmp_path: Path) -> None:
     for variant in ("cpu-path", "dpu-offload"):
         p = plan(variant)

@@ -116,6 +116,7 @@ def utilisation(out, link: str) -> list[float]:
             if c.bytes_moved > 1e9]  # the directions that carry the frames
 
 
+@pytest.mark.slow  # simulates a loaded rack until the uplink saturates
 def test_a_shared_pcie_uplink_saturates_before_the_per_gpu_links():
     # 1 MB frames at 15,000/s: 15 GB/s through one 16 GB/s uplink, 3.75 GB/s through each GPU's slot.
     _, busy = simulate(rack(nodes=1, rate="15000/s", detect_mean="0.2 ms"))
