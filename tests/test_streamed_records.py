@@ -7,11 +7,10 @@ the in-memory path, and the rows the same rows.
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from sim.experiment import RecordsTarget, simulate_replication
 from sim.metrics.sink import RecordsChoice
