@@ -162,9 +162,10 @@ class Capacity:
 
 
 def resource_name(metric: str) -> str:
-    """'utilisation.gpu' or 'utilisation.pool.gpu' -> 'gpu' (metric names before and after the MetricKey change)."""
-    rest = metric.split(".", 1)[1]
-    return rest.split(".", 1)[1] if rest.startswith(("pool.", "link.")) else rest
+    """'utilisation.pool.gpu' -> 'gpu': the pool or link a utilisation metric is about."""
+    from sim.contract.metric_keys import MetricKey
+
+    return MetricKey.parse(metric).subject.name
 
 
 def _relative_margin(outcome: Outcome) -> float:

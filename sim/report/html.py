@@ -86,10 +86,8 @@ def show(metric: str, value: float, signed: bool = False) -> str:
 
     if value is None or math.isnan(value):
         return "-"
-    try:
-        from sim.contract.metric_keys import MetricKey
-    except ImportError:  # metric names as plain strings
-        return show_metric(metric, value, signed)
+    from sim.contract.metric_keys import MetricKey
+
     try:
         key = MetricKey.parse(metric)
     except (ValueError, KeyError):
