@@ -26,6 +26,10 @@ An entry is one of two kinds:
   negative.
 - ``distribution``: the latency itself, drawn from stored quantiles (one
   item; a batch of B takes B draws' worth, like every per-item cost).
+- ``host_cost``: the CPU time one end of a transport spends on a message of
+  n bytes, ``per_message + per_byte * n`` (CPU seconds, not wall time: a
+  blocked wait costs none), fitted from measured CPU time. A link's
+  ``send_cost`` or ``receive_cost`` names it (``Resolver.host_cost``).
 
 Quantiles are drawn by inverse CDF: u ~ U(0, 1), then linear interpolation
 between the stored (level, value) points; levels start at 0 and end at 1,
@@ -47,7 +51,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
 
 from sim.costs import Calibrated, _Draws
 from sim.scenario.safe_yaml import YamlProblem, read_yaml_file
@@ -148,7 +152,42 @@ class DistributionEntry(_Model):
         return self.quantiles.mean()
 
 
-Entry = Annotated[Union[AffineEntry, DistributionEntry], Field(discriminator="kind")]
+class HostCostPoint(_Model):
+    """One measured message size of a host-cost entry: CPU and wall time per message (seconds)."""
+
+    bytes: NonNegativeInt
+    n: PositiveInt
+    cpu_mean: float = Field(ge=0)
+    cpu_p50: float = Field(ge=0)
+    wall_mean: float = Field(ge=0, description="wall-clock time of the same calls: >= CPU; the excess is waiting")
+
+
+TRANSPORTS = ("shm", "tcp", "rdma", "cuda")
+# the link kinds a transport's host cost describes (a WAN link is a TCP stream too; CUDA copies cross PCIe)
+LINK_KINDS_OF = {"shm": ("shm",), "tcp": ("tcp", "wan"), "rdma": ("rdma",), "cuda": ("pcie",)}
+
+
+class HostCostEntry(_Model):
+    """CPU time one end of a transport spends per message: ``per_message + per_byte * bytes`` (CPU seconds)."""
+
+    kind: Literal["host_cost"]
+    transport: Literal["shm", "tcp", "rdma", "cuda"]
+    side: Literal["send", "receive"]
+    per_message: float = Field(description="CPU seconds per message (the fit's intercept)")
+    per_byte: float = Field(description="CPU seconds per payload byte (the fit's slope)")
+    per_message_ci: tuple[float, float] = Field(description="95% confidence interval of per_message")
+    per_byte_ci: tuple[float, float] = Field(description="95% confidence interval of per_byte")
+    r2: float = Field(description="coefficient of determination of the fit to the mean CPU time at each size")
+    mape: float = Field(ge=0, description="mean absolute percentage error of the fit to those means, a fraction")
+    n: PositiveInt = Field(description="messages behind the fit")
+    measured: str = Field("", description="what ran, where, how")
+    points: list[HostCostPoint] = Field(min_length=2)
+
+    def cpu(self, size: float) -> float:
+        return self.per_message + self.per_byte * size
+
+
+Entry = Annotated[Union[AffineEntry, DistributionEntry, HostCostEntry], Field(discriminator="kind")]
 
 
 class Provenance(_Model):
@@ -183,6 +222,15 @@ class CalibrationFile(_Model):
     provenance: Provenance
     method: Method
     entries: dict[str, Entry] = Field(min_length=1)
+
+    def unstable(self) -> list[str]:
+        return unstable_entries(self.entries)
+
+
+def unstable_entries(entries: dict[str, Any]) -> list[str]:
+    """Entries taken under the stability rule that never settled (host costs are counted, not windowed)."""
+    return [name for name, entry in entries.items()
+            if isinstance(entry, (AffineEntry, DistributionEntry)) and not entry.stable]
 
 
 # --- reading and writing ------------------------------------------------------
@@ -248,7 +296,7 @@ def _parse(path: Path) -> CalibrationFile:
 def _dotted(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        if part in ("affine", "distribution"):  # pydantic's union branch, already named by `kind`
+        if part in ("affine", "distribution", "host_cost"):  # pydantic's union branch, already named by `kind`
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
@@ -275,7 +323,8 @@ def write_calibration(calibration: CalibrationFile, path: str | Path) -> Path:
     return path
 
 
-def entry_of(calibration: CalibrationFile, name: str, file: str | Path) -> AffineEntry | DistributionEntry:
+def entry_of(calibration: CalibrationFile, name: str, file: str | Path
+             ) -> AffineEntry | DistributionEntry | HostCostEntry:
     """The entry ``name``, or a CalibrationError listing the entries there are."""
     entry = calibration.entries.get(name)
     if entry is None:
@@ -388,6 +437,10 @@ class Resolver:
         if cost is None:
             return spec
         entry = cost.entry
+        if isinstance(entry, HostCostEntry):
+            self.problem(f"{path}.entry", f"entry '{spec.entry}' of {cost.file} is a transport's host CPU cost; "
+                         "a stage cost needs a fit in batch size or a distribution")
+            return spec
         if isinstance(entry, AffineEntry):
             if entry.x != "batch":
                 self.problem(f"{path}.entry", f"entry '{spec.entry}' of {cost.file} is a fit in {entry.x}; "
@@ -421,6 +474,10 @@ class Resolver:
         if isinstance(entry, DistributionEntry):
             return cost, bandwidth, overhead
         where = f"entry '{latency.entry}' of {cost.file}"
+        if isinstance(entry, HostCostEntry):
+            self.problem(f"{path}.latency.entry", f"{where} is a transport's host CPU cost; a link latency needs "
+                         "a fit in bytes or a distribution (host costs go in send_cost or receive_cost)")
+            return latency, placeholder, overhead
         if entry.x != "bytes":
             self.problem(f"{path}.latency.entry", f"{where} is a fit in batch size; a link latency needs a "
                          "fit in bytes or a distribution")
@@ -433,3 +490,38 @@ class Resolver:
         rate = spec.bandwidth or (1 / (q0 * entry.b) if entry.b > 0 else math.inf)
         hold = spec.overhead if spec.overhead is not None else q0 * entry.a
         return CalibratedCost(cost.file, cost.name, entry, floor=q0), rate, hold
+
+    def host_cost(self, spec: Calibrated, path: str, side: Literal["send", "receive"], link_kind: Optional[str]
+                  ) -> Optional[tuple[float, float]]:
+        """A link's ``send_cost`` or ``receive_cost`` from a ``host_cost`` entry: (CPU s per message, per byte).
+
+        The entry must have been measured on this side of a transport of the
+        link's kind (``LINK_KINDS_OF``), and its figures must be CPU times
+        (not negative). None, with a problem reported, otherwise.
+        """
+        if spec.on is not None:
+            self.problem(f"{path}.on", "a host CPU cost is used as measured, not scaled by device speed: remove 'on'")
+            return None
+        cost = self._entry(spec, path)
+        if cost is None:
+            return None
+        entry, where = cost.entry, f"entry '{spec.entry}' of {cost.file}"
+        if not isinstance(entry, HostCostEntry):
+            self.problem(f"{path}.entry", f"{where} is a {entry.kind} latency entry; {side}_cost needs a "
+                         f"host_cost entry (e.g. host.{link_kind or 'shm'}.{side}, written by dgsim hil calibrate)")
+            return None
+        if entry.side != side:
+            self.problem(f"{path}.entry", f"{where} is the {entry.side} side's CPU cost; {side}_cost needs "
+                         f"the {side} side's (e.g. host.{entry.transport}.{side})")
+            return None
+        if link_kind is not None and link_kind not in LINK_KINDS_OF[entry.transport]:
+            fits = [t for t, kinds in LINK_KINDS_OF.items() if link_kind in kinds]
+            expected = f"host.{fits[0]}.{side}" if fits else f"an entry of a transport of kind {link_kind}"
+            self.problem(f"{path}.entry", f"{where} was measured on transport {entry.transport}, but the link is "
+                         f"of kind {link_kind}: expected {expected}")
+            return None
+        if entry.per_message < 0 or entry.per_byte < 0:
+            self.problem(f"{path}.entry", f"{where} has a negative per-message or per-byte CPU time "
+                         f"({entry.per_message:g} s, {entry.per_byte:g} s/byte): calibrate again")
+            return None
+        return entry.per_message, entry.per_byte

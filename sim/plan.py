@@ -265,15 +265,22 @@ def _resolve_link(spec, path: str, name: str, ends: tuple[str, str], problem,
         return None
     contention = spec.contention or (base.contention if base else "fifo")
     return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing,
-                    _host_cost(spec.send_cost), _host_cost(spec.receive_cost))
+                    _host_cost(spec.send_cost, f"{path}.send_cost", "send", kind, calibration),
+                    _host_cost(spec.receive_cost, f"{path}.receive_cost", "receive", kind, calibration))
 
 
-def _host_cost(spec) -> Optional[tuple[float, float]]:
-    """(seconds per message, seconds per byte), or None when the cost is absent or zero."""
+def _host_cost(spec, path: str, side: str, kind: str, calibration: Resolver) -> Optional[tuple[float, float]]:
+    """(seconds per message, seconds per byte), or None when the cost is absent or zero.
+
+    A ``calibrated`` cost is a calibration file's host_cost entry measured on this side of a
+    transport of the link's kind (``Resolver.host_cost``)."""
     if spec is None:
         return None
-    per_byte = spec.copies / spec.copy_rate if spec.copy_rate else 0.0
-    return (spec.per_message, per_byte) if spec.per_message > 0 or per_byte > 0 else None
+    if isinstance(spec, Calibrated):
+        per_message, per_byte = calibration.host_cost(spec, path, side, kind) or (0.0, 0.0)
+    else:
+        per_message, per_byte = spec.per_message, (spec.copies / spec.copy_rate if spec.copy_rate else 0.0)
+    return (per_message, per_byte) if per_message > 0 or per_byte > 0 else None
 
 
 def _stages(scenario: Scenario, pools: Mapping[str, PoolPlan], problem, calibration: Resolver) -> list[StagePlan]:

@@ -96,6 +96,11 @@ def resolved_document(scenario: Scenario, base_dir: Path = Path("."), plan: Opti
             overhead=format_duration(resolved.overhead),
             contention=resolved.contention,
         )
+        for side in ("send_cost", "receive_cost"):  # a calibrated host cost: its file from anywhere
+            cost = link.get(side)
+            if isinstance(cost, dict) and cost.get("kind") == "calibrated":
+                link[side] = {"kind": "calibrated", "file": str((base_dir / cost["file"]).resolve()),
+                              "entry": cost["entry"]}
     return document
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sim.calibration import AffineEntry, CalibrationFile
+from sim.calibration import AffineEntry, CalibrationFile, HostCostEntry
 
 
 def calibrate_command(
@@ -73,9 +73,13 @@ def summary_table(calibration: CalibrationFile, out: Path) -> Table:
             scale = 1e3 if entry.x == "batch" else 1e9
             model = f"{entry.a * 1e3:.4g} ms + {entry.b * scale:.4g} ms {per}"
             fit = (f"{entry.r2:.3f}", f"{entry.mape:.1%}")
+        elif isinstance(entry, HostCostEntry):
+            model = f"CPU {entry.per_message * 1e6:.4g} us + {entry.per_byte * 1e9:.4g} ns per byte"
+            fit = (f"{entry.r2:.3f}", f"{entry.mape:.1%}")
         else:
             q = dict(zip(entry.quantiles.levels, entry.quantiles.values))
             model = f"mean {entry.sample_mean * 1e3:.4g} ms, p50 {q[0.5] * 1e3:.4g}, p99 {q[0.99] * 1e3:.4g}"
             fit = ("", "")
-        table.add_row(name, model, *fit, str(entry.n), "yes" if entry.stable else "[red]NO[/red]")
+        stable = "" if isinstance(entry, HostCostEntry) else ("yes" if entry.stable else "[red]NO[/red]")
+        table.add_row(name, model, *fit, str(entry.n), stable)
     return table

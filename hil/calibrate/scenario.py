@@ -5,14 +5,16 @@ run`` would (``hil.runner.layout``: the ``hil`` section's model sizes,
 frames and cores; models built or reused in its cache), then measures:
 
 1. each transport between the two sides: shm and TCP, RDMA where a port is
-   active (``transport``, ping-pong against message size);
-2. CUDA host-to-device copies where a GPU is usable;
+   active (``transport``, ping-pong against message size), and the CPU time
+   each side of it spends per message and byte (``host_cost``);
+2. CUDA host-to-device copies where a GPU is usable (latency and host CPU time);
 3. the harness's own per-request overhead (``harness``, through the runner);
 4. every real stage with the runner's own op (``stages``).
 
 The ping-pongs fork their echo processes, so they run before anything
 starts CUDA or onnxruntime in this process. Entries are named
-``transport.<kind>``, ``harness.overhead`` and after the stages.
+``transport.<kind>``, ``host.<kind>.send`` / ``host.<kind>.receive``,
+``harness.overhead`` and after the stages.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 
 from hil.calibrate.fit import affine_entry
 from hil.calibrate.harness import harness_overhead
+from hil.calibrate.host_cost import FULL_EFFORT, QUICK_EFFORT, Effort, cuda_host_cost, host_cost_entries
 from hil.calibrate.measure import FULL, QUICK, Settings, measure, pinned
 from hil.calibrate.stages import stage_entries
 from hil.calibrate.transport import FULL_SIZES, QUICK_SIZES, transport_entry
 from hil.runner.layout import FRONT, GPU, build_models, lay_out
-from sim.calibration import CalibrationFile, Method, Provenance, write_calibration
+from sim.calibration import CalibrationFile, Method, Provenance, unstable_entries, write_calibration
 from sim.scenario.load import ScenarioFile, load_scenario_file
 
 Report = Callable[[str], None]
@@ -54,10 +57,15 @@ class CalibrateOptions:
     transports: Optional[tuple[str, ...]] = None  # default: shm, tcp, and rdma / cuda where probed
     sizes: Optional[tuple[int, ...]] = None  # message sizes in bytes (default by mode)
     settings: Optional[Settings] = None  # default FULL, or QUICK with quick
+    host_effort: Optional[Effort] = None  # messages per size of the host-cost measurement (default by mode)
 
     @property
     def rule(self) -> Settings:
         return self.settings or (QUICK if self.quick else FULL)
+
+    @property
+    def effort(self) -> Effort:
+        return self.host_effort or (QUICK_EFFORT if self.quick else FULL_EFFORT)
 
 
 def default_variant(scenario_file: ScenarioFile) -> str:
@@ -92,6 +100,7 @@ def calibrate_scenario(scenario_file: str | Path, variant: Optional[str] = None,
     sizes = options.sizes or (QUICK_SIZES if options.quick else FULL_SIZES)
     for kind in (k for k in kinds if k != "cuda"):
         entries[f"transport.{kind}"] = transport_entry(kind, sizes, rule, front[0], gpu[0], report)
+        entries.update(host_cost_entries(kind, sizes, options.effort, front[0], gpu[0], report))
     overhead = harness_overhead(layout.scenario, tuple(k for k in kinds if k != "cuda"), rule, label)
     entries["harness.overhead"] = overhead
     report(f"harness.overhead: mean {overhead.sample_mean * 1e6:.0f} us over {overhead.n} requests")
@@ -99,6 +108,7 @@ def calibrate_scenario(scenario_file: str | Path, variant: Optional[str] = None,
         cuda = _cuda_entry(sizes, rule, gpu[0], report, required="cuda" in kinds)
         if cuda is not None:
             entries["transport.cuda"] = cuda
+            entries["host.cuda.send"] = cuda_host_cost(sizes, options.effort, gpu[0], report)
 
     report(f"models: {Path(layout.settings.cache) / 'models'} (new sizes train the prefilter first: up to a minute)")
     stages, skipped = stage_entries(build_models(layout), options.backend, rule, options.quick, options.max_batch,
@@ -106,7 +116,7 @@ def calibrate_scenario(scenario_file: str | Path, variant: Optional[str] = None,
     entries.update(stages)
     notes.extend(skipped)
 
-    unstable = [name for name, entry in entries.items() if not entry.stable]
+    unstable = unstable_entries(entries)
     if unstable:
         notes.append(f"never stabilised (3 consecutive windows within {rule.tolerance:.0%} not reached in at most "
                      f"{rule.max_windows} windows): {', '.join(unstable)}")

@@ -190,7 +190,7 @@ def _context(argv, scenario, calibration: Path, sweep, folder: Path, kinds, opti
     ran = len(argv) > 1 and argv[1] == "validate"
     words = ["dgsim", "validate", *argv[2:]] if ran else ["dgsim", "validate", scenario, "..."]
     p = cal.provenance
-    unstable = [n for n, e in cal.entries.items() if not e.stable]
+    unstable = cal.unstable()
     return {
         "host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "versions": ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "onnxruntime", "dgsim") if k in v)

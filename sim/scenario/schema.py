@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator,
-                      model_serializer, model_validator)
+from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt,
+                      Tag, field_validator, model_serializer, model_validator)
 
 from sim import profiles
-from sim.costs import CostSpec
+from sim.costs import Calibrated, CostSpec
 from sim.model.link import CONTENTION
 from sim.policies.admission import ADMISSION
 from sim.policies.batching import BATCHING
@@ -108,6 +108,18 @@ class HostCostSpec(Strict):
     copies: NonNegativeInt = Field(1, le=64, description="passes over the bytes (each at copy_rate)")
 
 
+def _host_cost_form(value: Any) -> str:
+    """``{kind: calibrated, ...}`` names a calibration entry; anything else is written out."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "calibrated" if kind is not None else "given"
+
+
+HostCost = Annotated[
+    Union[Annotated[HostCostSpec, Tag("given")], Annotated[Calibrated, Tag("calibrated")]],
+    Discriminator(_host_cost_form),
+]
+
+
 class LinkSpec(Strict):
     """A link between two endpoints (pools, or ``client`` for the network side)."""
 
@@ -132,8 +144,10 @@ class LinkSpec(Strict):
     sharing: Literal["per-pair", "shared"] = Field(
         "per-pair", description="per-pair: one link per pair of device instances; shared: one for all"
     )
-    send_cost: Optional[HostCostSpec] = Field(None, description="CPU time on the sending device per message")
-    receive_cost: Optional[HostCostSpec] = Field(None, description="CPU time on the receiving device per message")
+    send_cost: Optional[HostCost] = Field(None, description="CPU time on the sending device per message; "
+                                          "or a calibration file's host_cost entry")
+    receive_cost: Optional[HostCost] = Field(None, description="CPU time on the receiving device per message; "
+                                             "or a calibration file's host_cost entry")
 
     @model_serializer(mode="wrap")
     def _without_absent_costs(self, handler):
