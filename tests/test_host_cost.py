@@ -209,3 +209,17 @@ def test_host_cost_entries_round_trip_and_summarise(tmp_path):
     assert calibration.unstable() == []
     text = " ".join(str(cell) for column in summary_table(calibration, path).columns for cell in column._cells)
     assert "ns per byte" in text
+
+
+def test_a_mistyped_host_cost_names_the_users_field_not_the_unions_tag(tmp_path):
+    path = scenario(tmp_path)
+    path.write_text(path.read_text().replace("send_cost: {kind: calibrated, file: calib/host.yaml, entry: host.shm.send}",
+                                             "send_cost: {per_mesage: 1 us}").replace("kind: calibrated, file: calib/"
+                                             "host.yaml, entry: host.shm.receive", "kind: calibrate"))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_file(path)
+    assert [(p.path, p.message) for p in caught.value.problems][:2] == [
+        ("hardware.links[0].send_cost.per_mesage", "unknown key 'per_mesage'; expected one of: per_message, "
+                                                   "copy_rate, copies"),
+        ("hardware.links[0].receive_cost.kind", "Input should be 'calibrated', got 'calibrate'"),
+    ]

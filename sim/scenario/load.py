@@ -235,14 +235,14 @@ def _list_index(items: list[Any], part: str) -> int | None:
 # Tags of the discriminated unions: pydantic puts the chosen one in an error's
 # location, but it is not a key the user wrote.
 _TAGS = {"deterministic", "exponential", "lognormal", "empirical", "affine", "calibrated",
-         "periodic", "poisson", "gamma", "mmpp", "trace"}
+         "periodic", "poisson", "gamma", "mmpp", "trace", "given"}
 
 
 def _path(loc: Iterable[Any]) -> str:
     out = ""
     previous: Any = None
     for part in loc:
-        skip = part == "[key]" or (part in _TAGS and (isinstance(previous, int) or previous in ("cpu", "dpu", "gpu", "latency")))
+        skip = part == "[key]" or (part in _TAGS and (isinstance(previous, int) or previous in ("cpu", "dpu", "gpu", "latency", "send_cost", "receive_cost")))
         previous = part
         if skip:  # a bad mapping key is named in the message; a union tag is not the user's key
             continue
@@ -283,6 +283,8 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
         candidates = _model_types(current)
         match = [m for m in candidates if typing.get_type_hints(m).get("kind") is not None
                  and part in typing.get_args(typing.get_type_hints(m)["kind"])]
+        if part == "given":  # a host cost written out, not the union's calibrated form
+            match = [m for m in candidates if "kind" not in m.model_fields]
         if match:
             current = match[0]
             continue
