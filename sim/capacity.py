@@ -22,6 +22,16 @@ module says so before anyone reads the numbers, from the compiled plan:
   and the reply. Several links between the same ends share in proportion
   to their bandwidth.
 
+With a ``topology`` (``sim.topology``), requests follow its rules: a
+request entering from the client may go to any pool of the first stage
+(in proportion to capacity) and that pool is its *ingress*; at later
+stages it goes only to the pools ``locality`` allows from where it is; a
+transfer crosses every link of its route (a link shared by every device
+behind it, ``sharing: shared``, is one channel for all of them; a
+``per-pair`` link has one channel per sending device on a route's first
+hop, per receiving device on its last, one in between), and the reply
+returns through the ingress device to the client.
+
 The estimate is of the mean load: utilisation below 1 can still queue
 (and batching needs the load to fill batches), but above 1 it is certain.
 """
@@ -81,6 +91,9 @@ def offered_loads(plan: Plan) -> list[Load]:
         total = sum(power.values())
         shares.append({p: power[p] / total for p in stage.pools})
 
+    if plan.topology is not None:
+        return _routed_loads(plan, reach, shares, per_request, payload)
+
     busy = {name: 0.0 for name in plan.pools}
     for stage in stages:
         for pool, share in shares[stage.index].items():
@@ -126,6 +139,89 @@ def offered_loads(plan: Plan) -> list[Load]:
             continue
         busiest = max(directions, key=lambda d: occupancy[link.name, *d] / _channels(plan, link, *d))
         loads.append(Load("link", link.name, occupancy[link.name, *busiest], _channels(plan, link, *busiest)))
+    return loads
+
+
+def _routed_loads(plan: Plan, reach: list[float], shares: list[dict[str, float]], per_request, payload: float
+                  ) -> list[Load]:
+    """``offered_loads`` on a topology: flows by ingress pool, affinity and locality, routes of several hops.
+
+    A request stays on its pool when the next stage may run there (affinity); otherwise it goes to the
+    pools locality allows from where it is, in proportion to their capacity. A join's input is one
+    message of its predecessors' outputs, sent (here) from its first predecessor's pool."""
+    topology = plan.topology
+    stages = plan.stages
+    at: list[dict[tuple[str, str], float]] = []  # per stage: (ingress, pool) -> requests per second
+    moves: list[dict[tuple[str, str, str], float]] = []  # per stage: (ingress, from, to) -> requests per second
+    for stage in stages:
+        here: dict[tuple[str, str], float] = {}
+        moved: dict[tuple[str, str, str], float] = {}
+        if not stage.preds:
+            for pool, share in shares[stage.index].items():
+                here[(pool, pool)] = reach[stage.index] * share
+                moved[(pool, CLIENT, pool)] = reach[stage.index] * share
+        else:
+            first = at[stage.preds[0]]
+            total = sum(first.values())
+            for (ingress, src), rate in first.items():
+                allowed = (src,) if src in stage.pools else topology.local(stage.pools, src)
+                weight = sum(shares[stage.index][p] for p in allowed)
+                for dst in allowed:
+                    flow = reach[stage.index] * rate / total * shares[stage.index][dst] / weight if total else 0.0
+                    here[(ingress, dst)] = here.get((ingress, dst), 0.0) + flow
+                    moved[(ingress, src, dst)] = moved.get((ingress, src, dst), 0.0) + flow
+        at.append(here)
+        moves.append(moved)
+
+    busy = {name: 0.0 for name in plan.pools}
+    for stage in stages:
+        for (_, pool), rate in at[stage.index].items():
+            busy[pool] += rate * per_request(stage, pool)
+    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
+             for name in plan.pools]
+
+    count = {CLIENT: 1, **{name: pool.count for name, pool in plan.pools.items()}}
+    client_links = any(CLIENT in link.ends for link in plan.links)
+    occupancy: dict[tuple[str, str, str], float] = {}
+    channels: dict[tuple[str, str, str], float] = {}
+
+    def send(a: str, b: str, messages: float, size: float) -> None:
+        if a == b or messages <= 0 or (CLIENT in (a, b) and not client_links):
+            return
+        hops = topology.route(a, b) or ()
+        for i, hop in enumerate(hops):
+            total = sum(link.bandwidth for link in hop.links)
+            for link in hop.links:
+                hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
+                key = (link.name, hop.frm, hop.to)
+                occupancy[key] = occupancy.get(key, 0.0) + messages * link.bandwidth / total * hold
+                if link.sharing == "shared":  # one channel per direction for every device behind it
+                    channels[key] = 1.0
+                else:  # per-pair: keyed by the sending device on the first hop, the receiving one on the last
+                    ends = (count.get(a, 1) if i == 0 else 1) * (count.get(b, 1) if i == len(hops) - 1 else 1)
+                    channels[key] = max(channels.get(key, 1.0), float(ends))
+
+    out_bytes: list[float] = [0.0] * len(stages)
+    for stage in stages:
+        received = sum(out_bytes[p] for p in stage.preds) if stage.preds else payload
+        out_bytes[stage.index] = stage.output if stage.output is not None else received
+        for (_, src, dst), rate in moves[stage.index].items():
+            send(src, dst, rate, received)
+        if not stage.succs:
+            reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
+            for (ingress, src), rate in at[stage.index].items():
+                passing = rate * stage.pass_probability
+                send(src, ingress, passing, reply)  # the reply returns through the ingress device
+                send(ingress, CLIENT, passing, reply)
+
+    for link in plan.links:
+        directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
+        if not directions:
+            loads.append(Load("link", link.name, 0.0, 1.0 if link.sharing == "shared" else
+                              _channels(plan, link, *link.ends)))
+            continue
+        busiest = max(directions, key=lambda d: occupancy[link.name, *d] / channels[link.name, *d])
+        loads.append(Load("link", link.name, occupancy[link.name, *busiest], channels[link.name, *busiest]))
     return loads
 
 

@@ -27,10 +27,13 @@ from scipy.optimize import brentq
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.explore.capacity import bisect, find_capacity, Probe
+from sim.explore.capacity import Probe, find_capacity, probe_verdict, replicate_probe
+from sim.explore.capacity import search as search_
 from sim.explore.executors import Serial
 from sim.explore.load import load_axis, LoadAxis
+from sim.check.budgets import MAX, Budget
 from sim.check.verdict import Verdict
+from sim.contract.metric_keys import ALL, Kind, MetricKey, Subject
 from sim.scenario.errors import ScenarioError
 from sim.scenario.load import load_scenario_file
 
@@ -92,7 +95,7 @@ def test_mm1_p99_capacity_matches_closed_form(tmp_path):
     result = find_capacity(load_scenario_file(path), "base", Serial(), tolerance=0.05, cap=6)
     assert result.axis.unit == "requests/s"
     assert result.bound == pytest.approx(mu)  # the analytic bound is the service rate
-    assert result.bottleneck == "server"
+    assert result.bottleneck == Subject.pool("server") == result.bound_resource
     assert_brackets(result, truth, lambda lam: math.log(100) / (mu - lam), floor=0.75)
 
 
@@ -104,7 +107,7 @@ def test_mmc_mean_latency_capacity_inverts_erlang_c(tmp_path):
     result = find_capacity(load_scenario_file(path), "base", Serial(), tolerance=0.04, cap=6)
     assert result.bound == pytest.approx(servers * mu)
     assert_brackets(result, truth, lambda lam: erlang_c_sojourn(lam, mu, servers), floor=0.85)
-    utilisation = result.utilisation["server"].mean
+    utilisation = result.utilisation[Subject.pool("server")].mean
     assert utilisation == pytest.approx(result.value / (servers * mu), rel=0.05)
 
 
@@ -116,7 +119,7 @@ def test_inconclusive_probe_is_never_a_pass():
         verdict = next((w for test, w in verdicts.items() if test(value)), Verdict.FAIL)
         return Probe(value, verdict, 3, (), {})
 
-    search = bisect(measure, axis, 100.0, 0.01)
+    search = search_(measure, axis, 100.0, 0.01)
     assert search.low.value <= 40 < search.high.value <= 60 * 1.01
     assert search.high.verdict is Verdict.INCONCLUSIVE
     assert all(p.verdict is Verdict.PASS for p in search.probes if p.value <= search.low.value)
@@ -124,14 +127,14 @@ def test_inconclusive_probe_is_never_a_pass():
 
 def test_whole_streams_and_doubling_past_a_loose_bound():
     axis = LoadAxis("streams", 64.0, True, ())
-    search = bisect(lambda v: Probe(v, Verdict.PASS if v <= 90 else Verdict.FAIL, 3, (), {}), axis, 37.4, 0.02)
+    search = search_(lambda v: Probe(v, Verdict.PASS if v <= 90 else Verdict.FAIL, 3, (), {}), axis, 37.4, 0.02)
     assert (search.low.value, search.high.value) == (90.0, 91.0)
     assert all(p.value == int(p.value) for p in search.probes)
 
 
 def test_nothing_passes_is_reported_below(tmp_path):
     axis = LoadAxis("streams", 8.0, True, ())
-    search = bisect(lambda v: Probe(v, Verdict.FAIL, 3, (), {}), axis, 16, 0.02)
+    search = search_(lambda v: Probe(v, Verdict.FAIL, 3, (), {}), axis, 16, 0.02)
     assert search.status == "below" and search.low is None and search.high.value == 1.0
 
 
@@ -148,7 +151,9 @@ def test_capacity_json_and_exit_codes(tmp_path):
     assert capacity["unit"] == "requests/s" and capacity["low"] <= capacity["high"]
     assert capacity["factor"] == pytest.approx(capacity["value"] / 300)
     assert entry["binding_budget"]["metric"] == "latency.p99"
-    assert entry["bottleneck"]["name"] == "server"
+    assert entry["bottleneck"] == {**entry["bottleneck"], "resource": "pool.server", "kind": "pool", "name": "server"}
+    assert set(entry["utilisation"]) == {"pool.server"}
+    assert entry["analytic_bound"]["resource"] == "pool.server"
     assert entry["cost_per_hour"] == pytest.approx(0.1008)  # one host core at the cited cloud price
 
 
@@ -183,3 +188,51 @@ def test_trace_axis_refuses_with_how_to_scale(tmp_path):
     scenario = load_scenario_file(path).resolve("base")
     with pytest.raises(ScenarioError, match="speedup"):
         load_axis(scenario, str(path))
+
+
+def test_search_starts_just_below_the_bound_and_stops_within_tolerance():
+    """A design whose capacity is just under its bound is bracketed in two probes."""
+    axis = LoadAxis("streams", 64.0, True, ())
+    search = search_(lambda v: Probe(v, Verdict.PASS if v <= 75 else Verdict.INCONCLUSIVE, 3, (), {}),
+                     axis, 75.4, 0.02)
+    assert [p.value for p in search.probes] == [75.0, 76.0]
+    assert (search.low.value, search.high.value, search.status) == (75.0, 76.0, "bracketed")
+    continuous = LoadAxis("requests/s", 100.0, False, ())
+    found = search_(lambda v: Probe(v, Verdict.PASS if v <= 500 else Verdict.FAIL, 3, (), {}), continuous, 800, 0.05)
+    assert found.low.value <= 500 < found.high.value <= found.low.value * 1.05
+
+
+def _runs(values: list[tuple[float, float]]) -> list[dict[str, float]]:
+    return [{"latency.p99": p99, "utilisation.pool.server": busy, "requests.completed": 1000.0,
+             "requests.deadline_missed": 0.0, "requests.arrived": 1000.0} for p99, busy in values]
+
+
+def test_a_probe_stops_replicating_once_a_budget_fails():
+    """One budget FAILs at the first look: the other, still undecided, is not worth more replications."""
+    p99 = Budget(MetricKey(Kind.LATENCY, ALL, "p99"), 0.010, MAX, "latency p99")
+    busy = Budget(MetricKey(Kind.UTILISATION, Subject.pool("server")), 0.80, MAX, "utilisation server")
+    asked = []
+
+    def run(reps: range):
+        asked.append(reps)
+        # p99 far over 10 ms; utilisation straddling 80%
+        return _runs([(0.050 + 0.001 * r, 0.70 + 0.1 * (r % 3)) for r in reps])
+
+    runs, outcomes = replicate_probe(run, [p99, busy], 3, 12)
+    assert asked == [range(0, 3)] and len(runs) == 3
+    assert [o.verdict for o in outcomes] == [Verdict.FAIL, Verdict.INCONCLUSIVE]
+    assert probe_verdict(outcomes) is Verdict.FAIL
+    asked.clear()
+    runs, outcomes = replicate_probe(run, [busy], 3, 12)  # alone, the undecided budget doubles up to the cap
+    assert [len(r) for r in asked] == [3, 3, 6] and probe_verdict(outcomes) is Verdict.INCONCLUSIVE
+
+
+def test_probes_past_the_analytic_bound_get_no_more_than_run_replications(tmp_path):
+    """A budget loose enough to pass near saturation: the search crosses the bound, where probes stop at 3."""
+    path = write(tmp_path, name="loose", servers=1, rate=300, service_ms=1, budget="p99: 300 ms", duration=1.5)
+    result = find_capacity(load_scenario_file(path), "base", Serial(), tolerance=0.2, cap=6)
+    assert result.bound == pytest.approx(1000.0)
+    past = [p for p in result.search.probes if p.past_bound]
+    assert past and all(p.value > result.bound for p in past)
+    assert all(p.replications == 3 for p in past)
+    assert all(p.value <= result.bound for p in result.search.probes if not p.past_bound)

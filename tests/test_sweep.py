@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.explore.grid import GridError, parse_grid, points, split_values
+from sim.explore.grid import GridError, parse_grid, points, scenario_key, split_values
+from sim.scenario.load import load_scenario_file
 from sim.explore.pareto import pareto_front
 
 SCENARIO = """
@@ -148,3 +149,46 @@ def test_sweep_section_in_the_scenario(scenario, tmp_path):
 def test_pareto_front():
     assert pareto_front([(1, 10), (2, 5), (3, 6), (1, 11)], [False, False]) == [True, True, False, False]
     assert pareto_front([(10, 1.0), (12, 2.0), (8, float("nan"))], [True, False]) == [True, True, False]
+
+
+def _trace(path: Path, spacing: float, count: int) -> None:
+    path.write_text("timestamp\n" + "".join(f"{i * spacing:.4f}\n" for i in range(count)))
+
+
+def test_editing_a_file_the_scenario_reads_invalidates_its_cached_points(scenario, tmp_path):
+    """The cache key holds the contents of referenced files (here a trace replay), not only their names."""
+    trace = tmp_path / "arrivals.csv"
+    _trace(trace, 0.005, 150)
+    scenario.write_text(SCENARIO.replace("{name: arrivals, kind: poisson, rate: 200/s, payload: 0 B}",
+                                         "{name: arrivals, kind: trace, file: arrivals.csv}"))
+    out = tmp_path / "out"
+    args = [str(scenario), "--grid", "run.seed=1,2", "--variant", "one-core", "-o", str(out)]
+    first = sweep(*args)
+    assert first.exit_code == 0 and "0 from the cache" in first.output, first.output
+    before = pd.read_parquet(out / "sweep.parquet")
+    again = sweep(*args)
+    assert "2 from the cache" in again.output, again.output
+    _trace(trace, 0.01, 80)  # same file name, other arrivals
+    edited = sweep(*args)
+    assert edited.exit_code == 0 and "0 from the cache" in edited.output, edited.output
+    after = pd.read_parquet(out / "sweep.parquet")
+    assert (after["requests.arrived"] < before["requests.arrived"]).all()
+
+
+def test_the_cache_key_follows_a_calibration_file(tmp_path):
+    from test_calibration import synthetic_file  # a valid calibration file, as the calibration tests write it
+
+    calibration = synthetic_file(tmp_path / "calib.yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text(SCENARIO.replace("costs: {cpu: {kind: exponential, mean: 1 ms}}",
+                                     "costs: {cpu: {kind: calibrated, file: calib.yaml, entry: parse}}"))
+    scenario = load_scenario_file(path).resolve("one-core")
+    key = scenario_key(scenario, tmp_path)
+    assert scenario_key(scenario, tmp_path) == key
+    synthetic_file(tmp_path / "other" / "calib.yaml")  # the same name elsewhere changes nothing here
+    assert scenario_key(scenario, tmp_path) == key
+    calibration.write_text(calibration.read_text() + "# recalibrated\n")
+    edited = scenario_key(scenario, tmp_path)
+    assert edited != key
+    calibration.unlink()
+    assert scenario_key(scenario, tmp_path) not in (key, edited)

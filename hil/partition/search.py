@@ -173,7 +173,8 @@ def rank(split_file: Path, costs: dict[str, SegmentCost], partition: Partition, 
     by_name = {r.cut.name: r for r in partition.cuts}
     ranked = []
     for cut, variant in result.variants.items():
-        rate, resource = saturation(sf.plan(cut))
+        first = saturation(sf.plan(cut))
+        rate, resource = first.rate, (first.resource.name if first.resource else "")
         est = variant.estimates
         p99 = est["latency.p99"].mean if "latency.p99" in est else math.nan
         thr = est["throughput"].mean if "throughput" in est else math.nan

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from sim.capacity import arrival_rate, offered_loads
+from sim.contract.metric_keys import Namespace, Subject
 from sim.plan import Plan
 
 
@@ -27,7 +29,7 @@ from sim.plan import Plan
 class Demand:
     """Utilisation of one pool or link per request per second, and where it saturates."""
 
-    name: str
+    resource: Subject  # a pool or a link (separate namespaces: a pool and a link may share a name)
     per_request: float
     limit: float
 
@@ -36,26 +38,39 @@ class Demand:
         return self.limit / self.per_request if self.per_request > 0 else math.inf
 
 
+@dataclass(frozen=True)
+class Saturation:
+    """Requests per second at which the first pool or link reaches its limit (inf: none has work)."""
+
+    rate: float
+    resource: Optional[Subject]
+
+
 def demands(plan: Plan) -> list[Demand]:
     """Every pool's and link's utilisation per request per second (those with work only)."""
     rate, _ = arrival_rate(plan)
     if rate <= 0:
         return []
     limits = _limits(plan)
-    return [Demand(load.name, load.utilisation / rate, limits.get(load.name, 1.0))
-            for load in offered_loads(plan) if load.offered > 0]
+    out = []
+    for load in offered_loads(plan):
+        if load.offered > 0:
+            resource = Subject(Namespace(load.kind), load.name)
+            out.append(Demand(resource, load.utilisation / rate, limits.get(load.name, 1.0)))
+    return out
 
 
-def saturation(plan: Plan) -> tuple[float, str]:
-    """Requests per second at which the first resource reaches its limit, and its name."""
+def saturation(plan: Plan) -> Saturation:
+    """The least arrival rate at which a pool or link reaches its limit, and which one."""
     found = demands(plan)
     if not found:
-        return math.inf, ""
+        return Saturation(math.inf, None)
     first = min(found, key=lambda d: d.saturation_rate)
-    return first.saturation_rate, first.name
+    return Saturation(first.saturation_rate, first.resource)
 
 
 def _limits(plan: Plan) -> dict[str, float]:
+    """``utilisation_max`` budgets by the name they give (a name both a pool and a link has limits both)."""
     slo = plan.scenario.slo
     limits: dict[str, float] = {}
     for budgets in [slo, *slo.classes.values()]:

@@ -1,27 +1,44 @@
-"""Capacity at the SLO: the largest load that meets every budget, found by bisection on verdicts.
+"""Capacity at the SLO: the largest load that meets every budget, found by search on verdicts.
 
-The search works on one variant's load axis (``sim.explore.load``):
+The search works on one variant's load axis (``sim.explore.load``) and
+starts from the analytic bottleneck bound (``sim.explore.bound``): the load
+at which a pool or link saturates, above which no steady state exists.
 
-1. bracket: 10% past the analytic bottleneck bound (``sim.explore.bound``)
-   is the first high probe (at the bound itself a queue is critical and its
-   verdict slow to reach); should it pass after all, the load doubles until
-   one does not. The first low probe is 0.8 of the high one (a bound is
-   usually tight: the search then has a narrow bracket to bisect), then
-   halved until one passes;
+1. bracket: the first probe is just below the bound (the largest whole
+   stream count under it; on a continuous axis the bound less one
+   tolerance). If it passes, loads above it are tried in steps that start
+   at the tolerance and double (1x, 2x, 4x ... the tolerance, at most a
+   doubling of the load) until one does not pass; if it does not pass,
+   loads below it in the same growing steps (at most a halving) until one
+   does. Capacity usually sits just under the bound, so the bracket is
+   then often already within the tolerance;
 2. bisect between the highest load that passed and the lowest that did
    not, until the bracket is within the relative ``tolerance`` (or one
    stream apart on a whole-number axis).
 
 Each probe is judged exactly as ``dgsim check`` judges a variant: the same
-budgets (``sim.check.budgets``) and the same sequential replications and
-verdicts (``sim.check.verdict.replicate``). A probe passes only when every
-budget PASSes; a probe that stays INCONCLUSIVE at the replication cap is
-kept and reported, and counts as "not shown to pass", never as a pass. So
-``low`` is a load shown to meet every budget and ``high`` one that failed
-one (or could not be shown to meet it). Every probe of every variant uses
-the same seed: replication r always sees the same random streams (common
-random numbers), so neighbouring probes and the variants differ by the
-design and the load, not by luck.
+budgets (``sim.check.budgets``), the same judgement of each budget
+(``sim.check.verdict.judge``) on the same sequential schedule of
+replications (start with ``run.replications``, double while undecided, up
+to the cap). Two rules spend fewer replications without changing what a
+verdict means:
+
+- a probe stops as soon as its verdict is decided: once one budget FAILs
+  (or is INVALID) the probe cannot pass, so replications spent on deciding
+  the other budgets are not run;
+- a probe past the analytic bound gets no more than ``run.replications``:
+  there the mean offered work exceeds what a pool or link can do, queues
+  grow for the whole run and a verdict measures the run's length, so more
+  replications cannot make a pass meaningful. Undecided, it is
+  INCONCLUSIVE.
+
+A probe passes only when every budget PASSes; a probe that stays
+INCONCLUSIVE is kept and reported, and counts as "not shown to pass", never
+as a pass. So ``low`` is a load shown to meet every budget and ``high`` one
+that failed one (or could not be shown to meet it). Every probe of every
+variant uses the same seed: replication r always sees the same random
+streams (common random numbers), so neighbouring probes and the variants
+differ by the design and the load, not by luck.
 
 Budgets that get easier as load grows (``throughput_min``) cannot limit
 capacity and are left out of the search (and reported as such).
@@ -34,8 +51,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 from sim.check.budgets import MIN, Budget, budgets_of
-from sim.check.verdict import Outcome, Verdict, replicate
-from sim.explore.bound import saturation
+from sim.check.verdict import Outcome, Verdict, judge
+from sim.contract.metric_keys import Kind, MetricKey, Subject
+from sim.explore.bound import Saturation, saturation
 from sim.explore.cost import DesignCost, design_cost
 from sim.explore.executors import Executor
 from sim.explore.load import LoadAxis, load_axis
@@ -45,10 +63,10 @@ from sim.scenario.errors import Problem, ScenarioError
 from sim.scenario.load import ScenarioFile, load_scenario_file
 
 DEFAULT_TOLERANCE = 0.02
-MAX_DOUBLINGS = 6  # beyond the bound: 64x it at most
-OVER_BOUND = 1.1  # the first high probe: just past the bound, where queues grow for the whole run
-FIRST_LOW = 0.8  # the first low probe, as a fraction of the high one; then halving
-MIN_FRACTION = 1e-3  # a continuous axis stops halving at this fraction of the bound
+MAX_UP_STEPS = 12  # growing steps above the first probe: past 64x it at most
+MAX_STEP_UP = 1.0  # a step up at most doubles the load
+MAX_STEP_DOWN = 0.5  # a step down at most halves it
+MIN_FRACTION = 1e-3  # a continuous axis stops stepping down at this fraction of the first probe
 
 
 @dataclass(frozen=True)
@@ -60,17 +78,30 @@ class Probe:
     replications: int
     outcomes: tuple[Outcome, ...]
     estimates: Mapping[str, Estimate]
+    past_bound: bool = False  # beyond the analytic bound: replications held at run.replications
 
 
 def probe_verdict(outcomes: Sequence[Outcome]) -> Verdict:
     """PASS when every budget passed; else FAIL, INVALID (data that cannot decide), INCONCLUSIVE, in that order."""
-    for worst in ("FAIL", "INVALID"):
-        found = [o.verdict for o in outcomes if o.verdict.value == worst]
-        if found:
-            return found[0]
+    for worst in (Verdict.FAIL, Verdict.INVALID):
+        if any(o.verdict is worst for o in outcomes):
+            return worst
     if all(o.verdict is Verdict.PASS for o in outcomes):
         return Verdict.PASS
     return Verdict.INCONCLUSIVE
+
+
+def replicate_probe(run: Callable[[range], Sequence[Mapping[str, float]]], budgets: Sequence[Budget],
+                    start: int, cap: int) -> tuple[list[Mapping[str, float]], list[Outcome]]:
+    """``dgsim check``'s schedule (start, then doubling up to ``cap`` while undecided), stopping once the
+    probe's verdict is decided: every budget decided, or one FAIL/INVALID (the probe cannot pass then)."""
+    runs = list(run(range(start)))
+    while True:
+        n, estimates = len(runs), combine(runs)
+        outcomes = [judge(b, estimates, n) for b in budgets]
+        if n >= cap or probe_verdict(outcomes) is not Verdict.INCONCLUSIVE:
+            return runs, outcomes
+        runs += run(range(n, min(cap, 2 * n)))
 
 
 @dataclass(frozen=True)
@@ -83,40 +114,61 @@ class Search:
     status: str  # "bracketed", "below" (nothing passed), "above" (all passed up to the cap)
 
 
-def bisect(measure: Callable[[float], Probe], axis: LoadAxis, start_high: float, tolerance: float) -> Search:
-    """Bracket, then bisect the load axis on probe verdicts (see the module docstring)."""
+def first_probe(axis: LoadAxis, bound: float, tolerance: float) -> float:
+    """Just below the analytic bound; the scenario's own load when there is no bound."""
+    if not math.isfinite(bound) or bound <= 0:
+        return axis.base
+    return axis.snap(bound) if axis.whole else bound * (1 - tolerance)
+
+
+def search(measure: Callable[[float], Probe], axis: LoadAxis, bound: float, tolerance: float) -> Search:
+    """Bracket from the bound, then bisect the load axis on probe verdicts (see the module docstring)."""
     probes: dict[float, Probe] = {}
 
-    def at(value: float) -> Probe:
+    def passes(value: float) -> bool:
         if value not in probes:
             probes[value] = measure(value)
-        return probes[value]
+        return probes[value].verdict is Verdict.PASS
 
     def done(status: str, lo: Optional[float], hi: Optional[float]) -> Search:
         ordered = tuple(probes[v] for v in sorted(probes))
         return Search(ordered, probes.get(lo) if lo is not None else None,
                       probes.get(hi) if hi is not None else None, status)
 
-    hi = axis.snap(start_high, up=True)
-    floor = 1.0 if axis.whole else hi * MIN_FRACTION
-    for _ in range(MAX_DOUBLINGS):
-        if at(hi).verdict is not Verdict.PASS:
-            break
-        hi = axis.snap(hi * 2, up=True)
+    def above(value: float, step: float) -> float:  # the furthest load within ``step`` (at least one stream)
+        return max(axis.snap(value * (1 + step)), value + 1) if axis.whole else value * (1 + step)
+
+    def below(value: float, step: float) -> float:
+        return min(axis.snap(value * (1 - step), up=True), value - 1) if axis.whole else value * (1 - step)
+
+    start = first_probe(axis, bound, tolerance)
+    step = tolerance if math.isfinite(bound) else MAX_STEP_UP
+    if passes(start):
+        lo, hi = start, None
+        for _ in range(MAX_UP_STEPS):
+            value = above(lo, step)
+            if not passes(value):
+                hi = value
+                break
+            lo, step = value, min(2 * step, MAX_STEP_UP)
+        if hi is None:
+            return done("above", lo, None)
     else:
-        if at(hi).verdict is Verdict.PASS:
-            return done("above", hi, None)
-    lo = axis.snap(hi * FIRST_LOW)
-    while at(lo).verdict is not Verdict.PASS:
-        hi = lo
-        if lo <= floor:
-            return done("below", None, hi)
-        lo = max(axis.snap(lo / 2), floor)
+        floor = 1.0 if axis.whole else start * MIN_FRACTION
+        lo, hi = None, start
+        while lo is None:
+            if hi <= floor:
+                return done("below", None, hi)
+            value = max(below(hi, step), floor)
+            if passes(value):
+                lo = value
+            else:
+                hi, step = value, min(2 * step, MAX_STEP_DOWN)
     while hi - lo > max(1.0 if axis.whole else 0.0, tolerance * lo):
         mid = axis.snap((lo + hi) / 2)
         if not lo < mid < hi:
             break
-        if at(mid).verdict is Verdict.PASS:
+        if passes(mid):
             lo = mid
         else:
             hi = mid
@@ -131,7 +183,7 @@ class Capacity:
     axis: LoadAxis
     search: Search
     bound: float  # analytic bottleneck bound, in the axis' unit
-    bound_resource: str
+    bound_resource: Optional[Subject]  # the pool or link that saturates first there
     cost: DesignCost
     ignored: tuple[str, ...]  # budgets that cannot limit capacity
 
@@ -149,23 +201,31 @@ class Capacity:
         return min(failed, key=_relative_margin, default=None)
 
     @property
-    def utilisation(self) -> dict[str, Estimate]:
-        """Every pool's and link's utilisation at capacity (the ``low`` probe)."""
+    def utilisation(self) -> dict[Subject, Estimate]:
+        """Every pool's and link's utilisation at capacity (the ``low`` probe), by pool or link."""
         if self.search.low is None:
             return {}
-        return {resource_name(k): e for k, e in self.search.low.estimates.items() if k.startswith("utilisation.")}
+        return utilisations(self.search.low.estimates)
 
     @property
-    def bottleneck(self) -> Optional[str]:
+    def bottleneck(self) -> Optional[Subject]:
         busy = {k: e.mean for k, e in self.utilisation.items() if not math.isnan(e.mean)}
         return max(busy, key=busy.get) if busy else None
 
 
-def resource_name(metric: str) -> str:
-    """'utilisation.pool.gpu' -> 'gpu': the pool or link a utilisation metric is about."""
-    from sim.contract.metric_keys import MetricKey
+def utilisations(estimates: Mapping[str, Estimate]) -> dict[Subject, Estimate]:
+    """The utilisation estimates among ``estimates``, keyed by their pool or link."""
+    out = {}
+    for name, e in estimates.items():
+        key = MetricKey.parse(name)
+        if key.kind is Kind.UTILISATION:
+            out[key.subject] = e
+    return out
 
-    return MetricKey.parse(metric).subject.name
+
+def resource_label(subject: Subject) -> str:
+    """How capacity.json names a pool or link: 'pool.gpu', 'link.pcie' (pools and links are separate namespaces)."""
+    return f"{subject.namespace.value}.{subject.name}"
 
 
 def _relative_margin(outcome: Outcome) -> float:
@@ -174,12 +234,8 @@ def _relative_margin(outcome: Outcome) -> float:
 
 
 def scenario_budgets(scenario) -> list[Budget]:
-    """The scenario's budgets, as ``dgsim check`` reads them (with the hardware when it takes it)."""
-    import inspect
-
-    if len(inspect.signature(budgets_of).parameters) > 1:
-        return budgets_of(scenario.slo, scenario.hardware)
-    return budgets_of(scenario.slo)
+    """The scenario's budgets, as ``dgsim check`` reads them (with the hardware, which keys utilisation budgets)."""
+    return budgets_of(scenario.slo, scenario.hardware)
 
 
 def capacity_checks(budgets: Sequence[Budget]) -> tuple[list[Budget], list[str]]:
@@ -207,14 +263,15 @@ def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor,
         raise ScenarioError([Problem(label, "slo", "no latency, rate or utilisation budget to find the capacity at; "
                                      "add one, e.g. slo: {latency: {p99: 100 ms}}")])
     plan = compile_plan(scenario, label=label, base_dir=scenario_file.path.parent)
-    rate, resource = saturation(plan)
+    first: Saturation = saturation(plan)
     per_unit = axis.arrival_rate(axis.base) / axis.base
-    bound = rate / per_unit if math.isfinite(rate) else math.inf
-    start = bound * OVER_BOUND if math.isfinite(bound) else axis.base * 2
+    bound = first.rate / per_unit if math.isfinite(first.rate) else math.inf
 
     def measure(value: float) -> Probe:
         probe_file = load_scenario_file(scenario_file.path, [*scenario_file.overrides, *axis.overrides(value)])
-        probe_scenario = probe_file.resolve(variant)
+        start = probe_file.resolve(variant).run.replications
+        past_bound = axis.arrival_rate(value) > first.rate
+        limit = min(cap, start) if past_bound else cap
 
         def run(reps: range) -> list[dict[str, float]]:
             done = executor.run(_replication, [(probe_file, variant, r) for r in reps])
@@ -223,10 +280,11 @@ def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor,
                 raise RuntimeError(f"{variant} at {value:g} {axis.unit}: {errors[0]}")
             return [d.value for d in done]
 
-        runs, outcomes = replicate(run, checks, probe_scenario.run.replications, cap)
-        probe = Probe(value, probe_verdict(outcomes), len(runs), tuple(outcomes), combine(runs))
-        say(f"{variant}: {value:g} {axis.unit} -> {probe.verdict.value} ({probe.replications} replications)")
+        runs, outcomes = replicate_probe(run, checks, min(start, limit), limit)
+        probe = Probe(value, probe_verdict(outcomes), len(runs), tuple(outcomes), combine(runs), past_bound)
+        say(f"{variant}: {value:g} {axis.unit} -> {probe.verdict.value} ({probe.replications} replications"
+            f"{', past the analytic bound' if past_bound else ''})")
         return probe
 
-    search = bisect(measure, axis, start, tolerance)
-    return Capacity(variant, axis, search, bound, resource, design_cost(plan), tuple(ignored))
+    found = search(measure, axis, bound, tolerance)
+    return Capacity(variant, axis, found, bound, first.resource, design_cost(plan), tuple(ignored))

@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from sim.explore.capacity import Capacity, resource_name
+from sim.contract.metric_keys import Kind, MetricKey
+from sim.explore.capacity import Capacity, resource_label
 from sim.explore.pareto import pareto_front
+from sim.check.budgets import show
 from sim.metrics.summary import Estimate
 
 
@@ -31,6 +33,7 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
                 "value": c.value, "low": s.low.value if s.low else None, "high": s.high.value if s.high else None,
                 "unit": c.axis.unit, "factor": c.axis.factor(c.value), "scenario_load": c.axis.base,
                 "high_verdict": s.high.verdict.value if s.high else None, "status": s.status,
+                "high_past_bound": s.high.past_bound if s.high else None,
                 "replications_at_low": s.low.replications if s.low else None,
             },
             "binding_budget": None if binding is None else {
@@ -38,9 +41,11 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
                 "budget": binding.budget.text, "verdict_at_high": binding.verdict.value,
                 "estimate_at_high": _estimate(binding.estimate)},
             "bottleneck": None if c.bottleneck is None else {
-                "name": c.bottleneck, "utilisation": _estimate(c.utilisation[c.bottleneck])},
-            "utilisation": {k: _estimate(e) for k, e in c.utilisation.items()},
-            "analytic_bound": {"value": _num(c.bound), "resource": c.bound_resource},
+                "resource": resource_label(c.bottleneck), "kind": c.bottleneck.namespace.value,
+                "name": c.bottleneck.name, "utilisation": _estimate(c.utilisation[c.bottleneck])},
+            "utilisation": {resource_label(k): _estimate(e) for k, e in c.utilisation.items()},
+            "analytic_bound": {"value": _num(c.bound),
+                               "resource": resource_label(c.bound_resource) if c.bound_resource else None},
             "cost_per_hour": _num(cost),
             "cost_pools": [{"pool": p.pool, "usd_per_hour": _num(p.usd_per_hour), "basis": p.basis}
                            for p in c.cost.pools],
@@ -50,21 +55,25 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
             "ignored_budgets": list(c.ignored),
             "probes": [{
                 "value": p.value, "factor": c.axis.factor(p.value), "verdict": p.verdict.value,
-                "replications": p.replications,
+                "replications": p.replications, "past_bound": p.past_bound,
                 "budgets": [{"label": o.budget.label, "metric": o.budget.metric, "verdict": o.verdict.value,
                              **_estimate(o.estimate)} for o in p.outcomes],
-                "metrics": {_plain(k): _estimate(p.estimates[k]) for k in sorted(p.estimates) if _plotted(k)},
+                "metrics": {k: _estimate(p.estimates[k]) for k in sorted(p.estimates) if _plotted(k)},
             } for p in s.probes],
         }
     return {"scenario": scenario, "seed": seed, "tolerance": tolerance, "variants": variants}
 
 
-def _plain(metric: str) -> str:
-    return f"utilisation.{resource_name(metric)}" if metric.startswith("utilisation.") else metric
+_PLOTTED = (Kind.LATENCY, Kind.UTILISATION, Kind.THROUGHPUT)
 
 
 def _plotted(metric: str) -> bool:
-    return metric.startswith(("latency.", "utilisation.")) or metric in ("throughput", "rate.miss", "rate.drop")
+    """Whether a probe's metric goes into capacity.json: overall latencies, throughput, miss and drop rates,
+    every pool's and link's utilisation."""
+    key = MetricKey.parse(metric)
+    if key.kind is Kind.RATE:
+        return key.subject.name == "" and key.statistic in ("miss", "drop")
+    return key.kind in _PLOTTED and (key.kind is Kind.UTILISATION or key.subject.name == "")
 
 
 def write_capacity(folder: Path, document: dict) -> Path:
@@ -89,7 +98,8 @@ def capacity_lines(document: Mapping) -> list[str]:
             head = f"{name}: at least {c['value']:g} {unit}: every load tried met the budgets"
         else:
             head = (f"{name}: {c['value']:g} {unit} ({c['factor']:.2f}x the scenario's {c['scenario_load']:g}); "
-                    f"passes at {c['low']:g}, {c['high_verdict']} at {c['high']:g}")
+                    f"passes at {c['low']:g}, {c['high_verdict']} at {c['high']:g}"
+                    + (" (past the analytic bound)" if c.get("high_past_bound") else ""))
         out.append(head)
         b = v["binding_budget"]
         if b:
@@ -97,12 +107,12 @@ def capacity_lines(document: Mapping) -> list[str]:
             out.append(f"  binding budget: {b['label']} {b['budget']} ({b['verdict_at_high']} at {c['high']:g}: "
                        f"{_show(b['metric'], e['mean'])} [{_show(b['metric'], e['low'])}, {_show(b['metric'], e['high'])}])")
         if v["utilisation"]:
-            busy = ", ".join(f"{k} {u['mean']:.0%}" for k, u in sorted(v["utilisation"].items(),
+            busy = ", ".join(f"{_spoken(k)} {u['mean']:.0%}" for k, u in sorted(v["utilisation"].items(),
                                                                        key=lambda kv: -(kv[1]["mean"] or 0)))
-            out.append(f"  bottleneck at capacity: {v['bottleneck']['name']}; utilisation: {busy}")
+            out.append(f"  bottleneck at capacity: {_spoken(v['bottleneck']['resource'])}; utilisation: {busy}")
         bound = v["analytic_bound"]
         if bound["value"] is not None:
-            out.append(f"  analytic bound: {bound['value']:.4g} {unit} ({bound['resource']} saturates)")
+            out.append(f"  analytic bound: {bound['value']:.4g} {unit} ({_spoken(bound['resource'])} saturates)")
         cost = v["cost_per_hour"]
         if cost is not None:
             per = f"; ${v['cost_per_unit']:.4g}/h per {unit.rstrip('s') if unit == 'streams' else unit}" \
@@ -116,12 +126,14 @@ def capacity_lines(document: Mapping) -> list[str]:
     return out
 
 
+def _spoken(resource: str) -> str:
+    """'pool.gpu' -> 'pool gpu'."""
+    kind, _, name = resource.partition(".")
+    return f"{kind} {name}"
+
+
 def _show(metric: str, value) -> str:
-    """A value in the unit people read it in: ms for latencies, % for rates and utilisation."""
+    """A value in the unit people read it in (ms for latencies, % for rates and utilisation)."""
     if value is None or not math.isfinite(value):
         return "-"
-    if ".latency." in f".{metric}":
-        return f"{value * 1e3:.3f} ms"
-    if metric.startswith(("rate.", "utilisation.")) or ".rate." in metric:
-        return f"{value * 100:.2f} %"
-    return f"{value:.4g}"
+    return show(MetricKey.parse(metric), value)

@@ -127,7 +127,10 @@ def _budget_lines(scenario) -> dict[str, float]:
     """Latency budgets (metric -> seconds) to draw on latency plots."""
     from sim.explore.capacity import scenario_budgets
 
-    return {b.metric: b.bound for b in scenario_budgets(scenario) if b.metric.startswith("latency.")}
+    from sim.contract.metric_keys import Kind, Namespace
+
+    return {b.metric: b.bound for b in scenario_budgets(scenario)
+            if b.key.kind is Kind.LATENCY and b.key.subject.namespace is Namespace.ALL}
 
 
 def _chosen(scenario_file, only: Optional[List[str]], path) -> list[str]:

@@ -16,7 +16,8 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from sim.scenario.schema import Scenario
 
@@ -115,8 +116,36 @@ def points(axes: Sequence[Axis], zipped: bool) -> list[Point]:
 _NOT_SIMULATED = ("name", "description", "sweep", "cost", "hil", "variants")
 
 
-def scenario_key(scenario: Scenario) -> str:
-    """A hash of everything that decides a simulation's numbers: the cache key of a point's result."""
+def scenario_key(scenario: Scenario, base_dir: Path, digests: Optional[dict[Path, str]] = None) -> str:
+    """A hash of everything that decides a simulation's numbers: the cache key of a point's result.
+
+    That is the resolved scenario and the contents of every file it refers to (a ``file:`` field:
+    calibration files, trace replays; relative to ``base_dir``, the scenario's folder), so editing a
+    calibration file or a trace makes the cached points that read it stale. ``digests`` caches
+    each file's hash across the cells of one sweep.
+    """
     data = scenario.model_dump(mode="json", exclude=set(_NOT_SIMULATED))
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"dgsim-sweep-v1\n{text}".encode()).hexdigest()[:32]
+    files = {name: _digest(Path(base_dir) / name, digests if digests is not None else {})
+             for name in sorted(set(referenced_files(data)))}
+    listed = json.dumps(files, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"dgsim-sweep-v2\n{text}\n{listed}".encode()).hexdigest()[:32]
+
+
+def referenced_files(data: Any) -> list[str]:
+    """Every ``file`` field's value in a scenario's JSON form, in document order."""
+    if isinstance(data, dict):
+        found = [data["file"]] if isinstance(data.get("file"), str) else []
+        return found + [f for value in data.values() for f in referenced_files(value)]
+    if isinstance(data, list):
+        return [f for value in data for f in referenced_files(value)]
+    return []
+
+
+def _digest(path: Path, digests: dict[Path, str]) -> str:
+    if path not in digests:
+        try:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as error:  # validation reports a missing file; the key only needs to differ
+            digests[path] = f"unreadable: {type(error).__name__}"
+    return digests[path]

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from sim.contract.metric_keys import ALL, Kind, MetricKey, Namespace, Subject
 from sim.report.plots import Curve, curves, data_uri, pareto_scatter, save_png
 
 _STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -47,7 +48,26 @@ def _ms(values) -> list[float]:
 
 
 def _budget_lines(budgets: Mapping[str, float]) -> dict[str, float]:
-    return {f"budget {m.removeprefix('latency.')} {v * 1e3:g} ms": v * 1e3 for m, v in budgets.items()}
+    """Latency budgets (metric name -> seconds) as labelled lines in ms."""
+    return {f"budget {MetricKey.parse(m).statistic} {v * 1e3:g} ms": v * 1e3 for m, v in budgets.items()}
+
+
+def _latency(statistic: str) -> str:
+    return MetricKey(Kind.LATENCY, ALL, statistic).name
+
+
+def _utilisation_of(resource: str) -> str:
+    """capacity.json's 'pool.gpu' -> the metric 'utilisation.pool.gpu'."""
+    kind, _, name = resource.partition(".")
+    return MetricKey(Kind.UTILISATION, Subject(Namespace(kind), name)).name
+
+
+def _metric(column: str):
+    """The metric a sweep table's column holds, or None (grid paths, .low/.high bounds, other columns)."""
+    try:
+        return MetricKey.parse(column)
+    except ValueError:
+        return None
 
 
 def capacity_page(folder: Path, document: dict, budgets: Mapping[str, float]) -> Path:
@@ -58,12 +78,12 @@ def capacity_page(folder: Path, document: dict, budgets: Mapping[str, float]) ->
         probes = [p for p in v["probes"] if p["metrics"]]
         x = [p["value"] for p in probes]
         for q, style in (("p50", "--"), ("p99", "-")):
-            m = [p["metrics"].get(f"latency.{q}", {}) for p in probes]
+            m = [p["metrics"].get(_latency(q), {}) for p in probes]
             latency.append(Curve(f"{name} {q}", x, _ms(e.get("mean") for e in m), _ms(e.get("low") for e in m),
                                  _ms(e.get("high") for e in m), style))
         for resource in v["utilisation"]:
-            m = [p["metrics"].get(f"utilisation.{resource}", {}) for p in probes]
-            busy.append(Curve(f"{name}: {resource}", x, [e.get("mean", math.nan) for e in m]))
+            m = [p["metrics"].get(_utilisation_of(resource), {}) for p in probes]
+            busy.append(Curve(f"{name}: {resource.replace('.', ' ', 1)}", x, [e.get("mean", math.nan) for e in m]))
     names = list(variants)
     figures = {
         "latency-vs-load": curves(latency, f"load ({unit})", "latency (ms)", "Latency at each probe (95% CI)",
@@ -76,7 +96,7 @@ def capacity_page(folder: Path, document: dict, budgets: Mapping[str, float]) ->
             "Cost vs capacity"),
     }
     rows = [(n, v["capacity"]["value"], v["capacity"]["low"], v["capacity"]["high"], v["capacity"]["high_verdict"],
-             (v["binding_budget"] or {}).get("label"), (v["bottleneck"] or {}).get("name"), v["cost_per_hour"],
+             (v["binding_budget"] or {}).get("label"), (v["bottleneck"] or {}).get("resource"), v["cost_per_hour"],
              v["cost_per_unit"], v["pareto"]) for n, v in variants.items()]
     table = _table(["variant", f"capacity ({unit})", "passes at", "not at", "verdict there", "binding budget",
                     "bottleneck", "USD/h", f"USD/h per {unit}", "Pareto"], rows)
@@ -112,22 +132,27 @@ def sweep_page(folder: Path, table: pd.DataFrame, axes, budgets: Mapping[str, fl
         key = key if isinstance(key, tuple) else (key,)
         label = " ".join(str(k) for k in key)
         for q, style in (("p50", "--"), ("p99", "-")):
-            column = f"latency.{q}"
+            column = _latency(q)
             if column in group:
                 latency.append(Curve(f"{label} {q}", group["_x"], group[column] * 1e3, group[f"{column}.low"] * 1e3,
                                      group[f"{column}.high"] * 1e3, style))
-        for column in [c for c in group.columns if c.startswith("utilisation.") and not c.endswith((".low", ".high"))]:
-            busy.append(Curve(f"{label}: {column.removeprefix('utilisation.')}", group["_x"], group[column]))
+        for column in group.columns:
+            key = _metric(column)
+            if key is not None and key.kind is Kind.UTILISATION:
+                busy.append(Curve(f"{label}: {key.subject.namespace.value} {key.subject.name}", group["_x"],
+                                  group[column]))
     figures = {
         "latency-vs-load": curves(latency, xlabel, "latency (ms)", "Latency (95% CI bands)", _budget_lines(budgets)),
         "utilisation-vs-load": curves(busy, xlabel, "utilisation", "Utilisation"),
     }
-    if pareto and "latency.p99" in ok:
+    p99 = _latency("p99")
+    if pareto and p99 in ok:
         labels = [f"{r.variant} #{r.point}" for r in ok.itertuples()]
-        figures["pareto-cost-vs-p99"] = pareto_scatter(labels, ok["cost_per_hour"], ok["latency.p99"] * 1e3,
+        figures["pareto-cost-vs-p99"] = pareto_scatter(labels, ok["cost_per_hour"], ok[p99] * 1e3,
                                                        ok["pareto"], "cost (USD per hour)", "p99 latency (ms)",
                                                        "Cost vs p99 at each load")
-    shown = ["point", "variant", *paths, "load", "status", "latency.p50", "latency.p99", "throughput", "cost_per_hour",
+    shown = ["point", "variant", *paths, "load", "status", _latency("p50"), p99, MetricKey(Kind.THROUGHPUT).name,
+             "cost_per_hour",
              *(["pareto"] if pareto else []), "error"]
     shown = [c for c in shown if c in table]
     rows = [[_cell(c, r[c]) for c in shown] for _, r in table.iterrows()]
@@ -138,6 +163,7 @@ def sweep_page(folder: Path, table: pd.DataFrame, axes, budgets: Mapping[str, fl
 
 
 def _cell(column: str, value):
-    if column.startswith("latency.") and isinstance(value, float):
+    key = _metric(column)
+    if key is not None and key.kind is Kind.LATENCY and isinstance(value, float):
         return value * 1e3
     return value

@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
+from sim.contract.metric_keys import ALL, Kind, MetricKey
 from sim.explore.cost import design_cost
 from sim.explore.executors import Executor
 from sim.explore.grid import Axis, GridError, Point, points, scenario_key
@@ -36,6 +37,10 @@ from sim.plan import compile_plan
 from sim.scenario.errors import ScenarioError
 from sim.scenario.load import ScenarioFile, load_scenario_file
 from sim.scenario.schema import Scenario
+
+
+THROUGHPUT = MetricKey(Kind.THROUGHPUT).name
+P99 = MetricKey(Kind.LATENCY, ALL, "p99").name
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,13 @@ def plan_cells(path: Path, overrides: Sequence[str], variants: Sequence[str], ax
                      for value, listed in found.items() for where, message in listed if (where, message) not in shared]
     if problems:
         raise GridError(list(dict.fromkeys(problems)))
-    cells = []
+    cells, digests = [], {}
     for point in points(axes, zipped):
         try:
             scenario_file = load_scenario_file(path, [*overrides, *point.overrides])
             for variant in variants:
                 scenario = scenario_file.resolve(variant)
-                cells.append(Cell(point, variant, scenario_file, scenario, scenario_key(scenario)))
+                cells.append(Cell(point, variant, scenario_file, scenario, scenario_key(scenario, path.parent, digests)))
         except ScenarioError as error:
             problems += [str(p) for p in error.problems]
     if problems:
@@ -164,7 +169,7 @@ def sweep_table(cells: Sequence[Cell], results: Sequence[CellResult], axes: Sequ
             row[name] = estimate.mean if estimate else math.nan
             row[f"{name}.low"] = estimate.low if estimate else math.nan
             row[f"{name}.high"] = estimate.high if estimate else math.nan
-        throughput = row.get("throughput", math.nan)
+        throughput = row.get(THROUGHPUT, math.nan)
         row["throughput_per_cost"] = throughput / cost if cost and not math.isnan(cost) else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -176,7 +181,7 @@ def sweep_table(cells: Sequence[Cell], results: Sequence[CellResult], axes: Sequ
 def pareto_flags(table: pd.DataFrame) -> list[bool]:
     """Rows on the front of cost per hour vs p99 latency (both lower is better) among rows at the same load."""
     flags = [False] * len(table)
-    p99 = table["latency.p99"] if "latency.p99" in table else pd.Series([math.nan] * len(table))
+    p99 = table[P99] if P99 in table else pd.Series([math.nan] * len(table))
     groups = table["arrival_rate"].round(6).fillna(-1)
     for _, index in table.groupby(groups, sort=True).groups.items():
         index = list(index)
