@@ -26,6 +26,7 @@ import pytest
 from scipy.optimize import brentq
 from typer.testing import CliRunner
 
+from sim.capacity import offered_loads
 from sim.cli import app
 from sim.explore.capacity import Probe, find_capacity, probe_verdict, replicate_probe
 from sim.explore.capacity import search as search_
@@ -161,6 +162,10 @@ def test_capacity_json_and_exit_codes(tmp_path):
     ("no-slo", "no latency, rate or utilisation budget"),
     ("trace", "cannot be scaled"),
     ("tolerance", "--tolerance"),
+    ("unknown-path", "workload.sources[0].nope"),
+    ("wrong-type", "workload.sources[0].rate"),
+    ("unknown-variant", "no variant 'nope'"),
+    ("dask-address", "expected 'local' or a scheduler address"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, case, expected):
     path = write(tmp_path, name="bad", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
@@ -171,6 +176,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case, expected):
         (tmp_path / "t.csv").write_text("timestamp\n0.0\n0.1\n")
         path.write_text(path.read_text().replace("{name: arrivals, kind: poisson, rate: 300/s, payload: 0 B}",
                                                  "{name: replay, kind: trace, file: t.csv}"))
+    elif case == "unknown-path":
+        args += ["--set", "workload.sources.arrivals.nope=1"]
+    elif case == "wrong-type":
+        args += ["--set", "workload.sources.arrivals.rate=fast"]
+    elif case == "unknown-variant":
+        args += ["--variant", "nope"]
+    elif case == "dask-address":
+        args += ["--dask", "localhost:8786"]
     else:
         args += ["--tolerance", "two percent"]
     result = CliRunner().invoke(app, args)
@@ -236,3 +249,72 @@ def test_probes_past_the_analytic_bound_get_no_more_than_run_replications(tmp_pa
     assert past and all(p.value > result.bound for p in past)
     assert all(p.replications == 3 for p in past)
     assert all(p.value <= result.bound for p in result.search.probes if not p.past_bound)
+
+
+UPLINK = """
+name: uplink-bound
+hardware: {}
+topology:
+  sites:
+    rack:
+      nodes:
+        srv:
+          count: 2
+          pools:
+            dpu: {profile: bluefield-3}
+            gpu: {profile: a100, count: 4}
+          points: [switch]
+          links:
+            - {name: nic, between: [client, dpu], kind: tcp, bandwidth: 100 GB/s, latency: {kind: deterministic, value: 5 us}}
+            - {name: uplink, between: [dpu, switch], kind: pcie, bandwidth: 1 GB/s,
+               latency: {kind: deterministic, value: 1 us}, contention: fifo, sharing: shared}
+            - {name: slot, between: [switch, gpu], kind: pcie, bandwidth: 25 GB/s,
+               latency: {kind: deterministic, value: 1 us}, contention: fifo}
+workload:
+  sources:
+    - {name: frames, kind: poisson, rate: 500/s, payload: 10 KB}
+pipeline:
+  stages:
+    - {name: pre, costs: {dpu: {kind: deterministic, value: 100 us}}, output: 1 MB}
+    - {name: infer, costs: {gpu: {kind: deterministic, value: 1 ms}}, output: 1 KB}
+policies:
+  placement: {strategy: dpu-offload}
+slo:
+  latency: {p99: 50 ms}
+run: {duration: 2 s, warmup: 0.5 s, drain: 0.5 s, seed: 1, replications: 3}
+"""
+
+
+def test_the_bound_follows_topology_routes_to_a_shared_uplink(tmp_path):
+    """Each server's DPU reaches its four GPUs through a switch: a 1 MB tensor per request crosses the
+    server's 1 GB/s uplink (one channel for the four GPUs) and then a 25 GB/s slot. The uplink, which no
+    direct DPU-GPU link names, saturates first: at 2 servers x 1 GB/s / 1 MB = 2000 requests/s, before
+    the GPUs (2 x 4 x 1 ms: 8000/s) and the slots."""
+    from sim.explore.bound import saturation
+    from sim.experiment import run_variant
+
+    path = tmp_path / "uplink.yaml"
+    path.write_text(UPLINK)
+    scenario_file = load_scenario_file(path)
+    plan = scenario_file.plan("base")
+    found = saturation(plan)
+    assert found.resource == Subject.link("srv[0].uplink")
+    assert found.rate == pytest.approx(2000.0, rel=1e-3)
+    loads = {(load.kind, load.name): load for load in offered_loads(plan)}
+    assert loads["link", "srv[1].uplink"].utilisation == pytest.approx(0.25, rel=1e-3)
+    assert loads["link", "srv[0].slot"].capacity == 4  # per-pair: one channel per GPU on the route's last hop
+    # the simulator agrees at the scenario's load
+    measured = run_variant(scenario_file, "base", replications=range(1)).runs[0]
+    assert measured["utilisation.link.srv[0].uplink"] == pytest.approx(0.25, rel=0.1)
+    assert measured["utilisation.link.srv[1].uplink"] == pytest.approx(0.25, rel=0.1)
+
+
+@pytest.mark.slow  # waits out the 5 s connect timeout
+def test_capacity_with_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
+    path = write(tmp_path, name="far", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
+    result = CliRunner().invoke(app, ["capacity", str(path), "--dask", "tcp://127.0.0.1:9", "--no-plots",
+                                      "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no Dask scheduler answered within" in lines[0], result.output
+    assert not (tmp_path / "o").exists()
