@@ -3,7 +3,8 @@
 A cell is one variant at one point: the scenario file with the point's
 overrides, resolved for the variant. Its result is the metrics of each of
 its ``run.replications`` replications, cached in ``OUT/points/<key>.json``
-where the key is a hash of the resolved scenario (``grid.scenario_key``):
+where the key is a hash of the resolved scenario and of the contents of the
+files it refers to (``grid.scenario_key``):
 a rerun finds finished cells there and simulates only the rest, and two
 cells that resolve to the same scenario are simulated once. A cell that
 fails keeps its error; the others are kept and cached.
