@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from hil.calibrate.fit import affine_entry, fit_affine
+from hil.calibrate.host_cost import Effort
 from hil.calibrate.measure import Measurement, Settings
 from hil.calibrate.scenario import CalibrateOptions, calibrate_scenario
 from hil.calibrate.command import calibrate_command
@@ -306,7 +307,8 @@ def test_a_quick_real_calibration_writes_a_valid_file_the_simulator_can_use(tmp_
                  f"pipeline.stages.infer.hil.model={tmp_path / 'detector.onnx'}",
                  "hil.frames.height=120", "hil.frames.width=160", "hil.frames.count=4", f"hil.cache={tmp_path}"]
     small = CalibrateOptions(quick=True, max_batch=2, sizes=(64, 65536), settings=Settings(
-        warmup_s=0.05, warmup_runs=1, window_samples=10, window_s=0.1, min_window_samples=2, max_windows=4))
+        warmup_s=0.05, warmup_runs=1, window_samples=10, window_s=0.1, min_window_samples=2, max_windows=4),
+        host_effort=Effort(messages=20, budget_s=0.1, least=10, warmup=2))
     out = tmp_path / "calib" / "this-host.yaml"
     written = calibrate_scenario(ROOT / "scenarios" / "video-analytics-64.yaml", None, out, small, overrides)
     calibration = load_calibration(out)
@@ -318,6 +320,10 @@ def test_a_quick_real_calibration_writes_a_valid_file_the_simulator_can_use(tmp_
     assert infer.kind == "affine" and infer.x == "batch" and [p.x for p in infer.points] == [1.0, 2.0]
     assert "detector 64x64" in infer.measured and "gpu side" in infer.measured
     assert calibration.entries["transport.tcp"].x == "bytes"
+    for kind in ("shm", "tcp"):  # each side's CPU time per message and byte, for a link's send/receive_cost
+        for side in ("send", "receive"):
+            entry = calibration.entries[f"host.{kind}.{side}"]
+            assert entry.kind == "host_cost" and entry.side == side and entry.per_message > 0
     assert "dgsim hil run" in calibration.entries["harness.overhead"].measured
     assert calibration.provenance.versions["onnxruntime"] and calibration.provenance.cores >= 1
     # and a scenario can use what was measured

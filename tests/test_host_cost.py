@@ -21,8 +21,11 @@ import yaml
 from typer.testing import CliRunner
 
 from hil.calibrate.command import summary_table
-from hil.calibrate.host_cost import Effort, SideSamples, fit_host_cost, host_cost_entries, host_cost_entry
+from hil.calibrate.host_cost import (Effort, SideSamples, cuda_host_cost, fit_host_cost, host_cost_entries,
+                                     host_cost_entry)
 from hil.transports import available_channel_kinds
+from hil.transports.cuda_copy import probe_cuda
+from hil.transports.rdma import RdmaUnsupported, probe_rdma
 from sim.calibration import CalibrationFile, HostCostEntry, Method, Provenance, load_calibration, write_calibration
 from sim.cli import app as dgsim_app
 from sim.experiment import run_replication
@@ -75,23 +78,53 @@ def test_the_fit_needs_two_sizes_and_positive_times():
 SHORT = Effort(messages=20, budget_s=0.2, least=10, warmup=3)
 
 
+def check_real_entry(entry: HostCostEntry, kind: str) -> None:
+    assert entry.transport == kind
+    assert entry.n >= 20 and all(np.isfinite([entry.per_message, entry.per_byte, entry.r2, entry.mape]))
+    assert entry.per_message > 0, entry
+    assert entry.per_message_ci[0] <= entry.per_message <= entry.per_message_ci[1]
+    for point in entry.points:  # CPU time is measured inside the wall-clock window of the same call
+        assert 0 < point.cpu_mean <= point.wall_mean + 1e-6
+    assert "thread_time" in entry.measured
+
+
+def check_real_channel(kind: str) -> None:
+    entries = host_cost_entries(kind, (1024, 1 << 20), SHORT)
+    assert set(entries) == {f"host.{kind}.send", f"host.{kind}.receive"}
+    for name, entry in entries.items():
+        check_real_entry(entry, kind)
+        assert name.endswith(entry.side)
+    receive = entries[f"host.{kind}.receive"]  # the receiver copies every byte out (as the harness does)
+    small, large = receive.points
+    assert large.bytes == 1 << 20 and large.cpu_mean > small.cpu_mean and receive.per_byte > 0
+
+
 @pytest.mark.parametrize("kind", ["shm", "tcp"])
 def test_a_real_measurement_finds_cpu_time_per_message_and_per_byte(kind):
     if kind not in available_channel_kinds():
         pytest.skip(f"{kind} is not available here")
-    entries = host_cost_entries(kind, (1024, 1 << 20), SHORT)
-    assert set(entries) == {f"host.{kind}.send", f"host.{kind}.receive"}
-    for side, entry in entries.items():
-        assert entry.transport == kind and side.endswith(entry.side)
-        assert entry.n >= 20 and all(np.isfinite([entry.per_message, entry.per_byte, entry.r2, entry.mape]))
-        assert entry.per_message > 0, entry
-        assert entry.per_message_ci[0] <= entry.per_message <= entry.per_message_ci[1]
-        for point in entry.points:  # CPU time is measured inside the wall-clock window of the same call
-            assert 0 < point.cpu_mean <= point.wall_mean + 1e-6
-        assert "thread_time" in entry.measured
-    receive = entries[f"host.{kind}.receive"]  # the receiver copies every byte out (as the harness does)
-    small, large = receive.points
-    assert large.bytes == 1 << 20 and large.cpu_mean > small.cpu_mean and receive.per_byte > 0
+    check_real_channel(kind)
+
+
+@pytest.mark.rdma
+def test_a_real_rdma_measurement_on_an_active_port():
+    ports = probe_rdma()
+    if not any(port.available for port in ports):
+        pytest.skip("; ".join(port.detail for port in ports))
+    try:
+        check_real_channel("rdma")
+    except RdmaUnsupported as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.gpu
+def test_a_real_cuda_copy_costs_the_host_cpu_time():
+    cuda = probe_cuda()
+    if not cuda.available:
+        pytest.skip(cuda.detail)
+    entry = cuda_host_cost((1024, 1 << 20), SHORT)
+    check_real_entry(entry, "cuda")
+    assert entry.side == "send" and entry.points[1].cpu_mean > entry.points[0].cpu_mean  # the staging copy
 
 
 # --- scenarios that use the entries ------------------------------------------------------------
