@@ -207,7 +207,8 @@ def test_dgsim_run_writes_the_calibration_reference_so_it_loads_back(tmp_path):
     ({"send": "host.shm.receive"}, "send_cost.entry", "is the receive side's CPU cost; send_cost needs the send "
                                                       "side's (e.g. host.shm.send)"),
     ({"receive": "host.tcp.send"}, "receive_cost.entry", "is the send side's CPU cost"),
-    ({"kind": "tcp"}, "send_cost.entry", "measured on transport shm, but the link is of kind tcp: expected host.tcp.send"),
+    ({"kind": "tcp"}, "send_cost.entry", "measured on transport shm, but the link is of kind tcp: "
+                                         "expected host.tcp.send"),
 ])
 def test_a_wrong_host_cost_reference_is_one_problem_naming_the_field(tmp_path, changes, field, message):
     with pytest.raises(ScenarioError) as caught:
@@ -246,9 +247,9 @@ def test_host_cost_entries_round_trip_and_summarise(tmp_path):
 
 def test_a_mistyped_host_cost_names_the_users_field_not_the_unions_tag(tmp_path):
     path = scenario(tmp_path)
-    path.write_text(path.read_text().replace("send_cost: {kind: calibrated, file: calib/host.yaml, entry: host.shm.send}",
-                                             "send_cost: {per_mesage: 1 us}").replace("kind: calibrated, file: calib/"
-                                             "host.yaml, entry: host.shm.receive", "kind: calibrate"))
+    text = path.read_text().replace("send_cost: {kind: calibrated, file: calib/host.yaml, entry: host.shm.send}",
+                                    "send_cost: {per_mesage: 1 us}")
+    path.write_text(text.replace("kind: calibrated, file: calib/host.yaml, entry: host.shm.receive", "kind: calibrate"))
     with pytest.raises(ScenarioError) as caught:
         load_scenario_file(path)
     assert [(p.path, p.message) for p in caught.value.problems][:2] == [

@@ -28,6 +28,8 @@ def calibrate_command(
                                "short windows (well under a minute)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override any field: dotted.path=value, "
                                              "e.g. hil.detector.input_size=320"),
+    host_burst: int = typer.Option(1, "--host-burst", min=1, max=1024, help="host CPU costs: messages sent back "
+                                   "to back per timed round (1: one at a time, as the harness's request loop)"),
 ) -> None:
     """Measure every stage and transport on this host; write a calibration file for scenarios to use."""
     from hil.backends import BackendError
@@ -49,10 +51,12 @@ def calibrate_command(
         fail_input([f"{path}: variants: no variant '{variant}' (known: {', '.join(names)})"])
     words = [scenario, *(["--variant", variant] if variant else []), "--out", str(out),
              *(["--max-batch", str(max_batch)] if max_batch else []), *(["--quick"] if quick else []),
-             *(w for s in set_ or () for w in ("--set", s))]
+             *(w for s in set_ or () for w in ("--set", s)),
+             *(["--host-burst", str(host_burst)] if host_burst > 1 else [])]
     command = "dgsim hil calibrate " + " ".join(shlex.quote(w) for w in words)
     try:
-        calibration = calibrate_scenario(path, variant, out, CalibrateOptions(quick=quick, max_batch=max_batch),
+        options = CalibrateOptions(quick=quick, max_batch=max_batch, host_burst=host_burst)
+        calibration = calibrate_scenario(path, variant, out, options,
                                          set_ or (), report=lambda line: err.print(line), command=command)
     except ScenarioError as error:  # e.g. hil.cores this host does not have
         fail_input([str(p) for p in error.problems])

@@ -31,6 +31,12 @@ timed calls:
   larger than the socket buffers could not be sent otherwise;
 - the receiver answers with its times, and the next message goes.
 
+That is the cost of a message that wakes its threads, as in the harness's
+request-at-a-time loops; on a shared host the woken thread finds its caches
+cold, which shows in the per-message cost. ``Effort.burst`` sends that many
+messages back to back per timed round instead (the streaming cost, caches
+warm); ``benchmarks/transports.py --host-costs`` measures both side by side.
+
 ``fit_host_cost`` fits ``cpu = per_message + per_byte * bytes`` per side by
 least squares weighted for relative error (each sample weighs 1 / mean^2 of
 its size, as ``hil.calibrate.fit`` does for latencies: unweighted, the
@@ -61,7 +67,7 @@ from scipy import optimize, stats
 from hil.calibrate.fit import mape, r_squared
 from hil.calibrate.measure import pinned
 from hil.transports import Message, create_channel
-from hil.transports.base import ChannelSpec
+from hil.transports.base import HEADER_SIZE, ChannelSpec, align
 from sim.calibration import HostCostEntry, HostCostPoint
 
 Side = Literal["send", "receive"]
@@ -76,8 +82,10 @@ class Effort:
     budget_s: float = 1.0
     least: int = 30
     warmup: int = 5
+    burst: int = 1  # messages sent back to back per timed round (a ring holds at most BURST_BYTES of them)
 
 
+BURST_BYTES = 32 << 20
 FULL_EFFORT = Effort()
 QUICK_EFFORT = Effort(messages=60, budget_s=0.25, least=10, warmup=3)
 
@@ -153,23 +161,37 @@ def _round(value: float) -> float:
 
 
 def _receiving_end(spec: ChannelSpec, control: Connection, core: int | None) -> None:
-    """The far end: on each order, receive one message (detached, as the harness does) and report its times."""
+    """The far end: on each order of n, receive n messages (detached, as the harness does) and report the times."""
     if core is not None:
         os.sched_setaffinity(0, {core})
     with spec.open_receiver() as receiver:
-        while control.recv():
+        while count := control.recv():
             wall, cpu = time.perf_counter(), time.thread_time()
-            msg = receiver.recv(timeout=None, copy=True)
-            receiver.release()
+            for _ in range(count):
+                msg = receiver.recv(timeout=None, copy=True)
+                receiver.release()
             cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
             control.send((cpu, wall, msg.array.nbytes))
+
+
+def burst_of(size: int, effort: Effort) -> int:
+    """Messages per timed round at ``size``: ``effort.burst``, as far as BURST_BYTES of ring allow."""
+    return max(1, min(effort.burst, BURST_BYTES // align(HEADER_SIZE + size)))
 
 
 def measure_channel(kind: str, sizes: Sequence[int], effort: Effort = FULL_EFFORT, send_core: int | None = None,
                     receive_core: int | None = None, report: Callable[[str], None] = lambda _: None
                     ) -> ChannelSamples:
-    """CPU and wall time of ``send`` and of ``recv`` for each size, over one ``kind`` channel."""
-    options = {"capacity": max(1 << 16, 2 * max(sizes) + 4096)} if kind in ("shm", "rdma") else {}
+    """CPU and wall time of ``send`` and of ``recv`` for each size, over one ``kind`` channel.
+
+    With ``effort.burst`` > 1, each timed round sends that many messages back
+    to back and the receiver reads them back to back (after the last send
+    returned, or concurrently for a blocking transport): a sample is then
+    the round's time divided by its messages, the cost of a message when
+    the caller's code and data stay in cache.
+    """
+    ring = max((burst_of(size, effort) + 1) * align(HEADER_SIZE + size) for size in sizes) + 4096
+    options = {"capacity": max(1 << 16, ring)} if kind in ("shm", "rdma") else {}
     channel = create_channel(kind, **options).create()
     here, there = multiprocessing.get_context("fork").Pipe()
     process = multiprocessing.get_context("fork").Process(target=_receiving_end, args=(channel.spec, there,
@@ -185,29 +207,33 @@ def measure_channel(kind: str, sizes: Sequence[int], effort: Effort = FULL_EFFOR
                 payload = np.ones(size, np.uint8)
                 rows: list[tuple[float, float, float, float]] = []
                 begin = time.perf_counter()
-                for i in range(effort.warmup + effort.messages):
+                burst = burst_of(size, effort)
+                rounds = max(1, effort.messages // burst)
+                for i in range(effort.warmup + rounds):
                     if blocking:
-                        here.send(True)
+                        here.send(burst)
                     wall, cpu = time.perf_counter(), time.thread_time()
-                    sender.send(Message(i, payload))
+                    for j in range(burst):
+                        sender.send(Message(j, payload))
                     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
                     if not blocking:
-                        here.send(True)
+                        here.send(burst)
                     if not here.poll(60):
                         raise TimeoutError(f"the {kind} receiver did not answer within 60 s")
                     recv_cpu, recv_wall, got = here.recv()
                     if got != size:
                         raise RuntimeError(f"{kind}: sent {size} bytes, received {got}")
                     if i >= effort.warmup:
-                        rows.append((cpu, wall, recv_cpu, recv_wall))
-                        if len(rows) >= effort.least and time.perf_counter() - begin > effort.budget_s:
+                        rows.append((cpu / burst, wall / burst, recv_cpu / burst, recv_wall / burst))
+                        if len(rows) * burst >= effort.least and time.perf_counter() - begin > effort.budget_s:
                             break
                 table = np.array(rows)
                 out["send"].append(SideSamples(size, table[:, 0], table[:, 1]))
                 out["receive"].append(SideSamples(size, table[:, 2], table[:, 3]))
                 report(f"host cost {kind} {size} B: send {np.mean(table[:, 0]) * 1e6:.1f} us CPU "
                        f"({np.mean(table[:, 1]) * 1e6:.1f} wall), receive {np.mean(table[:, 2]) * 1e6:.1f} us CPU "
-                       f"({np.mean(table[:, 3]) * 1e6:.1f} wall), {len(rows)} messages")
+                       f"({np.mean(table[:, 3]) * 1e6:.1f} wall), {len(rows) * burst} messages"
+                       + (f" in bursts of {burst}" if burst > 1 else ""))
             for _ in range(effort.least):  # the clock's own cost, inside every sample
                 cpu = time.thread_time()
                 clock.append(time.thread_time() - cpu)
@@ -235,8 +261,10 @@ def host_cost_entries(kind: str, sizes: Sequence[int], effort: Effort = FULL_EFF
     how = ("the receiver waits in a blocking recv (no CPU while waiting) and is timed from before the message is "
            "sent" if kind in BLOCKING else "the receiver is timed from after send returned (the message is there; "
            "no polling is timed)")
+    pace = ("one message at a time" if effort.burst == 1 else f"in bursts of up to {effort.burst} messages back to "
+            "back (a sample is a burst's time / its messages)")
     measured = {side: (f"CPU time (time.thread_time, this thread's user + system time) of {call} on a {kind} "
-                       f"channel between two processes, one message at a time; {where} (host cores standing in "
+                       f"channel between two processes, {pace}; {where} (host cores standing in "
                        f"for the scenario's devices); {how}; x = payload bytes (the 128-byte header not counted); "
                        f"each sample includes the clock's own cost, {samples.clock_s * 1e6:.2g} us (median of an "
                        "empty timed region)")

@@ -19,6 +19,7 @@ starts CUDA or onnxruntime in this process. Entries are named
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -58,6 +59,7 @@ class CalibrateOptions:
     sizes: Optional[tuple[int, ...]] = None  # message sizes in bytes (default by mode)
     settings: Optional[Settings] = None  # default FULL, or QUICK with quick
     host_effort: Optional[Effort] = None  # messages per size of the host-cost measurement (default by mode)
+    host_burst: int = 1  # host costs: messages back to back per timed round (1: one at a time)
 
     @property
     def rule(self) -> Settings:
@@ -65,7 +67,8 @@ class CalibrateOptions:
 
     @property
     def effort(self) -> Effort:
-        return self.host_effort or (QUICK_EFFORT if self.quick else FULL_EFFORT)
+        effort = self.host_effort or (QUICK_EFFORT if self.quick else FULL_EFFORT)
+        return dataclasses.replace(effort, burst=self.host_burst) if self.host_burst > 1 else effort
 
 
 def default_variant(scenario_file: ScenarioFile) -> str:

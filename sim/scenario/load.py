@@ -236,13 +236,14 @@ def _list_index(items: list[Any], part: str) -> int | None:
 # location, but it is not a key the user wrote.
 _TAGS = {"deterministic", "exponential", "lognormal", "empirical", "affine", "calibrated",
          "periodic", "poisson", "gamma", "mmpp", "trace", "given"}
+_TAGGED = ("cpu", "dpu", "gpu", "latency", "send_cost", "receive_cost")  # fields that hold such a union
 
 
 def _path(loc: Iterable[Any]) -> str:
     out = ""
     previous: Any = None
     for part in loc:
-        skip = part == "[key]" or (part in _TAGS and (isinstance(previous, int) or previous in ("cpu", "dpu", "gpu", "latency", "send_cost", "receive_cost")))
+        skip = part == "[key]" or (part in _TAGS and (isinstance(previous, int) or previous in _TAGGED))
         previous = part
         if skip:  # a bad mapping key is named in the message; a union tag is not the user's key
             continue
