@@ -507,7 +507,7 @@ class Resolver:
             return None
         entry, where = cost.entry, f"entry '{spec.entry}' of {cost.file}"
         if not isinstance(entry, HostCostEntry):
-            self.problem(f"{path}.entry", f"{where} is a {entry.kind} latency entry; {side}_cost needs a "
+            self.problem(f"{path}.entry", f"{where} is a latency entry ({entry.kind}); {side}_cost needs a "
                          f"host_cost entry (e.g. host.{link_kind or 'shm'}.{side}, written by dgsim hil calibrate)")
             return None
         if entry.side != side:

@@ -21,8 +21,10 @@ import yaml
 from typer.testing import CliRunner
 
 from hil.calibrate.command import summary_table
+from hil.calibrate.fit import affine_entry
 from hil.calibrate.host_cost import (Effort, SideSamples, cuda_host_cost, fit_host_cost, host_cost_entries,
                                      host_cost_entry)
+from hil.calibrate.measure import Measurement
 from hil.transports import available_channel_kinds
 from hil.transports.cuda_copy import probe_cuda
 from hil.transports.rdma import RdmaUnsupported, probe_rdma
@@ -136,6 +138,8 @@ def calibration_with_host_costs(path: Path) -> Path:
         "host.shm.send": host_cost_entry("shm", "send", synthetic_samples(5e-6, 0.2e-9, 0.1, rng), SYNTHETIC),
         "host.shm.receive": host_cost_entry("shm", "receive", synthetic_samples(3e-6, 0.3e-9, 0.1, rng), SYNTHETIC),
         "host.tcp.send": host_cost_entry("tcp", "send", synthetic_samples(40e-6, 1e-9, 0.1, rng), SYNTHETIC),
+        "transport.shm": affine_entry([(float(n), Measurement(np.full(10, 20e-6 + 0.1e-9 * n), (1.0,), True))
+                                       for n in SIZES], "bytes", SYNTHETIC),
     }
     calibration = CalibrationFile(
         format="dgsim-calibration/1",
@@ -201,7 +205,8 @@ def test_dgsim_run_writes_the_calibration_reference_so_it_loads_back(tmp_path):
 
 @pytest.mark.parametrize("changes, field, message", [
     ({"send": "host.rdma.send"}, "send_cost.entry", "has no entry 'host.rdma.send'; it has: host.shm.send, "
-                                                    "host.shm.receive, host.tcp.send"),
+                                                    "host.shm.receive, host.tcp.send, transport.shm"),
+    ({"send": "transport.shm"}, "send_cost.entry", "is a latency entry (affine); send_cost needs a host_cost entry"),
     ({"send": "host.tcp.send"}, "send_cost.entry", "was measured on transport tcp, but the link is of kind shm: "
                                                    "expected host.shm.send"),
     ({"send": "host.shm.receive"}, "send_cost.entry", "is the receive side's CPU cost; send_cost needs the send "
@@ -218,11 +223,18 @@ def test_a_wrong_host_cost_reference_is_one_problem_naming_the_field(tmp_path, c
     assert problems[0].path == f"hardware.links[0].{field}" and message in problems[0].message
 
 
-def test_a_host_cost_is_not_a_stage_cost(tmp_path):
+def test_a_host_cost_is_neither_a_stage_cost_nor_a_link_latency(tmp_path):
     with pytest.raises(ScenarioError) as caught:
         load_scenario_file(scenario(tmp_path, stage_cost="{kind: calibrated, file: calib/host.yaml, "
                                                           "entry: host.shm.send}"))
     assert "is a transport's host CPU cost; a stage cost needs" in str(caught.value)
+    path = scenario(tmp_path)
+    path.write_text(path.read_text().replace("bandwidth: 10 GB/s,", "bandwidth: 10 GB/s, latency: {kind: calibrated, "
+                                             "file: calib/host.yaml, entry: host.shm.send},"))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario_file(path)
+    assert [p.path for p in caught.value.problems] == ["hardware.links[0].latency.entry"]
+    assert "is a transport's host CPU cost; a link latency needs" in str(caught.value)
 
 
 def test_dgsim_run_with_a_missing_host_cost_entry_exits_2_with_one_line(tmp_path):
