@@ -8,7 +8,9 @@ so the simulator's CLI never imports the harness.
                   [--mode single-stream|server|offline|scenario] [--duration '30 s'] [--rate 50/s] [--out DIR]
 
 Exit codes as ``dgsim run``: 0 success, 1 a worker failed during the run
-(results are still written), 2 invalid input (one line per problem, also
+in a way the scenario did not inject, or requests failed or timed out that
+the scenario did not expect (``hil.runner.run.unexpected_failures``;
+results are still written), 2 invalid input (one line per problem, also
 for a backend or transport this machine does not have), 130 interrupted
 (results of what was measured are written).
 """
@@ -147,6 +149,11 @@ def run(
     layouts = [build_models(layout) for layout in layouts]
     for line in _sizes(layouts[0]) + notes:
         console.print(f"  {line}")
+    from hil.runner.faults import describe
+
+    for layout in layouts:
+        for fault in layout.faults:
+            console.print(f"  {layout.variant}: injects {describe(fault)}")
 
     live = None
     if metrics_port is not None:
@@ -184,11 +191,13 @@ def _report(console: Console, measurement, folder: Path) -> None:
                       + (f"; ... (see {folder}/failures.json)" if len(reasons) > 3 else ""))
     for problem in measurement.problems:
         console.print(f"[red]worker failure:[/red] {problem}")
+    for line in measurement.unexpected:
+        console.print(f"[red]unexpected failures:[/red] {line}")
     if measurement.interrupted:
         console.print("[yellow]interrupted[/yellow]: " + ("results hold what was measured until then"
                       if measurement.result is not None else "before anything was measured; nothing written"))
         raise typer.Exit(130)
-    if measurement.problems:
+    if measurement.problems or measurement.unexpected:
         raise typer.Exit(1)
 
 

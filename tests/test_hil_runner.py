@@ -251,7 +251,9 @@ def test_a_hung_backend_times_out_with_the_reason(tmp_path: Path) -> None:
     slow = ["--set", "pipeline.stages.infer.hil.op=emulate", "--set", "pipeline.stages.infer.costs.gpu=1 s",
             "--reply-timeout", "0.3 s"]
     result = hil("run", SCENARIO, *SMALL, *slow, "--duration", "1.5 s", "--out", tmp_path)
-    assert result.exit_code == 0, result.output
+    # requests failed and the scenario injects no faults (nor sets an availability budget): exit 1 (issue 13)
+    assert result.exit_code == 1, result.output
+    assert "unexpected failures: dpu-offload" in result.output and "worker failure" not in result.output
     assert "EMULATED" in result.output
     failures = json.loads((tmp_path / "failures.json").read_text())
     assert failures and all("no reply from the GPU side within 0.3 s" in f["reason"] for f in failures)

@@ -196,3 +196,172 @@ def test_no_module_under_sim_imports_hil() -> None:
                 names = [node.module]
             offenders += [f"{path.relative_to(root.parent)}: {n}" for n in names if n == "hil" or n.startswith("hil.")]
     assert not offenders, offenders
+
+
+# --- reactions to failures: retry, circuit breaker, fallback -----------------------------------------
+#
+# The simulator's ``System`` and the harness's front (``hil.runner.reactions.FrontReactions``) both ask
+# ``sim.policies.resilience.Reactions`` what to do when a stage attempt fails, each with its own
+# bookkeeping (failures per request and stage, which reason, the breaker asked before the health check,
+# retries and fallback reasons counted). Here a small simulation with a GPU that fails twice logs the
+# events each attempt meets (started while the GPU was up or down, succeeded after some latency,
+# failed for a reason); the harness's adapter is fed the same events in the same order; every call
+# both make on the shared ``Reactions`` objects (admit, succeeded, failed with its arguments) and every
+# decision returned must be the same, as must the retries and fallback reasons per request.
+
+REACTING = """
+name: decide
+hardware:
+  pools:
+    dpu: {profile: bluefield-3}
+    gpu: {profile: a100}
+  links:
+    - {name: pcie, between: [dpu, gpu], profile: pcie-gen4-x16}
+workload:
+  sources:
+    - {name: s, kind: poisson, rate: 300/s, class: c, deadline: 50 ms, payload: 10 KB}
+pipeline:
+  stages:
+    - name: pre
+      costs: {dpu: {kind: lognormal, mean: 0.5 ms, cv: 0.3}}
+    - name: infer
+      costs: {gpu: {kind: lognormal, mean: 2 ms, cv: 0.5}}
+policies:
+  placement: {strategy: dpu-offload}
+failures:
+  - {target: gpu, at: 0.2 s, for: 0.25 s}
+  - {target: gpu, at: 0.7 s, for: 0.05 s}
+resilience:
+  health_aware: true
+  retry: {kind: exponential, attempts: 2, backoff: 15 ms, multiplier: 2, target: other}
+  breaker: {kind: consecutive, failures: 3, open_for: 40 ms, probes: 2, latency: 6 ms}
+  stages:
+    infer:
+      fallback: {pools: [dpu], costs: {dpu: 1 ms}, degraded: true}
+run: {duration: 1 s, warmup: 0 s, seed: 3, replications: 1}
+"""
+
+
+class CallLog:
+    """Every call on ``Reactions`` objects while installed: (method, stage, arguments..., result)."""
+
+    def __init__(self, monkeypatch):
+        from sim.policies import resilience
+
+        self.calls: list[tuple] = []
+        self.stage_of: dict[int, int] = {}
+        for name in ("admit", "succeeded", "failed"):
+            original = getattr(resilience.Reactions, name)
+            monkeypatch.setattr(resilience.Reactions, name, self._recording(name, original))
+
+    def _recording(self, name, original):
+        log = self
+
+        def call(reactions, *args, **kwargs):
+            result = original(reactions, *args, **kwargs)
+            log.calls.append((name, log.stage_of.get(id(reactions), -1), *args, *kwargs.values(), result))
+            return result
+
+        return call
+
+
+def simulated_reactions(tmp_path: Path, monkeypatch) -> tuple[list[tuple], list[tuple], object]:
+    """The simulator's calls on its Reactions, the events its attempts met, and its resilience record."""
+    from sim.experiment import run_variant
+    from sim.model import system as system_module
+    from sim.scenario.load import load_scenario_file
+
+    path = tmp_path / "decide.yaml"
+    path.write_text(REACTING)
+    log = CallLog(monkeypatch)
+    events: list[tuple] = []
+    inside: list[bool] = [False]
+    System = system_module._State  # the run's state: where the reactions are asked
+    original_install, original_attempt = System._install_resilience, System._attempt
+    original_done, original_react = System._attempt_done, System._react
+
+    def install(self, resilience, rng):
+        original_install(self, resilience, rng)
+        log.stage_of.update({id(r): k for k, r in enumerate(self.reactions)})
+        self._gpu = [d for d in self.devices if d.pool == "gpu"]
+
+    def attempt(self, request, stage, *args):
+        from sim.contract.outcomes import Outcome
+
+        if request.outcome == Outcome.PENDING:
+            events.append(("attempt", self.env.now, request.id, stage, any(d.healthy for d in self._gpu)))
+        inside[0] = True
+        try:
+            original_attempt(self, request, stage, *args)
+        finally:
+            inside[0] = False
+
+    def done(self, job):
+        if not job.ended:
+            events.append(("ok", self.env.now, job.stage, self.env.now - job.entered))
+        original_done(self, job)
+
+    def react(self, request, stage, reason, uid, latency, in_fallback):
+        if not inside[0]:  # refusals inside an attempt the harness's admit finds by itself
+            events.append(("fail", self.env.now, request.id, stage, reason, latency, in_fallback))
+        original_react(self, request, stage, reason, uid, latency, in_fallback)
+
+    monkeypatch.setattr(System, "_install_resilience", install)
+    monkeypatch.setattr(System, "_attempt", attempt)
+    monkeypatch.setattr(System, "_attempt_done", done)
+    monkeypatch.setattr(System, "_react", react)
+    records = []
+    original_record = system_module.ResilienceRecord
+
+    def capture(*args, **kwargs):
+        records.append(original_record(*args, **kwargs))
+        return records[-1]
+
+    monkeypatch.setattr(system_module, "ResilienceRecord", capture)
+    run_variant(load_scenario_file(path, []), "base", replications=range(1))
+    return log.calls, events, records[-1]
+
+
+def harness_reactions(tmp_path: Path, events: list[tuple], monkeypatch) -> tuple[list[tuple], object]:
+    """The harness front's calls on its Reactions when fed the same events."""
+    from hil.runner.reactions import FrontReactions
+    from sim.plan import compile_plan
+    from sim.scenario.load import load_scenario_file
+
+    path = tmp_path / "decide.yaml"
+    plan = compile_plan(load_scenario_file(path, []).resolve("base"), "decide", tmp_path)
+    log = CallLog(monkeypatch)
+    front = FrontReactions(plan.resilience, [s.pools[0] == "gpu" for s in plan.stages])
+    log.stage_of.update({id(r): k for k, r in enumerate(front.reactions)})
+    for event in events:
+        if event[0] == "attempt":
+            _, now, rid, stage, gpu_up = event
+            front.admit(rid, stage, now, gpu_up)
+        elif event[0] == "ok":
+            _, now, stage, latency = event
+            front.succeeded(stage, now, latency)
+        else:
+            _, now, rid, stage, reason, latency, in_fallback = event
+            front.failed(rid, stage, now, reason, latency, in_fallback)
+    return log.calls, front
+
+
+def test_retry_breaker_and_fallback_decide_alike(tmp_path: Path, monkeypatch) -> None:
+    from sim.policies.resilience import Fallback, Reason, Retry
+
+    sim_calls, events, record = simulated_reactions(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    hil_calls, front = harness_reactions(tmp_path, events, monkeypatch)
+    decisions = [c[-1] for c in sim_calls if c[0] == "failed"]
+    # the case exercises every kind of decision and every reason the harness can meet
+    assert any(isinstance(d, Retry) for d in decisions) and any(isinstance(d, Fallback) for d in decisions)
+    assert {c[4] for c in sim_calls if c[0] == "failed"} == {Reason.FAILED, Reason.UNHEALTHY, Reason.BREAKER_OPEN}
+    assert any(c[0] == "admit" and c[-1] is False for c in sim_calls), "the breaker never refused"
+    assert any(c[0] == "succeeded" and c[3] > 0.006 for c in sim_calls), "no attempt was slow enough to count"
+    first = next((i for i, (a, b) in enumerate(zip(sim_calls, hil_calls)) if a != b), None)
+    assert len(sim_calls) == len(hil_calls) and first is None, (
+        f"first difference at call {first}: simulator {sim_calls[first] if first is not None else None} "
+        f"vs harness {hil_calls[first] if first is not None else None}")
+    retries = {rid: n for rid, n in enumerate(record.retries) if n}
+    fallbacks = {rid: Reason(r) for rid, r in enumerate(record.fallback) if r}
+    assert front.retries == retries and front.fallback == fallbacks

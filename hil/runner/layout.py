@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from hil.runner.faults import Fault, resolve_faults
 from sim.plan import Plan
 from sim.scenario.errors import Problem, ScenarioError
 from sim.scenario.schema import BatchingSpec, HilSettings
@@ -59,6 +60,7 @@ class StageRun:
     batching: BatchingSpec
     inputs: tuple = ()  # model op: hil.models.inputs.InputPlan per model input
     score: Optional[tuple[str, int]] = None  # prefilter with a user model: (output name, index)
+    origin: int = -1  # a fallback: the stage it stands in for
 
     def model_mean(self, batch: int) -> float:
         """The scenario's cost model for a batch on this stage's device kind, in seconds."""
@@ -77,6 +79,16 @@ class Layout:
     cores: dict[str, tuple[int, ...]]
     tensor_size: tuple[int, int]  # the detector's input height, width (preprocess's output)
     positive_fraction: float  # share of synthetic frames with objects: the prefilter's pass rate
+    faults: tuple[Fault, ...] = ()  # injected for real (hil.runner.faults)
+    fallbacks: tuple[StageRun, ...] = ()  # the front's stand-ins for GPU-side stages, index n + k
+
+    @property
+    def resilience(self):
+        """The plan's failures and reactions (sim.plan.ResiliencePlan), None when it declares none."""
+        return self.plan.resilience
+
+    def fallback_of(self, stage: int) -> Optional[StageRun]:
+        return next((f for f in self.fallbacks if f.origin == stage), None)
 
     @property
     def scenario(self):
@@ -103,12 +115,6 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
     def problem(path: str, message: str) -> None:
         problems.append(Problem(label, path, message))
 
-    if scenario.failures:
-        problem("failures", "the harness does not inject failures yet; simulate this variant with 'dgsim run', "
-                            "or remove the section to measure the design without failures")
-    if scenario.resilience != type(scenario.resilience)():
-        problem("resilience", "the harness does not run retries, fallbacks or breakers yet; simulate this variant "
-                              "with 'dgsim run', or remove the section to measure the design without them")
     specs = {s.name: (i, s) for i, s in enumerate(scenario.pipeline.stages)}
     stages = []
     for stage in plan.stages:
@@ -163,11 +169,47 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
             elif s.op == "detect":
                 tensor = shape
     cores = _cores(settings, available_cores, problem)
+    side_of_pool = {name: SIDE_OF_KIND[pool.kind] for name, pool in plan.pools.items()}
+    faults = resolve_faults(scenario, plan, {s.name: s.index for s in stages}, side_of_pool, problem)
+    fallbacks = _fallbacks(plan, stages, problem)
     if problems:
         raise ScenarioError(problems)
     prefilters = [s for s in scenario.pipeline.stages if (s.hil and s.hil.op or DEFAULT_OPS.get(s.name)) == "prefilter"]
     positive = prefilters[0].pass_probability if prefilters else 0.5
-    return Layout(plan, variant, label, tuple(stages), settings, cores, tensor, positive)
+    return Layout(plan, variant, label, tuple(stages), settings, cores, tensor, positive, faults, fallbacks)
+
+
+def _fallbacks(plan: Plan, stages: list[StageRun], problem) -> tuple[StageRun, ...]:
+    """Each GPU-side stage's fallback as a stage of the front (index n + k, as the simulator's shadow stages).
+
+    A degraded fallback runs the small classifier (``classify``) on the request's frame; a full one runs the
+    stage's own op on the front's cores. Stage timeouts are measured on GPU-side stages only.
+    """
+    if plan.resilience is None:
+        return ()
+    out = []
+    for stage, reaction in zip(stages, plan.resilience.stages):
+        path = f"resilience.stages.{stage.name}"
+        if reaction.timeout is not None and stage.side != GPU:
+            problem(f"{path}.timeout", f"stage '{stage.name}' runs on the front; the harness times out stages "
+                                       "on the GPU side only (the front's own stages cannot hang without it)")
+        fallback = reaction.fallback
+        if fallback is None:
+            continue
+        pools = [p for p in fallback.pools if SIDE_OF_KIND[plan.pools[p].kind] == FRONT]
+        if stage.side != GPU or not pools:
+            problem(f"{path}.fallback.pools", f"the harness runs a fallback of a GPU-side stage on the front "
+                                              f"(a dpu or cpu pool); stage '{stage.name}' runs on the {stage.side} "
+                                              f"side and its fallback on {list(fallback.pools)}")
+            continue
+        pool = plan.pools[pools[0]]
+        op = "classify" if fallback.degraded else stage.op
+        out.append(replace(stage, index=len(stages) + len(out), name=f"{stage.name}.fallback", side=FRONT,
+                           pool=pool.name, kind=pool.kind, op=op, model=None if fallback.degraded else stage.model,
+                           user_model=False if fallback.degraded else stage.user_model, cost=fallback.costs[pool.kind],
+                           speed=pool.speed, output=fallback.output, pass_probability=1.0,
+                           batching=BatchingSpec(), origin=stage.index))
+    return tuple(out)
 
 
 def build_models(layout: Layout) -> Layout:
@@ -192,11 +234,14 @@ def build_models(layout: Layout) -> Layout:
                    build_detector),
     }
     folder = Path(sizes.cache) / "models"
-    paths = {op: ensure_model(folder, *recipes[op]) for op in {s.op for s in layout.stages if s.model is None}
-             if op in recipes}
-    stages = tuple(s if s.op not in paths or s.model is not None else replace(s, model=paths[s.op].resolve())
-                   for s in layout.stages)
-    return replace(layout, stages=stages)
+    recipes["classify"] = recipes["prefilter"]  # a degraded fallback: the small classifier
+    paths = {op: ensure_model(folder, *recipes[op])
+             for op in {s.op for s in (*layout.stages, *layout.fallbacks) if s.model is None} if op in recipes}
+
+    def built(s: StageRun) -> StageRun:
+        return s if s.op not in paths or s.model is not None else replace(s, model=paths[s.op].resolve())
+
+    return replace(layout, stages=tuple(map(built, layout.stages)), fallbacks=tuple(map(built, layout.fallbacks)))
 
 
 def _user_model(path: Path, where: str, problem) -> Optional[Path]:

@@ -36,12 +36,15 @@ from typing import Callable, Optional
 import pandas as pd
 
 from hil.runner import worker
+from hil.runner.faults import Health, Injector
 from hil.runner.layout import FRONT, GPU, Layout
 from hil.runner.live import Live
 from hil.runner.load import make_load
 from hil.runner.ops import bank_settings
 from hil.runner.stream import assemble, read_events
 from hil.transports import create_channel
+from sim.contract.metric_keys import Kind, MetricKey
+from sim.contract.outcomes import ANSWERED_LABELS, Outcome
 from sim.experiment import ExperimentResult, VariantResult
 from sim.metrics.summary import combine, summarise
 from sim.metrics.usage import ResourceUsage
@@ -89,6 +92,7 @@ class Measurement:
     problems: list[str] = field(default_factory=list)
     workers: dict = field(default_factory=dict)  # variant -> what ran where (first replication)
     interrupted: bool = False
+    unexpected: list[str] = field(default_factory=list)  # variants whose failed requests the scenario did not expect
 
 
 def measure(layouts: list[Layout], settings: Settings, out: Path, live: Optional[Live] = None,
@@ -127,9 +131,41 @@ def measure(layouts: list[Layout], settings: Settings, out: Path, live: Optional
     if variants:
         first = next(iter(variants.values())).scenario
         m.result = ExperimentResult(first.name, "measurement", first.run.seed, variants)
+        m.unexpected = unexpected_failures(m.result, layouts)
         write_results(m.result, out, layouts[0].plan.base_dir)
         (out / "failures.json").write_text(json.dumps(m.failures, indent=1) + "\n")
     return m
+
+
+def unexpected_failures(result: ExperimentResult, layouts: list[Layout]) -> list[str]:
+    """Variants whose requests failed or timed out although the scenario did not expect it, one line each.
+
+    With ``slo.availability_min`` the budget decides: failures are expected while the measured availability
+    (mean over replications) meets it. Without one, failures are expected when the variant injects faults
+    (``failures:`` or ``hil.faults``) and unexpected otherwise.
+    """
+    lines = []
+    for layout in layouts:
+        v = result.variants.get(layout.variant)
+        if v is None:
+            continue
+        counts = v.frame["outcome"].value_counts()
+        lost = int(counts.get(Outcome.FAILED.label, 0) + counts.get(Outcome.TIMED_OUT.label, 0))
+        if not lost:
+            continue
+        floor = layout.scenario.slo.availability_min
+        if floor is None:
+            if not layout.faults:
+                lines.append(f"{layout.variant}: {lost} request(s) failed or timed out, and the scenario injects "
+                             "no faults")
+            continue
+        estimate = v.estimates.get(MetricKey(Kind.AVAILABILITY).name)
+        availability = estimate.mean if estimate is not None else float(
+            v.frame["outcome"].isin(ANSWERED_LABELS).mean())
+        if not availability >= floor:
+            lines.append(f"{layout.variant}: {lost} request(s) failed or timed out; availability "
+                         f"{availability:.2%} is below slo.availability_min {floor:.2%}")
+    return lines
 
 
 def _variant_result(layout: Layout, runs: list[Run], settings: Settings) -> VariantResult:
@@ -150,39 +186,36 @@ def run_replication(layout: Layout, replication: int, settings: Settings, folder
     """Measure one replication of ``layout``; the event files and run.json go to ``folder``."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    if "rdma" in settings.kinds and any(f.kind == "kill" and math.isfinite(f.until) for f in layout.faults):
+        raise HarnessError("a killed GPU-side worker is restarted over shm or tcp only (an RDMA queue pair "
+                           "needs both ends at once): use --transport shm or tcp")
     window = max(8, 2 * max(s.batching.max_batch for s in layout.stages))
     load = make_load(layout.scenario, settings.mode, replication, settings.min_requests, window,
                      layout.plan.base_dir)
     channels, forward, back = _channels(settings.kinds, _capacity(layout))
     context = mp.get_context("spawn")
-    procs, conns = {}, {}
+    sup = _Supervisor(layout, replication, settings, folder, context, channels)
     status: dict = {}
     try:
         for side in (FRONT, GPU):
-            config = worker.WorkerConfig(
-                side, layout, replication, forward if side == FRONT else back, back if side == FRONT else forward,
-                folder, settings.backend, settings.reply_timeout, settings.record, load if side == FRONT else None)
-            conns[side], child = context.Pipe()
-            process = context.Process(target=worker.main, args=(config, child), name=f"dgsim-hil-{side}", daemon=True)
-            with _child_environment(len(layout.cores[side])):
-                process.start()
-            procs[side] = process
-            child.close()
-        workers = _await_ready(procs, conns)
+            sup.start(side, forward if side == FRONT else back, back if side == FRONT else forward,
+                      load if side == FRONT else None)
+        workers = _await_ready(sup.procs, sup.conns)
         _write_info(folder, layout, replication, settings, workers, channels)
         if ready is not None:
             ready(workers)
-        t0 = time.monotonic() + START_DELAY
-        for conn in conns.values():
-            conn.send(("start", t0))
+        sup.t0 = time.monotonic() + START_DELAY
+        for conn in sup.conns.values():
+            conn.send(("start", sup.t0))
         if live is not None:
-            live.follow(folder, layout.variant, [s.name for s in layout.stages])
-        status = _supervise(procs, conns, live)
+            live.follow(folder, layout.variant, [s.name for s in (*layout.stages, *layout.fallbacks)])
+        status = sup.supervise(live)
     finally:
         with _sigint_ignored():
-            _shutdown(procs, conns)
+            _shutdown(sup.all_procs(), sup.all_conns())
             for channel in channels:
                 channel.close()
+            sup.write_outages()
     events = read_events(folder)
     end = status.get("end")
     if end is None:  # the front died: the window ends at the last arrival it issued
@@ -190,6 +223,137 @@ def run_replication(layout: Layout, replication: int, settings: Settings, folder
     frame, usage, failures = assemble(events, layout, replication, end, status.get("lost"))
     return Run(frame, usage, end, failures, workers, status.get("interrupted", False),
                status.get("gpu") or status.get("lost"))
+
+
+class _Supervisor:
+    """The parent during a run: watches both workers, injects the process faults, restarts a killed GPU side."""
+
+    def __init__(self, layout: Layout, replication: int, settings: Settings, folder: Path, context, channels: list):
+        self.layout, self.replication, self.settings, self.folder = layout, replication, settings, folder
+        self.context, self.channels = context, channels
+        self.procs: dict = {}
+        self.conns: dict = {}
+        self.retired: list = []  # (process, conn) of GPU-side workers killed on purpose
+        self.generation = 0
+        self.forward: dict = {}
+        self.t0 = 0.0
+        self.injector = Injector(layout.faults)
+        self.health = Health()
+        self.starting = False  # a fresh GPU-side worker is opening its models
+
+    def start(self, side: str, send: dict, receive: dict, load=None) -> None:
+        config = worker.WorkerConfig(side, self.layout, self.replication, send, receive, self.folder,
+                                     self.settings.backend, self.settings.reply_timeout, self.settings.record, load,
+                                     self.generation if side == GPU else 0)
+        self.conns[side], child = self.context.Pipe()
+        process = self.context.Process(target=worker.main, args=(config, child), name=f"dgsim-hil-{side}",
+                                       daemon=True)
+        with _child_environment(len(self.layout.cores[side])):
+            process.start()
+        self.procs[side] = process
+        child.close()
+
+    def all_procs(self) -> dict:
+        return {**{f"retired{k}": p for k, (p, _) in enumerate(self.retired)}, **self.procs}
+
+    def all_conns(self) -> dict:
+        return {**{f"retired{k}": c for k, (_, c) in enumerate(self.retired)}, **self.conns}
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def restart(self) -> None:
+        """A fresh GPU-side worker on fresh channels (the killed one's rings may be torn)."""
+        self.retired.append((self.procs.pop(GPU), self.conns.pop(GPU)))
+        made, forward, back = _channels(self.settings.kinds, _capacity(self.layout))
+        self.channels += made
+        self.generation += 1
+        _tell(self.conns[FRONT], ("reconnect-receive", back))
+        self.start(GPU, back, forward)
+        self.forward, self.starting = forward, True
+        self.health.restarted()
+
+    def supervise(self, live: Optional[Live]) -> dict:
+        """Wait for the front to finish; inject faults; relay the GPU side's health; turn Ctrl-C into a stop."""
+        status: dict = {"interrupted": False}
+        front, deadline = self.conns[FRONT], math.inf
+        procs = self.procs
+        while True:
+            try:
+                if front.poll(0.005):
+                    try:
+                        kind, value = front.recv()
+                    except EOFError:
+                        kind, value = "error", _exit_text(FRONT, procs[FRONT])
+                    if kind == "finished":
+                        return {**status, **value}
+                    return {**status, "lost": value}
+                if not procs[FRONT].is_alive() and not front.poll():
+                    return {**status, "lost": _exit_text(FRONT, procs[FRONT])}
+                now = self.now()
+                self.injector.step(now, procs[GPU].pid, self.restart)
+                self._watch_gpu(now, status)
+                if live is not None:
+                    live.poll()
+                if time.monotonic() > deadline:
+                    return {**status, "lost": "the front did not stop in time"}
+            except KeyboardInterrupt:
+                if status["interrupted"]:
+                    return status  # a second Ctrl-C: stop waiting (the cleanup still runs)
+                status["interrupted"] = True
+                for conn in self.conns.values():
+                    _tell(conn, ("stop",))
+                deadline = time.monotonic() + STOP_WAIT
+
+    def _watch_gpu(self, now: float, status: dict) -> None:
+        """Beats, readiness and death of the GPU side; tell the front when it goes down or comes back."""
+        process, conn = self.procs[GPU], self.conns[GPU]
+        ended = False
+        while True:
+            try:
+                if not conn.poll():
+                    break
+                kind, *value = conn.recv()
+            except (EOFError, OSError):
+                ended = True
+                break
+            if kind == "beat":
+                self.health.beat(now)
+            elif kind == "ready" and self.starting:
+                self.starting = False
+                _tell(self.conns[FRONT], ("reconnect-send", self.forward))
+                _tell(conn, ("start", self.t0))
+            elif kind == "error":
+                status.setdefault("gpu", value[0])
+        alive = process.is_alive() and not ended
+        if not alive and "gpu" not in status and not self._expected_death():
+            status["gpu"] = _exit_text(GPU, process)
+        if self.injector.resumed_at is not None:  # SIGCONT: what it held is stale
+            _tell(conn, ("resumed", self.injector.resumed_at))
+            self.injector.resumed_at = None
+        change = self.health.judge(now, alive)
+        if change is False:
+            why = _exit_text(GPU, process) if not alive else (
+                f"the GPU side stopped answering (no heartbeat for {self.health.timeout:g} s)")
+            _tell(self.conns[FRONT], ("peer-down", why))
+        elif change is True:
+            _tell(self.conns[FRONT], ("peer-up",))
+            self.injector.recovered(now)
+
+    def _expected_death(self) -> bool:
+        """The GPU side died because a kill fault killed it (then it is restarted, or stays dead by design)."""
+        current = self.injector.current
+        return self.starting or (current is not None and current.fault.kind == "kill") or any(
+            o.fault.kind == "kill" and math.isinf(o.fault.until) for o in self.injector.outages)
+
+    def write_outages(self) -> None:
+        """The injected process faults as they happened, for the results (faults.jsonl)."""
+        if not self.injector.outages:
+            return
+        with open(self.folder / "faults.jsonl", "w", encoding="utf-8") as file:
+            for o in self.injector.outages:
+                end = None if math.isinf(o.end) else o.end
+                file.write(json.dumps(["o", o.fault.target, o.start, end, f"{o.fault.kind} ({o.fault.source})"]) + "\n")
 
 
 def _channels(kinds: tuple[str, ...], capacity: int):
@@ -271,50 +435,6 @@ def _await_ready(procs: dict, conns: dict) -> dict:
         if time.monotonic() > deadline:
             raise HarnessError(f"the workers did not start within {READY_TIMEOUT:g} s")
     return {side: ready[side] for side in procs}
-
-
-def _supervise(procs: dict, conns: dict, live: Optional[Live]) -> dict:
-    """Wait for the front to finish; relay a dead GPU side; turn Ctrl-C into a stop."""
-    status: dict = {"interrupted": False}
-    front, deadline = conns[FRONT], math.inf
-    while True:
-        try:
-            if front.poll(0.2):
-                try:
-                    kind, value = front.recv()
-                except EOFError:
-                    kind, value = "error", _exit_text(FRONT, procs[FRONT])
-                if kind == "finished":
-                    return {**status, **value}
-                return {**status, "lost": value}
-            if not procs[FRONT].is_alive() and not front.poll():
-                return {**status, "lost": _exit_text(FRONT, procs[FRONT])}
-            if "gpu" not in status:
-                failure = _gpu_failure(procs[GPU], conns[GPU])
-                if failure:
-                    status["gpu"] = failure
-                    _tell(front, ("peer-failed", failure))
-            if live is not None:
-                live.poll()
-            if time.monotonic() > deadline:
-                return {**status, "lost": "the front did not stop in time"}
-        except KeyboardInterrupt:
-            if status["interrupted"]:
-                return status  # a second Ctrl-C: stop waiting (the cleanup still runs)
-            status["interrupted"] = True
-            for conn in conns.values():
-                _tell(conn, ("stop",))
-            deadline = time.monotonic() + STOP_WAIT
-
-
-def _gpu_failure(process, conn) -> Optional[str]:
-    if conn.poll():
-        try:
-            kind, value = conn.recv()
-        except EOFError:
-            return _exit_text(GPU, process) if not process.is_alive() else None
-        return value if kind == "error" else None
-    return None if process.is_alive() else _exit_text(GPU, process)
 
 
 def _tell(conn, message: tuple) -> None:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hil.runner.layout import Layout, StageRun
+from hil.runner.layout import FRONT, Layout, StageRun
 from sim.policies.admission import ADMISSION
 from sim.policies.channel import CHANNELS, ChannelPolicy
 from sim.policies.queueing import DISCIPLINES
@@ -96,13 +96,21 @@ class ProcessStation:
         """A launched batch took ``seconds`` for real: refine the estimates."""
         self.estimates.observe(launch.stage, len(launch.jobs), seconds)
 
+    def drain(self) -> list[Job]:
+        """Take every waiting job out (the process was hung: the front has given up on them)."""
+        return self.station.drain()
+
     def depths(self) -> dict[int, int]:
         return self.station.depths()
 
 
 def process_station(layout: Layout, side: str) -> ProcessStation:
-    """The station of ``side``'s worker, built from the scenario as the simulator builds its devices'."""
-    return ProcessStation(layout.side_stages(side), layout.scenario.policies, MeasuredEstimates(layout.stages))
+    """The station of ``side``'s worker, built from the scenario as the simulator builds its devices'.
+
+    The front's also queues the fallbacks it runs (stages n + k, unbatched, as the simulator's shadow stages).
+    """
+    stages = [*layout.side_stages(side), *(layout.fallbacks if side == FRONT else ())]
+    return ProcessStation(stages, layout.scenario.policies, MeasuredEstimates((*layout.stages, *layout.fallbacks)))
 
 
 def channel_policy(layout: Layout) -> ChannelPolicy:

@@ -7,11 +7,16 @@ to the last flush. Events (times in seconds since the run's start, on the
 monotonic clock both processes share):
 
     ["a", id, arrival, source, class, priority, deadline, size]  a request issued
-    ["s", id, stage, enqueued, start, end]                       one stage of one request
-    ["b", stage, size, start, end]                               one batch
+    ["s", id, stage, enqueued, start, end(, pool)]               one stage of one request (pool: run by a fallback)
+    ["b", stage, size, start, end(, pool)]                       one batch (stage n + k, pool: a fallback's)
     ["h", id, transport, bytes, sent, received]                  one message between the processes
     ["d", id, time, outcome, reason]                             a request's end
     ["q", time, {stage: depth}]                                  queue depths (live metrics)
+    ["r", id, stage, time, delay]                                a retry decided (front)
+    ["f", id, stage, time, reason]                               a fallback decided (front; reason: a Reason code)
+    ["o", target, start, end, what]                              an injected process fault (parent, faults.jsonl)
+
+A GPU-side worker started afresh after a kill writes ``gpu-<k>.jsonl``.
 
 ``assemble`` turns the events of one run into the simulator's per-request
 table (``sim.metrics.records.request_frame``, the very same columns) and a
@@ -35,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -73,6 +79,11 @@ class EventLog:
         self.file.close()
 
 
+def log_name(side: str, generation: int = 0) -> str:
+    """The event file (without .jsonl) of ``side``'s worker; a fresh GPU-side worker after a kill gets its own."""
+    return side if generation == 0 else f"{side}-{generation}"
+
+
 def read_events(folder: Path) -> dict[str, list]:
     """Every event in ``folder``'s stream files by type (a torn last line is skipped)."""
     events: dict[str, list] = defaultdict(list)
@@ -101,11 +112,11 @@ def assemble(events: dict[str, list], layout: Layout, replication: int, end: flo
     times = {k: np.full((n, width), np.nan) for k in ("enqueued", "start", "end")}
     device = np.full((n, width), -1, np.int64)
     names = layout.device_names
-    for rid, stage, enqueued, start, end_ in events["s"]:
+    for rid, stage, enqueued, start, end_, *pool in events["s"]:
         if rid in row:
             k = row[rid]
             times["enqueued"][k, stage], times["start"][k, stage], times["end"][k, stage] = enqueued, start, end_
-            device[k, stage] = names.index(f"{layout.stages[stage].pool}[0]")
+            device[k, stage] = names.index(f"{pool[0] if pool else layout.stages[stage].pool}[0]")
     done = np.full(n, np.nan)
     outcome = ["failed" if lost else "unfinished"] * n
     failures = []
@@ -126,7 +137,27 @@ def assemble(events: dict[str, list], layout: Layout, replication: int, end: flo
         stage_names=[s.name for s in layout.stages], enqueued=times["enqueued"], start=times["start"],
         end=times["end"], device=device, device_names=names,
     )
-    return frame, usage(events, layout, layout.scenario.run.warmup, end), failures
+    measured = usage(events, layout, layout.scenario.run.warmup, end)
+    if layout.resilience is not None or layout.faults:
+        measured = replace(measured, resilience=resilience_record(events, columns[:, 0].astype(np.int64), end))
+    return frame, measured, failures
+
+
+def resilience_record(events: dict[str, list], ids: np.ndarray, end: float):
+    """Outages, retries and fallback reasons as the simulator records them (sim.metrics.resilience)."""
+    from sim.metrics.resilience import ResilienceRecord
+
+    size = int(ids.max()) + 1 if len(ids) else 0
+    retries = np.zeros(size, np.int64)
+    fallback = np.zeros(size, np.int64)
+    for rid, *_ in events["r"]:
+        if rid < size:
+            retries[rid] += 1
+    for rid, _, _, reason in events["f"]:
+        if rid < size and fallback[rid] == 0:
+            fallback[rid] = reason
+    outages = tuple((target, start, math.inf if stop is None else stop) for target, start, stop, *_ in events["o"])
+    return ResilienceRecord(outages, retries, fallback)
 
 
 def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> ResourceUsage:
@@ -139,14 +170,17 @@ def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> 
     busy = dict.fromkeys(pools, 0.0)
     queue = dict.fromkeys(pools, 0.0)
     batches: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for stage, size, t0, t1 in events["b"]:
+    for stage, size, t0, t1, *pool in events["b"]:
+        if pool:  # a fallback's batch: its pool was busy
+            busy[pool[0]] += overlap(t0, t1)
+            continue
         s = layout.stages[stage]
         busy[s.pool] += overlap(t0, t1)
         if start <= t0 < end:
             batches[s.name][0] += 1
             batches[s.name][1] += size
-    for _, stage, enqueued, t0, _ in events["s"]:
-        queue[layout.stages[stage].pool] += overlap(enqueued, t0)
+    for _, stage, enqueued, t0, _, *pool in events["s"]:
+        queue[pool[0] if pool else layout.stages[stage].pool] += overlap(enqueued, t0)
     crossings = _crossings(layout)
     measured = {link.name for a, b in crossings for link in layout.plan.links_between(a, b)}
     messages: dict[int, list] = defaultdict(list)

@@ -588,14 +588,44 @@ class HilCores(Strict):
     gpu: Optional[list[NonNegativeInt]] = Field(None, description="CPU ids of the GPU-side process")
 
 
+class HilFault(Strict):
+    """A fault ``dgsim hil run`` injects for real (hil.runner.faults); the simulator ignores it.
+
+    kill / hang: SIGKILL (restarted after ``for``) or SIGSTOP (SIGCONT after ``for``) the GPU-side
+    worker; drop / delay: lose (with ``probability``) or hold back by ``delay`` the messages between
+    the processes in ``direction``; raise: the op of ``stage`` raises instead of running.
+    """
+
+    kind: Literal["kill", "hang", "drop", "delay", "raise"]
+    at: Duration = Field(ge=0, le=MAX_DURATION, description="when it starts (run clock)")
+    for_: Optional[Duration] = Field(None, gt=0, le=MAX_DURATION, alias="for",
+                                     description="how long; absent: until the run ends (no recovery)")
+    direction: Literal["to-gpu", "to-front", "both"] = Field("both", description="drop/delay: which messages")
+    probability: float = Field(1.0, gt=0, le=1, description="drop: the share of messages lost")
+    delay: Optional[Duration] = Field(None, gt=0, le=MAX_DURATION, description="delay: added to each message")
+    stage: Optional[str] = Field(None, description="raise: the stage whose op raises")
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == "delay" and self.delay is None:
+            raise ValueError("a delay fault needs 'delay'")
+        if self.kind == "raise" and not self.stage:
+            raise ValueError("a raise fault needs 'stage'")
+        return self
+
+
 class HilSettings(Strict):
     """Sizes and cores for ``dgsim hil run``; the simulator ignores this section."""
+
 
     frames: HilFrames = HilFrames()
     prefilter: HilPrefilter = HilPrefilter()
     detector: HilDetector = HilDetector()
     cores: HilCores = HilCores()
     cache: str = Field(".dgsim-cache", description="built models are kept in <cache>/models (relative to the working directory)")
+    faults: list[HilFault] = Field(default_factory=list, description="faults injected for real (besides failures:)")
+    gpu_failure: Literal["kill", "hang"] = Field(
+        "kill", description="how a failures: entry on a gpu pool or device is injected into the GPU-side worker")
 
 
 class SweepSpec(Strict):
