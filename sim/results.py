@@ -96,12 +96,22 @@ def resolved_document(scenario: Scenario, base_dir: Path = Path("."), plan: Opti
             overhead=format_duration(resolved.overhead),
             contention=resolved.contention,
         )
-        for side in ("send_cost", "receive_cost"):  # a calibrated host cost: its file from anywhere
-            cost = link.get(side)
-            if isinstance(cost, dict) and cost.get("kind") == "calibrated":
-                link[side] = {"kind": "calibrated", "file": str((base_dir / cost["file"]).resolve()),
-                              "entry": cost["entry"]}
+    _absolute_host_costs(document, base_dir)
     return document
+
+
+def _absolute_host_costs(node: Any, base_dir: Path) -> None:
+    """A calibrated ``send_cost`` / ``receive_cost`` anywhere (hardware or topology links): its file from anywhere."""
+    if isinstance(node, list):
+        for item in node:
+            _absolute_host_costs(item, base_dir)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("send_cost", "receive_cost") and isinstance(value, dict) and value.get("kind") == "calibrated":
+                node[key] = {"kind": "calibrated", "file": str((base_dir / value["file"]).resolve()),
+                             "entry": value["entry"]}
+            else:
+                _absolute_host_costs(value, base_dir)
 
 
 class ResultsError(ValueError):

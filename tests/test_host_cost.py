@@ -269,3 +269,21 @@ def test_a_mistyped_host_cost_names_the_users_field_not_the_unions_tag(tmp_path)
                                                    "copy_rate, copies"),
         ("hardware.links[0].receive_cost.kind", "Input should be 'calibrated', got 'calibrate'"),
     ]
+
+
+def test_a_topology_link_takes_its_host_costs_from_the_calibration_too(tmp_path):
+    path = scenario(tmp_path)
+    document = yaml.safe_load(path.read_text())
+    hardware = document.pop("hardware")
+    document["hardware"] = {}
+    document["topology"] = {"sites": {"here": {"nodes": {"box": hardware}}}}
+    path.write_text(yaml.safe_dump(document))
+    plan = compile_plan(load_scenario_file(path).resolve("base"), str(path), path.parent)
+    send = load_calibration(tmp_path / "calib" / "host.yaml").entries["host.shm.send"]
+    assert [link.send_cost for link in plan.links] == [(send.per_message, send.per_byte)]
+    result = CliRunner().invoke(dgsim_app, ["run", str(path), "--jobs", "1", "--duration", "1 s",
+                                            "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load((tmp_path / "out" / "resolved" / "base.yaml").read_text())
+    link = resolved["topology"]["sites"]["here"]["nodes"]["box"]["links"][0]
+    assert link["send_cost"]["file"] == str(tmp_path / "calib" / "host.yaml")
