@@ -9,7 +9,9 @@ module says so before anyone reads the numbers, from the compiled plan:
   Poisson/gamma: the rate; MMPP: the dwell-weighted mean rate; trace: its
   arrivals over the run's duration) and its mean payload;
 - the rate reaching each stage: requests pass every prefilter upstream of
-  it (``pass_probability`` of each ancestor, drawn independently);
+  it (``pass_probability`` of each ancestor, drawn independently); with
+  per-class entries or branches, each class from its own entries, and
+  each branch with its probability (``_path_flows``);
 - per pool: offered work = rate x mean service time per request (the
   stage's cost at its largest batch, divided by the batch and by the
   pool's speed), against servers x count. A stage on several pools is
@@ -67,17 +69,13 @@ class Load:
 
 def offered_loads(plan: Plan) -> list[Load]:
     """Every pool's and link's mean utilisation implied by the plan's workload."""
-    rate, payload = arrival_rate(plan)
     stages = plan.stages
-    reach: list[float] = [0.0] * len(stages)
-    ancestors: list[set[int]] = [set() for _ in stages]
-    for stage in stages:  # topological order
-        for p in stage.preds:
-            ancestors[stage.index] |= ancestors[p] | {p}
-        passed = 1.0
-        for a in ancestors[stage.index]:
-            passed *= stages[a].pass_probability
-        reach[stage.index] = rate * passed
+    if plan.branched:  # each class on its own path, each branch with its share
+        parts = [(rate, payload, *_path_flows(plan, plan.entries_of(name)))
+                 for name, (rate, payload) in class_rates(plan).items()]
+    else:
+        rate, payload = arrival_rate(plan)
+        parts = [(rate, payload, _ancestor_flows(plan), None)]
 
     def per_request(stage, pool_name: str) -> float:
         pool = plan.pools[pool_name]
@@ -95,13 +93,14 @@ def offered_loads(plan: Plan) -> list[Load]:
         return _routed_loads(plan, reach, shares, per_request, payload)
 
     busy = {name: 0.0 for name in plan.pools}
-    for stage in stages:
-        for pool, share in shares[stage.index].items():
-            busy[pool] += reach[stage.index] * share * per_request(stage, pool)
+    for rate, _, flows, _ in parts:
+        reach = [rate * flow for flow in flows]
+        for stage in stages:
+            for pool, share in shares[stage.index].items():
+                busy[pool] += reach[stage.index] * share * per_request(stage, pool)
     loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
              for name in plan.pools]
 
-    out_bytes: list[float] = [0.0] * len(stages)
     occupancy: dict[tuple[str, str, str], float] = {}
     client_links = any(CLIENT in link.ends for link in plan.links)
 
@@ -117,20 +116,27 @@ def offered_loads(plan: Plan) -> list[Load]:
             key = (link.name, a, b)
             occupancy[key] = occupancy.get(key, 0.0) + messages * link.bandwidth / total * hold
 
-    for stage in stages:
-        received = sum(out_bytes[p] for p in stage.preds) if stage.preds else payload
-        out_bytes[stage.index] = stage.output if stage.output is not None else received
-        for dst, into in shares[stage.index].items():
-            if not stage.preds:
-                send(CLIENT, dst, reach[stage.index] * into, received)
-            for p in stage.preds:
-                for src, share in shares[p].items():
-                    send(src, dst, reach[stage.index] * share * into, out_bytes[p])
-        if not stage.succs:
-            reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
-            passing = reach[stage.index] * stage.pass_probability
-            for src, share in shares[stage.index].items():
-                send(src, CLIENT, passing * share, reply)
+    for rate, payload, flows, edges in parts:
+        reach = [rate * flow for flow in flows]
+        out_bytes: list[float] = [0.0] * len(stages)
+        for stage in stages:
+            preds = stage.preds if edges is None else [p for p in stage.preds if edges.get((p, stage.index))]
+            if edges is not None and not reach[stage.index]:
+                continue
+            received = sum(out_bytes[p] for p in preds) if preds else payload
+            out_bytes[stage.index] = stage.output if stage.output is not None else received
+            for dst, into in shares[stage.index].items():
+                if not preds:
+                    send(CLIENT, dst, reach[stage.index] * into, received)
+                for p in preds:
+                    messages = reach[stage.index] if edges is None else rate * edges[p, stage.index]
+                    for src, share in shares[p].items():
+                        send(src, dst, messages * share * into, out_bytes[p])
+            if not stage.succs:
+                reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
+                passing = reach[stage.index] * stage.pass_probability
+                for src, share in shares[stage.index].items():
+                    send(src, CLIENT, passing * share, reply)
 
     for link in plan.links:
         directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
@@ -252,6 +258,56 @@ def arrival_rate(plan: Plan) -> tuple[float, float]:
     total = sum(r for r, _ in rates)
     payload = sum(r * s for r, s in rates) / total if total > 0 else 0.0
     return total, payload
+
+
+def _ancestor_flows(plan: Plan) -> list[float]:
+    """The share of requests reaching each stage: they pass every prefilter upstream (independently)."""
+    stages = plan.stages
+    flows: list[float] = [0.0] * len(stages)
+    ancestors: list[set[int]] = [set() for _ in stages]
+    for stage in stages:  # topological order
+        for p in stage.preds:
+            ancestors[stage.index] |= ancestors[p] | {p}
+        passed = 1.0
+        for a in ancestors[stage.index]:
+            passed *= stages[a].pass_probability
+        flows[stage.index] = passed
+    return flows
+
+
+def _path_flows(plan: Plan, entries: tuple[int, ...]) -> tuple[list[float], dict[tuple[int, int], float]]:
+    """Shares of one class's requests reaching each stage and crossing each edge, with branches.
+
+    An edge carries what its stage passes times the branch's probability; a stage receives the sum of
+    its edges, at most 1: exact on paths, branches and merges after branches; a join after a fork with a
+    prefilter on one arm counts the unfiltered arm (an overestimate)."""
+    flows = [0.0] * len(plan.stages)
+    edges: dict[tuple[int, int], float] = {}
+    for stage in plan.stages:  # topological order
+        if stage.index in entries:
+            flows[stage.index] = 1.0
+        else:
+            flows[stage.index] = min(1.0, sum(edges.get((p, stage.index), 0.0) for p in stage.preds))
+        passing = flows[stage.index] * stage.pass_probability
+        branch = stage.branch
+        for succ in stage.succs:
+            share = 1.0 if branch is None else sum(
+                b.probability for t, b in zip(branch.targets, branch.branches) if t == succ)
+            if passing * share > 0:
+                edges[stage.index, succ] = passing * share
+    return flows, edges
+
+
+def class_rates(plan: Plan) -> dict[str, tuple[float, float]]:
+    """Per request class, its mean arrival rate and mean payload."""
+    rates: dict[str, list[tuple[float, float]]] = {}
+    for source in plan.scenario.workload.sources:
+        rates.setdefault(source.class_, []).append(_source_rate(plan, source))
+    out = {}
+    for name, pairs in rates.items():
+        total = sum(r for r, _ in pairs)
+        out[name] = (total, sum(r * s for r, s in pairs) / total if total > 0 else 0.0)
+    return out
 
 
 def _source_rate(plan: Plan, source) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 from sim import profiles
 from sim.calibration import CalibratedCost, Resolver
 from sim.costs import Calibrated, CostSpec, Deterministic
+from sim.policies.branching import Branch
 from sim.policies.placement import SKIP, Placement, PlacementError
 from sim.scenario.errors import Problem, ScenarioError
 from sim.topology import TopologyPlan, add_links, compile_topology
@@ -57,6 +58,15 @@ class LinkPlan:
 
 
 @dataclass(frozen=True)
+class BranchPlan:
+    """A stage's branches: the policy kind, and per branch its stage (index) and ``Branch``."""
+
+    kind: str
+    targets: tuple[int, ...]  # plan stage indices, in the order of ``branches``
+    branches: tuple[Branch, ...]
+
+
+@dataclass(frozen=True)
 class StagePlan:
     index: int
     name: str
@@ -68,6 +78,7 @@ class StagePlan:
     succs: tuple[int, ...]
     batching: BatchingSpec
     tiers: tuple[int, ...] = ()  # per pool, its preference (topology: the role's); () -> position
+    branch: Optional[BranchPlan] = None  # None: the request goes on to every successor
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,30 @@ class Plan:
     base_dir: Path
     resilience: Optional["ResiliencePlan"] = None  # None: nothing fails and nothing reacts
     topology: Optional[TopologyPlan] = None  # None: flat pools, one link per hop (sim.topology)
+    entries: Optional[Mapping[str, tuple[int, ...]]] = None  # per request class its entry stages; None: the roots
 
     @property
     def roots(self) -> tuple[int, ...]:
         return tuple(s.index for s in self.stages if not s.preds)
+
+    @property
+    def branched(self) -> bool:
+        """Whether requests take different paths: per-class entries or a stage that chooses a branch."""
+        return self.entries is not None or any(s.branch is not None for s in self.stages)
+
+    def entries_of(self, klass: str) -> tuple[int, ...]:
+        """The stages a request of class ``klass`` enters at."""
+        return self.roots if self.entries is None else self.entries[klass]
+
+    def reach(self, entries: tuple[int, ...]) -> frozenset[int]:
+        """The stages a request entering at ``entries`` may visit (every branch counted)."""
+        seen, todo = set(entries), list(entries)
+        while todo:
+            for succ in self.stages[todo.pop()].succs:
+                if succ not in seen:
+                    seen.add(succ)
+                    todo.append(succ)
+        return frozenset(seen)
 
     @property
     def sinks(self) -> tuple[int, ...]:
@@ -117,14 +148,15 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
         topology, stages = _topology(scenario, pools, links, problem, calibration)
     else:
         topology, stages = None, _stages(scenario, pools, problem, calibration)
-        if not problems:
-            _check_hops(scenario, stages, pools, links, problem)
+    stages, entries = _paths(scenario, stages, problem) if stages and not problems else (stages, None)
+    if topology is None and not problems:
+        _check_hops(scenario, stages, pools, links, problem, entries)
     _check_references(scenario, stages, pools, links, base_dir, problem)
     resilience = _resilience(scenario, pools, links, stages, problem) if not problems else None
     if problems:
         raise ScenarioError(problems)
     reply = scenario.pipeline.reply
-    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir, resilience, topology)
+    return Plan(scenario, pools, tuple(links), tuple(stages), reply, base_dir, resilience, topology, entries)
 
 
 def _pool_plan(spec, path: str, name: str, problem) -> Optional[PoolPlan]:
@@ -449,7 +481,105 @@ def _topological(after: Mapping[str, list[str]], names: list[str]) -> list[str]:
     return done
 
 
-def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan], problem) -> None:
+def _paths(scenario: Scenario, stages: list[StagePlan], problem) -> tuple[list[StagePlan], Optional[dict]]:
+    """The stages with their branches resolved, and each class's entry stages (None: every class enters
+    at the roots); a branch must name exactly the stage's successors, and with per-class entries every
+    class needs an entry and every stage a class that reaches it."""
+    specs = scenario.pipeline.stages
+    names = [s.name for s in specs]
+    after = {spec.name: (list(spec.after) if spec.after is not None else ([names[i - 1]] if i else []))
+             for i, spec in enumerate(specs)}
+    following = {n: [m for m in names if n in after[m]] for n in names}
+    active = {s.name: s for s in stages}
+    out = list(stages)
+    for i, spec in enumerate(specs):
+        if spec.branch is None:
+            continue
+        path = f"pipeline.stages[{i}].branch"
+        if spec.name not in active:
+            problem(path, f"stage '{spec.name}' chooses a branch; placement must not skip it")
+            continue
+        targets, ok = [], True
+        for k, branch in enumerate(spec.branch.to):
+            where = f"{path}.to[{k}].stage"
+            if branch.stage not in names:
+                problem(where, f"unknown stage '{branch.stage}'; expected one of the stages after "
+                               f"'{spec.name}': {', '.join(following[spec.name]) or 'none'}")
+            elif spec.name not in after[branch.stage]:
+                problem(where, f"stage '{branch.stage}' does not come after '{spec.name}': "
+                               f"add '{spec.name}' to its 'after'")
+            elif branch.stage not in active:
+                problem(where, f"branch '{branch.stage}' is skipped by placement; requests sent there would "
+                               f"have nowhere to go")
+            else:
+                targets.append(active[branch.stage].index)
+                continue
+            ok = False
+        listed = {b.stage for b in spec.branch.to}
+        for succ in following[spec.name]:
+            if succ not in listed:
+                problem(f"{path}.to", f"stage '{succ}' comes after '{spec.name}' but is none of its branches; "
+                                      f"a request takes exactly one branch: list it, or move its 'after'")
+                ok = False
+        if ok:
+            stage = active[spec.name]
+            out[stage.index] = replace(stage, branch=BranchPlan(
+                spec.branch.kind, tuple(targets),
+                tuple(Branch(b.stage, b.probability, tuple(b.classes)) for b in spec.branch.to)))
+    declared = scenario.pipeline.entries
+    if not declared:
+        return out, None
+    classes = list(dict.fromkeys(s.class_ for s in scenario.workload.sources))
+    for name in declared:
+        if name not in classes:
+            problem(f"pipeline.entries.{name}", f"no source has this class; classes: {', '.join(classes)}")
+    for name in classes:
+        if name not in declared:
+            problem("pipeline.entries", f"class '{name}' has no entry: add 'pipeline.entries.{name}: [<stage>]'")
+
+    def running(name: str) -> list[str]:
+        """``name`` if it runs, else the first running stages after it (placement skipped it)."""
+        if name in active:
+            return [name]
+        return [m for n in following[name] for m in running(n)]
+
+    entries: dict[str, tuple[int, ...]] = {}
+    reached: set[int] = set()
+    plan = Plan(scenario, {}, (), tuple(out), None, Path("."))
+    for name, listed in declared.items():
+        path = f"pipeline.entries.{name}"
+        indices: list[int] = []
+        for entry in listed:
+            if entry not in names:
+                problem(path, f"unknown stage '{entry}'; expected one of: {', '.join(names)}")
+                continue
+            found = running(entry)
+            if not found:
+                problem(path, f"class '{name}' enters at '{entry}', which placement skips with every stage "
+                              f"after it: its requests would reach no sink")
+            indices.extend(active[n].index for n in found if active[n].index not in indices)
+        if not listed:
+            problem(path, f"class '{name}' has no entry stage: its requests would reach no sink; name at least one")
+        for index in indices:
+            later = next((other for other in indices if other != index
+                          and index in plan.reach((other,))), None)
+            if later is not None:
+                problem(path, f"stage '{out[index].name}' is an entry of class '{name}' and also comes after its "
+                              f"entry '{out[later].name}': enter at one of them")
+        entries[name] = tuple(indices)
+        reached |= plan.reach(tuple(indices))
+    if any(name not in declared for name in classes):
+        return out, None  # reported above; which stages no class reaches is not worth judging yet
+    for stage in out:
+        if stage.index not in reached:
+            problem(f"pipeline.stages[{names.index(stage.name)}]",
+                    f"no class reaches stage '{stage.name}' from its entries (pipeline.entries): "
+                    f"remove the stage or put it on a class's path")
+    return out, entries
+
+
+def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan], problem,
+                entries: Optional[Mapping[str, tuple[int, ...]]] = None) -> None:
     """Every hop between pools needs a link; client hops use one if declared."""
     client_links = any(CLIENT in link.ends for link in links)
 
@@ -468,6 +598,9 @@ def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan],
             for dst in stage.pools:
                 frm = f"'{stages[stage.preds[0]].name}'" if stage.preds else "the client"
                 needs(src, dst, f"{frm} -> '{stage.name}'")
+        if stage.preds and entries and any(stage.index in e for e in entries.values()):
+            for dst in stage.pools:  # a class enters here: its requests come from the client
+                needs(CLIENT, dst, f"the client -> '{stage.name}' (a class's entry)")
         if not stage.succs:
             for src in stage.pools:
                 needs(src, CLIENT, f"the reply from '{stage.name}'")

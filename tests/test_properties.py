@@ -227,3 +227,75 @@ def test_every_arrival_ends_in_exactly_one_outcome_with_failures(scenario):
     assert (frame.loc[finished, "done"] >= frame.loc[finished, "arrival"] - 1e-12).all()
     again, _ = run_replication(plan, 0)
     assert frame.equals(again)  # failures are drawn from named streams: reproducible
+
+
+@st.composite
+def path_scenarios(draw) -> Scenario:
+    """Two classes on their own stages sharing pools; the video class's prefilter picks one of two
+    branches, which may merge again; sometimes a pool fails and requests retry."""
+    kind = lambda: draw(st.sampled_from(KINDS))  # noqa: E731
+    cost = lambda: draw(st.sampled_from(["50 us", "200 us", {"kind": "exponential", "mean": "300 us"}]))  # noqa: E731
+    stages = [
+        {"name": "decode", "costs": {kind(): cost()}, "output": draw(st.sampled_from(["1 KB", "600 KB"]))},
+        {"name": "pick", "costs": {kind(): cost()}, "pass_probability": draw(st.sampled_from([1.0, 0.6])),
+         "branch": {"kind": draw(st.sampled_from(["by-score", "by-class"])), "to": [
+             {"stage": "left", "probability": draw(st.sampled_from([0.2, 0.5, 0.9])), "classes": [0]},
+             {"stage": "right", "probability": 0.0}]}},
+        {"name": "left", "after": ["pick"], "costs": {kind(): cost()}, "output": "1 KB"},
+        {"name": "right", "after": ["pick"], "costs": {kind(): cost()}},
+        {"name": "solo", "after": [], "costs": {kind(): cost()}},
+    ]
+    branch = stages[1]["branch"]
+    branch["to"][1]["probability"] = round(1.0 - branch["to"][0]["probability"], 10)
+    if branch["kind"] == "by-score":
+        del branch["to"][0]["classes"]
+    merge = draw(st.booleans())
+    if merge:
+        stages.append({"name": "join", "after": ["left", "right"], "costs": {kind(): cost()}})
+    used = sorted({next(iter(s["costs"])) for s in stages})
+    pools = {k: {"profile": PROFILES[k], "servers": draw(st.integers(1, 2)), "count": draw(st.integers(1, 2))}
+             for k in used}
+    links = [{"name": f"{a}-{b}", "between": [a, b], "kind": "tcp", "bandwidth": "10 Gbit/s", "latency": "5 us"}
+             for a in used for b in used if a < b]
+    document = {
+        "name": "paths",
+        "hardware": {"pools": pools, "links": links},
+        "workload": {"sources": [
+            {"name": "cams", "kind": "poisson", "rate": draw(st.sampled_from(["300/s", "2000/s"])),
+             "payload": "10 KB", "class": "video", "deadline": "20 ms"},
+            {"name": "queries", "kind": "poisson", "rate": "500/s", "payload": "1 KB", "class": "api"}]},
+        "pipeline": {"stages": stages, "entries": {"video": ["decode"], "api": ["solo"]}},
+        "policies": {"placement": {"strategy": "explicit", "map": {s["name"]: next(iter(s["costs"])) for s in stages}},
+                     "batching": {"left": {"kind": "dynamic", "max_batch": 4, "max_delay": "1 ms"}},
+                     "admission": {"kind": draw(st.sampled_from(["none", "queue-cap"])), "cap": 4}},
+        "run": {"duration": "0.3 s", "warmup": "0.05 s", "drain": "0.5 s", "seed": draw(st.integers(0, 1000)),
+                "replications": 1},
+    }
+    if draw(st.booleans()):
+        document["failures"] = [{"target": draw(st.sampled_from(used)), "at": "0.1 s", "for": "50 ms",
+                                 "in_flight": draw(st.sampled_from(["fail", "requeue"]))}]
+        document["resilience"] = {"retry": {"kind": "fixed", "attempts": 1, "backoff": "1 ms"}}
+    return Scenario.model_validate(document)
+
+
+@SETTINGS
+@given(path_scenarios())
+def test_every_arrival_ends_once_on_its_classs_path_and_one_branch(scenario):
+    plan, frame = _run(scenario)
+    assert frame["id"].is_unique
+    assert frame["outcome"].notna().all()
+    finished = frame["outcome"] != "unfinished"
+    assert frame.loc[finished, "done"].notna().all()
+    assert frame.loc[~finished, "done"].isna().all()
+    ran = {s.name: frame[column(s.name, "end")].notna() for s in plan.stages}
+    video, api = frame["class"] == "video", frame["class"] == "api"
+    for name in ("decode", "pick", "left", "right", "join"):
+        if name in ran:
+            assert not (ran[name] & api).any()
+    assert not (ran["solo"] & video).any()
+    assert not (ran["left"] & ran["right"]).any()
+    served = frame["outcome"].isin(["completed", "deadline_missed"])
+    assert (ran["left"] ^ ran["right"])[served & video].all()
+    if "join" in ran:
+        assert ran["join"][served & video].all()
+    assert ran["solo"][served & api].all()

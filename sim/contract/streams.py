@@ -53,3 +53,8 @@ def failure(target: str) -> str:
 def background(device: str) -> str:
     """Arrivals and lengths of the background work on ``device`` (a pool's ``background`` load)."""
     return f"background:{device}"
+
+
+def branches(stage: str) -> str:
+    """Branch signals of ``stage`` (a stage that chooses its next stage): one uniform draw per request."""
+    return f"branch:{stage}"

@@ -53,6 +53,7 @@ class Request:
     fallback: int = 0
     degraded: bool = False
     stage_failures: Optional[list[int]] = None  # failed attempts per stage, once one fails
+    reached: Optional[list[bool]] = None  # branches or per-class entries: per stage, whether a predecessor sent it on
 
     @classmethod
     def blank(cls, id: int, source: int, klass: int, priority: int, arrival: float,

@@ -64,6 +64,7 @@ from sim.plan import FailurePlan, LinkPlan, Plan
 from sim.topology import Hop
 from sim.policies.resilience import Fallback, GiveUp, HealthAware, Reason, Retry, build_reactions
 from sim.policies.admission import ADMISSION
+from sim.policies.branching import build_branching
 from sim.policies.channel import CHANNELS
 from sim.policies.queueing import DISCIPLINES
 from sim.policies.routing import ROUTING
@@ -281,6 +282,8 @@ class _State:
         self._sinks = len(plan.sinks)
         self.failures: Optional[Failures] = None
         self._local: Optional[dict[tuple[int, str], list[Candidate]]] = None  # topology: (stage, pool) -> candidates
+        if plan.branched:
+            self._install_paths(rng)
         if resilience is not None:
             self._install_resilience(resilience, rng)
         if plan.topology is not None:
@@ -396,6 +399,106 @@ class _State:
             self._fallbacks[request.id] = request.fallback
         self.sink.add(request)
 
+    # --- per-class entries and branches (installed only when the scenario declares them) ---
+
+    def _install_paths(self, rng) -> None:
+        """Each class enters at its own stages and waits only for the stages on its path; a branching
+        stage sends a request on to one successor, chosen by its policy from a drawn signal; the
+        successors not taken are passed a "nothing comes" token, so a stage after several branches (a
+        merge) starts once every predecessor has either sent or been passed by, and the reply leaves
+        once every sink on the request's path has run or been passed by."""
+        plan, stages = self.plan, self.plan.stages
+        self._class_roots, self._class_preds, self._class_sinks = [], [], []
+        for name in self.arrivals.class_names:
+            entries = plan.entries_of(name)
+            reach = plan.reach(entries)
+            self._class_roots.append(entries)
+            self._class_preds.append([sum(p in reach for p in s.preds) for s in stages])
+            self._class_sinks.append(tuple(s.index for s in stages if s.index in reach and not s.succs))
+        self._branching = [None if s.branch is None else (
+            build_branching(s.branch.kind, s.branch.branches), s.branch.targets,
+            rng(streams.branches(s.name)).random(len(self.arrivals))) for s in stages]
+        self._on_arrival = self._arrival_on_path
+        self._stage_done = self._stage_done_on_path
+
+    def _arrival_on_path(self, _event) -> None:
+        a, i = self.arrivals, self.next_arrival
+        self.next_arrival += 1
+        klass = int(a.klass[i])
+        request = Request.blank(
+            i, int(a.source[i]), klass, int(a.priority[i]), float(a.time[i]),
+            float(a.deadline[i]), float(a.size[i]), self._class_preds[klass], len(self._class_sinks[klass]),
+        )
+        request.reached = [False] * len(self.plan.stages)
+        self.latest = request
+        if self.sink is None:
+            self.requests.append(request)
+        else:
+            self.live[i] = request
+        for root in self._class_roots[klass]:
+            request.reached[root] = True
+            self._enter(request, root, None, request.size)
+        self.schedule_next_arrival()
+
+    def _stage_done_on_path(self, job: Job, output: Optional[float] = None) -> None:
+        request, index = job.request, job.stage
+        if request.outcome != Outcome.PENDING:
+            return
+        stage = self.plan.stages[index]
+        draws = self.pass_draws[index]
+        if draws is not None and draws[request.id] >= stage.pass_probability:
+            self._finish(request, Outcome.FILTERED)
+            return
+        fed = [p for p in stage.preds if request.reached[p] and request.end[p] == request.end[p]]
+        received = sum(request.out_bytes[p] for p in fed) if fed else request.size
+        out = output if output is not None else stage.output if stage.output is not None else received
+        request.out_bytes[index] = out
+        device = self.devices[request.instance[index]]
+        branching = self._branching[index]
+        if branching is None:
+            for succ in stage.succs:
+                self._pass_on(request, succ, True, device)
+        else:
+            policy, targets, signals = branching
+            taken = targets[policy.choose(policy.simulated_signal(float(signals[request.id])))]
+            for succ in stage.succs:
+                self._pass_on(request, succ, succ == taken, device)
+        if not stage.succs:
+            self._sink_passed(request)
+
+    def _pass_on(self, request: Request, index: int, sent: bool, device: Optional[DeviceInstance]) -> None:
+        """A predecessor of stage ``index`` is done: it sent the request on (``sent``) or was passed by."""
+        if sent:
+            request.reached[index] = True
+        request.waiting_preds[index] -= 1
+        if request.waiting_preds[index]:
+            return
+        stage = self.plan.stages[index]
+        if request.reached[index]:
+            fed = [p for p in stage.preds if request.reached[p] and request.end[p] == request.end[p]]
+            if not sent:  # the last to resolve sent nothing: the data are where the last sender ran
+                device = self._last_device(request, fed)
+            self._enter(request, index, device, sum(request.out_bytes[p] for p in fed))
+            return
+        for succ in stage.succs:  # nothing comes here: nothing goes on from here either
+            self._pass_on(request, succ, False, None)
+        if not stage.succs:
+            self._sink_passed(request)
+
+    def _sink_passed(self, request: Request) -> None:
+        """A sink on the request's path ran or was passed by; after the last, reply from the sink that ran last."""
+        request.sinks_left -= 1
+        if request.sinks_left:
+            return
+        ran = [s for s in self._class_sinks[request.klass] if request.end[s] == request.end[s]]
+        last = max(ran, key=lambda s: request.end[s])
+        reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else request.out_bytes[last]
+        self._reply(request, self.devices[request.instance[last]], reply)
+
+    def _last_device(self, request: Request, stages: list[int]) -> DeviceInstance:
+        """The device of the stage among ``stages`` that ended last."""
+        return self.devices[request.instance[max(stages, key=lambda p: request.end[p])]]
+
     # --- failures and reactions (installed only when the scenario declares them) ---
 
     def _install_resilience(self, resilience, rng) -> None:
@@ -415,6 +518,7 @@ class _State:
         self._queue = self._queue_checked
         self._reply = self._reply_checked
         if self.client_timeout is not None:
+            self._arrive = self._on_arrival
             self._on_arrival = self._arrival_with_timeout
         if any(f.link is not None for f in resilience.failures):
             self._send = self._send_checked
@@ -442,7 +546,7 @@ class _State:
         self._go(job, source, device, size, stage)
 
     def _arrival_with_timeout(self, event) -> None:
-        _State._on_arrival(self, event)
+        self._arrive(event)
         request = self.latest
         self.env.timeout(self.client_timeout).callbacks.append(partial(self._client_gives_up, request))
 
@@ -583,6 +687,10 @@ class _State:
     def _input_of(self, request: Request, stage: int) -> tuple[Optional[DeviceInstance], float]:
         """Where ``stage``'s input comes from (None: the client) and how many bytes it is."""
         preds = self.plan.stages[stage].preds
+        if self.plan.branched:
+            preds = [p for p in preds if request.reached[p] and request.end[p] == request.end[p]]
+            return (self._last_device(request, preds) if preds else None,
+                    sum(request.out_bytes[p] for p in preds) if preds else request.size)
         if not preds:
             return None, request.size
         return self.devices[request.instance[preds[-1]]], sum(request.out_bytes[p] for p in preds)

@@ -23,6 +23,7 @@ from sim.costs import Calibrated, CostSpec
 from sim.model.link import CONTENTION
 from sim.policies.admission import ADMISSION
 from sim.policies.batching import BATCHING
+from sim.policies.branching import BRANCHING
 from sim.policies.channel import CHANNELS
 from sim.policies.placement import STRATEGIES
 from sim.policies.queueing import DISCIPLINES
@@ -331,6 +332,41 @@ def reference_profile(kind: str) -> str:
     return next((name for name, p in profiles.DEVICES.items() if p.kind == kind and p.speed == 1.0), "")
 
 
+class BranchTargetSpec(Strict):
+    """One branch: the next stage, the share of requests that take it in the simulator, and (by-class) the
+    classes of the stage's model output that send a request this way in the harness."""
+
+    stage: str
+    probability: Fraction
+    classes: list[NonNegativeInt] = Field(default_factory=list, description="by-class: the classes it takes")
+
+
+class BranchSpec(Strict):
+    """The stage sends each request to exactly one of ``to`` (sim.policies.branching)."""
+
+    kind: kind_of(BRANCHING) = Field("by-score", description="by-score: a score in [0, 1] picks the band; "
+                                                              "by-class: a class index picks the branch listing it")
+    to: list[BranchTargetSpec] = Field(min_length=2, description="the branches, in order; probabilities sum to 1")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        total = sum(b.probability for b in self.to)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"the branches' probabilities must sum to 1, got {total:g}")
+        names = [b.stage for b in self.to]
+        if len(set(names)) < len(names):
+            raise ValueError(f"a stage is listed twice among the branches: {', '.join(names)}")
+        if self.kind == "by-class":
+            if any(not b.classes for b in self.to[:-1]):
+                raise ValueError("by-class: every branch but the last must list its classes (the last takes the rest)")
+            listed = [c for b in self.to for c in b.classes]
+            if len(set(listed)) < len(listed):
+                raise ValueError("by-class: a class is listed by two branches")
+        elif any(b.classes for b in self.to):
+            raise ValueError("classes are for kind by-class; by-score branches take bands of the score")
+        return self
+
+
 class StageSpec(Strict):
     """A stage of the pipeline; each cost is per device kind, as measured on one device profile.
 
@@ -348,7 +384,16 @@ class StageSpec(Strict):
     costs: dict[Literal["cpu", "dpu", "gpu"], CostSpec] = Field(min_length=1)
     output: Optional[Size] = Field(None, ge=0, description="bytes sent downstream; default: bytes received")
     pass_probability: Fraction = Field(1.0, description="< 1 for a prefilter: the rest exit early")
+    branch: Optional[BranchSpec] = Field(None, description="send each request to one of the successors")
     hil: Optional[StageHil] = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_branch(self, handler):
+        """A stage without a branch dumps as it did before there were any."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("branch", 0) is None:
+            data.pop("branch")
+        return data
 
     @field_validator("costs", mode="before")
     @classmethod
@@ -368,6 +413,17 @@ class StageSpec(Strict):
 class Pipeline(Strict):
     stages: list[StageSpec] = Field(min_length=1)
     reply: Optional[Size] = Field(None, ge=0, description="bytes of the reply; default: the last output")
+    entries: dict[str, list[str]] = Field(
+        default_factory=dict, description="per request class, the stages its requests enter at; "
+        "default: every class enters at every root")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_entries(self, handler):
+        """A pipeline without per-class entries dumps as it did before there were any."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("entries", 1):
+            data.pop("entries")
+        return data
 
 
 # --- policies ---------------------------------------------------------------
