@@ -114,15 +114,18 @@ def resolve_faults(scenario, plan, stage_index: dict[str, int], side_of_pool: di
 
 def describe(fault: Fault) -> str:
     """One line: what is done, when."""
-    span = f"from {fault.at:g} s" + (" to the end" if math.isinf(fault.until) else f" to {fault.until:g} s")
+    back = not math.isinf(fault.until)
+    span = f"from {fault.at:g} s to " + (f"{fault.until:g} s" if back else "the end")
     what = {
-        "kill": "SIGKILL the GPU-side worker" + ("" if math.isinf(fault.until) else ", start a fresh one after"),
-        "hang": "SIGSTOP the GPU-side worker" + ("" if math.isinf(fault.until) else ", SIGCONT after"),
-        "drop": f"drop {fault.probability:.0%} of the messages {'/'.join(fault.directions)}",
-        "delay": f"delay the messages {'/'.join(fault.directions)} by {fault.delay * 1e3:g} ms",
-        "raise": f"make {fault.target}'s op raise",
+        "kill": f"SIGKILL the GPU-side worker at {fault.at:g} s, "
+                + (f"start a fresh one at {fault.until:g} s" if back else "never restart it"),
+        "hang": f"SIGSTOP the GPU-side worker at {fault.at:g} s, "
+                + (f"SIGCONT at {fault.until:g} s" if back else "never continue it"),
+        "drop": f"drop {fault.probability:.0%} of the messages {'/'.join(fault.directions)} {span}",
+        "delay": f"delay the messages {'/'.join(fault.directions)} by {fault.delay * 1e3:g} ms {span}",
+        "raise": f"make {fault.target}'s op raise {span}",
     }[fault.kind]
-    return f"{fault.source}: {what} {span}"
+    return f"{fault.source}: {what}"
 
 
 class WorkerFaults:

@@ -327,7 +327,7 @@ class Side(abc.ABC):
                 end.close()
         self.log.close()
         if self.recorded:
-            np.savez(self.c.folder / f"{self.c.side}-outputs.npz", **self.recorded)
+            np.savez(self.c.folder / f"{log_name(self.c.side, self.c.generation)}-outputs.npz", **self.recorded)
 
     # what differs between the two sides
     @abc.abstractmethod
