@@ -13,7 +13,9 @@ and the replications simulated. ``--save`` also writes capacity.json there
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +44,18 @@ def replace_section(path: Path, name: str, lines: list[str]) -> None:
     path.write_text(text)
 
 
+def commit() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/explore-speed.md"))
@@ -49,6 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     scenario_file = load_scenario_file(SCENARIO)
     rows, results = [], []
+    load_before = os.getloadavg()
     for variant in scenario_file.variant_names:
         wall, cpu = time.perf_counter(), time.process_time()
         result = find_capacity(scenario_file, variant, Serial(), DEFAULT_TOLERANCE, CAPACITY_REPLICATION_CAP,
@@ -56,21 +71,26 @@ def main() -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         results.append(result)
         reps = sum(p.replications for p in result.search.probes)
-        rows.append((variant, result.value, len(result.search.probes), reps, wall, cpu))
+        probes = ", ".join(f"{p.value:g} {p.verdict.value} x{p.replications}" for p in result.search.probes)
+        rows.append((variant, result.value, len(result.search.probes), reps, wall, cpu, probes))
     if args.save:
         first = scenario_file.resolve(scenario_file.variant_names[0])
         write_capacity(args.save, capacity_document(first.name, first.run.seed, DEFAULT_TOLERANCE, results))
     total_wall, total_cpu = sum(r[4] for r in rows), sum(r[5] for r in rows)
+    load_after = os.getloadavg()
     lines = [
         "## `dgsim capacity` on video-analytics-64, one core",
         "",
         f"Command: `python benchmarks/capacity_speed.py --out {args.out}`. Each variant's search runs in one",
         "process (as `dgsim capacity -j 1`): tolerance 2%, at most "
-        f"{CAPACITY_REPLICATION_CAP} replications per probe, 6 s of arrivals per replication.",
+        f"{CAPACITY_REPLICATION_CAP} replications per probe, 6 s of arrivals per replication. dgsim at commit "
+        f"{commit()}; load average (1, 5, 15 min) before {', '.join(f'{x:.1f}' for x in load_before)}, after "
+        f"{', '.join(f'{x:.1f}' for x in load_after)}.",
         "",
-        "| variant | capacity (streams) | probes | replications simulated | wall s | CPU s (one core) |",
+        "| variant | capacity (streams) | probes: load, verdict x replications | replications simulated | wall s | "
+        "CPU s (one core) |",
         "|---|---|---|---|---|---|",
-        *[f"| {v} | {c:g} | {p} | {r} | {w:.1f} | {u:.1f} |" for v, c, p, r, w, u in rows],
+        *[f"| {v} | {c:g} | {p} | {r} | {w:.1f} | {u:.1f} |" for v, c, _, r, w, u, p in rows],
         f"| **both** | | | {sum(r[3] for r in rows)} | **{total_wall:.1f}** | **{total_cpu:.1f}** |",
         "",
         f"Goal: both variants under 60 s on one core: **{'met' if total_cpu < 60 else 'not met'}** on CPU time "
