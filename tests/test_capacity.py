@@ -140,10 +140,16 @@ def test_nothing_passes_is_reported_below(tmp_path):
 
 
 def test_capacity_json_and_exit_codes(tmp_path):
+    """capacity.json's fields; a pool and a link both named 'server' keep their own utilisation."""
     path = write(tmp_path, name="tiny", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1.5)
+    path.write_text(path.read_text().replace(
+        "    server: {profile: host-cpu, cores: 1}\n",
+        "    server: {profile: host-cpu, cores: 1}\n  links:\n    - {name: server, between: [client, server], "
+        "kind: tcp, bandwidth: 100 MB/s, latency: {kind: deterministic, value: 10 us}}\n").replace(
+        "payload: 0 B", "payload: 50 KB"))
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["capacity", str(path), "-o", str(out), "-j", "1", "--tolerance", "20%",
-                                      "--max-replications", "3", "--no-plots"])
+                                      "--max-replications", "3"])
     assert result.exit_code == 0, result.output
     document = json.loads((out / "capacity.json").read_text())
     entry = document["variants"]["base"]
@@ -153,8 +159,15 @@ def test_capacity_json_and_exit_codes(tmp_path):
     assert capacity["factor"] == pytest.approx(capacity["value"] / 300)
     assert entry["binding_budget"]["metric"] == "latency.p99"
     assert entry["bottleneck"] == {**entry["bottleneck"], "resource": "pool.server", "kind": "pool", "name": "server"}
-    assert set(entry["utilisation"]) == {"pool.server"}
+    assert set(entry["utilisation"]) == {"pool.server", "link.server"}
+    busy = entry["utilisation"]
+    # 50 KB at 100 MB/s is 0.5 ms a request on the link, against 1 ms on the core: half as busy
+    assert busy["link.server"]["mean"] == pytest.approx(busy["pool.server"]["mean"] / 2, rel=0.15)
     assert entry["analytic_bound"]["resource"] == "pool.server"
+    metrics = entry["probes"][0]["metrics"]
+    assert {"utilisation.pool.server", "utilisation.link.server", "latency.p99"} <= set(metrics)
+    page = (out / "capacity.html").read_text()
+    assert "pool server" in page or "pool.server" in page
     assert entry["cost_per_hour"] == pytest.approx(0.1008)  # one host core at the cited cloud price
 
 

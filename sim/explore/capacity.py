@@ -52,7 +52,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from sim.check.budgets import MIN, Budget, budgets_of
 from sim.check.verdict import Outcome, Verdict, judge
-from sim.contract.metric_keys import Kind, MetricKey, Subject
+from sim.contract.metric_keys import Kind, MetricKey, Namespace, Subject
 from sim.explore.bound import Saturation, saturation
 from sim.explore.cost import DesignCost, design_cost
 from sim.explore.executors import Executor
@@ -226,6 +226,12 @@ def utilisations(estimates: Mapping[str, Estimate]) -> dict[Subject, Estimate]:
 def resource_label(subject: Subject) -> str:
     """How capacity.json names a pool or link: 'pool.gpu', 'link.pcie' (pools and links are separate namespaces)."""
     return f"{subject.namespace.value}.{subject.name}"
+
+
+def resource_of(label: str) -> Subject:
+    """``resource_label`` read back: 'pool.gpu' -> the pool gpu (a name may hold dots: 'pool.srv[0].gpu')."""
+    namespace, _, name = label.partition(".")
+    return Subject(Namespace(namespace), name)
 
 
 def _relative_margin(outcome: Outcome) -> float:

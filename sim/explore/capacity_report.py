@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from sim.contract.metric_keys import Kind, MetricKey
-from sim.explore.capacity import Capacity, resource_label
+from sim.explore.capacity import Capacity, resource_label, resource_of
 from sim.explore.pareto import pareto_front
 from sim.check.budgets import show
 from sim.metrics.summary import Estimate
@@ -128,8 +128,8 @@ def capacity_lines(document: Mapping) -> list[str]:
 
 def _spoken(resource: str) -> str:
     """'pool.gpu' -> 'pool gpu'."""
-    kind, _, name = resource.partition(".")
-    return f"{kind} {name}"
+    subject = resource_of(resource)
+    return f"{subject.namespace.value} {subject.name}"
 
 
 def _show(metric: str, value) -> str:

@@ -9,7 +9,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from sim.contract.metric_keys import ALL, Kind, MetricKey, Namespace, Subject
+from sim.contract.metric_keys import ALL, Kind, MetricKey
+from sim.explore.capacity import resource_of
 from sim.report.plots import Curve, curves, data_uri, pareto_scatter, save_png
 
 _STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -58,8 +59,7 @@ def _latency(statistic: str) -> str:
 
 def _utilisation_of(resource: str) -> str:
     """capacity.json's 'pool.gpu' -> the metric 'utilisation.pool.gpu'."""
-    kind, _, name = resource.partition(".")
-    return MetricKey(Kind.UTILISATION, Subject(Namespace(kind), name)).name
+    return MetricKey(Kind.UTILISATION, resource_of(resource)).name
 
 
 def _metric(column: str):
