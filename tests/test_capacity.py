@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from sim.capacity import offered_loads
 from sim.cli import app
-from sim.explore.capacity import Probe, find_capacity, probe_verdict, replicate_probe
+from sim.explore.capacity import Probe, complete, find_capacities, find_capacity, probe_verdict, replicate_probe
 from sim.explore.capacity import search as search_
 from sim.explore.executors import Serial
 from sim.explore.load import load_axis, LoadAxis
@@ -244,12 +244,12 @@ def test_a_probe_stops_replicating_once_a_budget_fails():
         # p99 far over 10 ms; utilisation straddling 80%
         return _runs([(0.050 + 0.001 * r, 0.70 + 0.1 * (r % 3)) for r in reps])
 
-    runs, outcomes = replicate_probe(run, [p99, busy], 3, 12)
+    runs, outcomes = complete(replicate_probe([p99, busy], 3, 12), run)
     assert asked == [range(0, 3)] and len(runs) == 3
     assert [o.verdict for o in outcomes] == [Verdict.FAIL, Verdict.INCONCLUSIVE]
     assert probe_verdict(outcomes) is Verdict.FAIL
     asked.clear()
-    runs, outcomes = replicate_probe(run, [busy], 3, 12)  # alone, the undecided budget doubles up to the cap
+    runs, outcomes = complete(replicate_probe([busy], 3, 12), run)  # alone, the undecided budget doubles up to the cap
     assert [len(r) for r in asked] == [3, 3, 6] and probe_verdict(outcomes) is Verdict.INCONCLUSIVE
 
 
@@ -331,3 +331,29 @@ def test_capacity_with_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no Dask scheduler answered within" in lines[0], result.output
     assert not (tmp_path / "o").exists()
+
+
+class Recording(Serial):
+    """Serial, remembering the variants of every batch it was handed."""
+
+    def __init__(self):
+        self.batches = []
+
+    def run(self, fn, items, finished=None):
+        self.batches.append({variant for _, variant, _ in items})
+        return super().run(fn, items, finished)
+
+
+def test_variants_are_searched_together_with_the_answers_of_separate_searches(tmp_path):
+    path = write(tmp_path, name="two", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
+    path.write_text(path.read_text() + "variants:\n  one: {}\n  two:\n    hardware: {pools: {server: "
+                    "{profile: host-cpu, cores: 2}}}\n")
+    scenario_file = load_scenario_file(path)
+    executor = Recording()
+    together = find_capacities(scenario_file, ["one", "two"], executor, tolerance=0.2, cap=3)
+    assert {"one", "two"} in executor.batches  # one batch held replications of both searches
+    for result in together:
+        alone = find_capacity(scenario_file, result.variant, Serial(), tolerance=0.2, cap=3)
+        assert [(p.value, p.verdict, p.replications, p.estimates) for p in result.search.probes] == \
+            [(p.value, p.verdict, p.replications, p.estimates) for p in alone.search.probes]
+    assert together[1].value > together[0].value  # two cores take more

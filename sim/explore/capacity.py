@@ -42,13 +42,20 @@ differ by the design and the load, not by luck.
 
 Budgets that get easier as load grows (``throughput_min``) cannot limit
 capacity and are left out of the search (and reported as such).
+
+Several variants are searched together (``find_capacities``): each search
+is a generator that yields the replications it needs next, and the
+replications all searches need are handed to the executor as one batch, so
+on several workers the probes of different variants run in parallel. A
+search's probes and verdicts depend only on its own replications: the
+same answer, to the byte, on one worker or many.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence
 
 from sim.check.budgets import MIN, Budget, budgets_of
 from sim.check.verdict import Outcome, Verdict, judge
@@ -67,6 +74,8 @@ MAX_UP_STEPS = 12  # growing steps above the first probe: past 64x it at most
 MAX_STEP_UP = 1.0  # a step up at most doubles the load
 MAX_STEP_DOWN = 0.5  # a step down at most halves it
 MIN_FRACTION = 1e-3  # a continuous axis stops stepping down at this fraction of the first probe
+
+Steps = Generator[Any, Any, Any]  # yields what it needs next (replications to run), is sent the answer
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,35 @@ def probe_verdict(outcomes: Sequence[Outcome]) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def replicate_probe(run: Callable[[range], Sequence[Mapping[str, float]]], budgets: Sequence[Budget],
-                    start: int, cap: int) -> tuple[list[Mapping[str, float]], list[Outcome]]:
+def replicate_probe(budgets: Sequence[Budget], start: int, cap: int) -> Steps:
     """``dgsim check``'s schedule (start, then doubling up to ``cap`` while undecided), stopping once the
-    probe's verdict is decided: every budget decided, or one FAIL/INVALID (the probe cannot pass then)."""
-    runs = list(run(range(start)))
+    probe's verdict is decided: every budget decided, or one FAIL/INVALID (the probe cannot pass then).
+
+    A generator: it yields the ``range`` of replications it needs next and is sent their metrics;
+    it returns every replication's metrics and each budget's outcome (drive it with ``complete``)."""
+    runs = list((yield range(start)))
     while True:
         n, estimates = len(runs), combine(runs)
         outcomes = [judge(b, estimates, n) for b in budgets]
         if n >= cap or probe_verdict(outcomes) is not Verdict.INCONCLUSIVE:
             return runs, outcomes
-        runs += run(range(n, min(cap, 2 * n)))
+        runs += (yield range(n, min(cap, 2 * n)))
+
+
+def complete(steps: Steps, answer: Callable[[Any], Any]) -> Any:
+    """Run a generator of steps to its end, answering each request it yields with ``answer(request)``."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(answer(request))
+    except StopIteration as stop:
+        return stop.value
+
+
+def _at_once(value: Any) -> Steps:
+    """A generator of no steps that returns ``value``."""
+    return value
+    yield  # pragma: no cover - makes this a generator
 
 
 @dataclass(frozen=True)
@@ -122,12 +149,17 @@ def first_probe(axis: LoadAxis, bound: float, tolerance: float) -> float:
 
 
 def search(measure: Callable[[float], Probe], axis: LoadAxis, bound: float, tolerance: float) -> Search:
-    """Bracket from the bound, then bisect the load axis on probe verdicts (see the module docstring)."""
+    """Bracket from the bound, then bisect the load axis on ``measure``'s verdicts (see the module docstring)."""
+    return complete(search_steps(lambda value: _at_once(measure(value)), axis, bound, tolerance), lambda _: None)
+
+
+def search_steps(measure: Callable[[float], Steps], axis: LoadAxis, bound: float, tolerance: float) -> Steps:
+    """``search`` as a generator: ``measure(value)`` is a generator of steps that returns the probe."""
     probes: dict[float, Probe] = {}
 
-    def passes(value: float) -> bool:
+    def passes(value: float) -> Steps:
         if value not in probes:
-            probes[value] = measure(value)
+            probes[value] = yield from measure(value)
         return probes[value].verdict is Verdict.PASS
 
     def done(status: str, lo: Optional[float], hi: Optional[float]) -> Search:
@@ -143,11 +175,11 @@ def search(measure: Callable[[float], Probe], axis: LoadAxis, bound: float, tole
 
     start = first_probe(axis, bound, tolerance)
     step = tolerance if math.isfinite(bound) else MAX_STEP_UP
-    if passes(start):
+    if (yield from passes(start)):
         lo, hi = start, None
         for _ in range(MAX_UP_STEPS):
             value = above(lo, step)
-            if not passes(value):
+            if not (yield from passes(value)):
                 hi = value
                 break
             lo, step = value, min(2 * step, MAX_STEP_UP)
@@ -160,7 +192,7 @@ def search(measure: Callable[[float], Probe], axis: LoadAxis, bound: float, tole
             if hi <= floor:
                 return done("below", None, hi)
             value = max(below(hi, step), floor)
-            if passes(value):
+            if (yield from passes(value)):
                 lo = value
             else:
                 hi, step = value, min(2 * step, MAX_STEP_DOWN)
@@ -168,7 +200,7 @@ def search(measure: Callable[[float], Probe], axis: LoadAxis, bound: float, tole
         mid = axis.snap((lo + hi) / 2)
         if not lo < mid < hi:
             break
-        if passes(mid):
+        if (yield from passes(mid)):
             lo = mid
         else:
             hi = mid
@@ -261,6 +293,40 @@ def _replication(task: tuple[ScenarioFile, str, int]) -> dict[str, float]:
 def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor, tolerance: float = DEFAULT_TOLERANCE,
                   cap: int = 20, say: Callable[[str], None] = lambda line: None) -> Capacity:
     """Search one variant's capacity; ScenarioError for a scenario that has none to find."""
+    return find_capacities(scenario_file, [variant], executor, tolerance, cap, say)[0]
+
+
+def find_capacities(scenario_file: ScenarioFile, variants: Sequence[str], executor: Executor,
+                    tolerance: float = DEFAULT_TOLERANCE, cap: int = 20,
+                    say: Callable[[str], None] = lambda line: None) -> list[Capacity]:
+    """Every variant's capacity, in ``variants`` order. The searches advance together: the replications
+    each one needs next go to the executor in one batch, so independent probes of different variants run
+    in parallel on several workers. Each search's probes and verdicts are its own, whatever else runs."""
+    searches = [_capacity_steps(scenario_file, v, tolerance, cap, say) for v in variants]
+    results: list[Optional[Capacity]] = [None] * len(searches)
+    asked: dict[int, list] = {}
+    for i, steps in enumerate(searches):
+        try:
+            asked[i] = next(steps)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while asked:
+        order = sorted(asked)
+        done = executor.run(_replication, [task for i in order for task in asked[i]])
+        at = 0
+        for i in order:
+            mine, at = done[at:at + len(asked[i])], at + len(asked[i])
+            try:
+                asked[i] = searches[i].send(mine)
+            except StopIteration as stop:
+                results[i] = stop.value
+                del asked[i]
+    return results  # type: ignore[return-value]
+
+
+def _capacity_steps(scenario_file: ScenarioFile, variant: str, tolerance: float, cap: int,
+                    say: Callable[[str], None]) -> Steps:
+    """One variant's search as a generator: yields replication tasks, is sent their ``Done`` results."""
     scenario = scenario_file.resolve(variant)
     label = f"{scenario_file.path} (variant {variant})"
     axis = load_axis(scenario, label)
@@ -273,24 +339,27 @@ def find_capacity(scenario_file: ScenarioFile, variant: str, executor: Executor,
     per_unit = axis.arrival_rate(axis.base) / axis.base
     bound = first.rate / per_unit if math.isfinite(first.rate) else math.inf
 
-    def measure(value: float) -> Probe:
+    def measure(value: float) -> Steps:
         probe_file = load_scenario_file(scenario_file.path, [*scenario_file.overrides, *axis.overrides(value)])
         start = probe_file.resolve(variant).run.replications
         past_bound = axis.arrival_rate(value) > first.rate
         limit = min(cap, start) if past_bound else cap
-
-        def run(reps: range) -> list[dict[str, float]]:
-            done = executor.run(_replication, [(probe_file, variant, r) for r in reps])
+        replications = replicate_probe(checks, min(start, limit), limit)
+        reps = next(replications)
+        while True:
+            done = yield [(probe_file, variant, r) for r in reps]
             errors = [d.error for d in done if d.error]
             if errors:
                 raise RuntimeError(f"{variant} at {value:g} {axis.unit}: {errors[0]}")
-            return [d.value for d in done]
-
-        runs, outcomes = replicate_probe(run, checks, min(start, limit), limit)
+            try:
+                reps = replications.send([d.value for d in done])
+            except StopIteration as stop:
+                runs, outcomes = stop.value
+                break
         probe = Probe(value, probe_verdict(outcomes), len(runs), tuple(outcomes), combine(runs), past_bound)
         say(f"{variant}: {value:g} {axis.unit} -> {probe.verdict.value} ({probe.replications} replications"
             f"{', past the analytic bound' if past_bound else ''})")
         return probe
 
-    found = search(measure, axis, bound, tolerance)
+    found = yield from search_steps(measure, axis, bound, tolerance)
     return Capacity(variant, axis, found, bound, first.resource, design_cost(plan), tuple(ignored))

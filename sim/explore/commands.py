@@ -74,7 +74,7 @@ def capacity_command(
 ) -> None:
     """Largest load meeting every slo budget, per variant (exit 0, or 2 on invalid input)."""
     fail_input, scenario_overrides = _cli_helpers()
-    from sim.explore.capacity import find_capacity
+    from sim.explore.capacity import find_capacities
     from sim.explore.capacity_report import capacity_document, capacity_lines, write_capacity
     from sim.scenario.builtin import scenario_path
     from sim.scenario.errors import ScenarioError
@@ -104,10 +104,8 @@ def capacity_command(
                                 f"the capacity at; add one, e.g. slo: {{latency: {{p99: 100 ms}}}}")
         if problems:
             fail_input(list(dict.fromkeys(problems)))
-        results = []
         with _executor(dask, jobs, workers) as executor:
-            for name in names:
-                results.append(find_capacity(scenario_file, name, executor, fraction, max_replications, _say))
+            results = find_capacities(scenario_file, names, executor, fraction, max_replications, _say)
     except ScenarioError as error:
         fail_input([str(p) for p in error.problems])
     document = capacity_document(first.name, first.run.seed, fraction, results)
