@@ -90,7 +90,7 @@ def offered_loads(plan: Plan) -> list[Load]:
         shares.append({p: power[p] / total for p in stage.pools})
 
     if plan.topology is not None:
-        return _routed_loads(plan, reach, shares, per_request, payload)
+        return _routed_loads(plan, parts, shares, per_request)
 
     busy = {name: 0.0 for name in plan.pools}
     for rate, _, flows, _ in parts:
@@ -148,44 +148,17 @@ def offered_loads(plan: Plan) -> list[Load]:
     return loads
 
 
-def _routed_loads(plan: Plan, reach: list[float], shares: list[dict[str, float]], per_request, payload: float
-                  ) -> list[Load]:
+def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request) -> list[Load]:
     """``offered_loads`` on a topology: flows by ingress pool, affinity and locality, routes of several hops.
 
-    A request stays on its pool when the next stage may run there (affinity); otherwise it goes to the
-    pools locality allows from where it is, in proportion to their capacity. A join's input is one
-    message of its predecessors' outputs, sent (here) from its first predecessor's pool."""
+    ``parts``: (rate, payload, share of requests reaching each stage, branch edge flows or None), one
+    per request class on branched pipelines. A request stays on its pool when the next stage may run
+    there (affinity); otherwise it goes to the pools locality allows from where it is, in proportion to
+    their capacity. A join's input is one message of its predecessors' outputs, sent (here) from its
+    first predecessor's pool."""
     topology = plan.topology
     stages = plan.stages
-    at: list[dict[tuple[str, str], float]] = []  # per stage: (ingress, pool) -> requests per second
-    moves: list[dict[tuple[str, str, str], float]] = []  # per stage: (ingress, from, to) -> requests per second
-    for stage in stages:
-        here: dict[tuple[str, str], float] = {}
-        moved: dict[tuple[str, str, str], float] = {}
-        if not stage.preds:
-            for pool, share in shares[stage.index].items():
-                here[(pool, pool)] = reach[stage.index] * share
-                moved[(pool, CLIENT, pool)] = reach[stage.index] * share
-        else:
-            first = at[stage.preds[0]]
-            total = sum(first.values())
-            for (ingress, src), rate in first.items():
-                allowed = (src,) if src in stage.pools else topology.local(stage.pools, src)
-                weight = sum(shares[stage.index][p] for p in allowed)
-                for dst in allowed:
-                    flow = reach[stage.index] * rate / total * shares[stage.index][dst] / weight if total else 0.0
-                    here[(ingress, dst)] = here.get((ingress, dst), 0.0) + flow
-                    moved[(ingress, src, dst)] = moved.get((ingress, src, dst), 0.0) + flow
-        at.append(here)
-        moves.append(moved)
-
     busy = {name: 0.0 for name in plan.pools}
-    for stage in stages:
-        for (_, pool), rate in at[stage.index].items():
-            busy[pool] += rate * per_request(stage, pool)
-    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
-             for name in plan.pools]
-
     count = {CLIENT: 1, **{name: pool.count for name, pool in plan.pools.items()}}
     client_links = any(CLIENT in link.ends for link in plan.links)
     occupancy: dict[tuple[str, str, str], float] = {}
@@ -207,19 +180,12 @@ def _routed_loads(plan: Plan, reach: list[float], shares: list[dict[str, float]]
                     ends = (count.get(a, 1) if i == 0 else 1) * (count.get(b, 1) if i == len(hops) - 1 else 1)
                     channels[key] = max(channels.get(key, 1.0), float(ends))
 
-    out_bytes: list[float] = [0.0] * len(stages)
-    for stage in stages:
-        received = sum(out_bytes[p] for p in stage.preds) if stage.preds else payload
-        out_bytes[stage.index] = stage.output if stage.output is not None else received
-        for (_, src, dst), rate in moves[stage.index].items():
-            send(src, dst, rate, received)
-        if not stage.succs:
-            reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
-            for (ingress, src), rate in at[stage.index].items():
-                passing = rate * stage.pass_probability
-                send(src, ingress, passing, reply)  # the reply returns through the ingress device
-                send(ingress, CLIENT, passing, reply)
+    for rate, payload, flows, edges in parts:
+        reach = [rate * flow for flow in flows]
+        _route_part(plan, reach, payload, edges, shares, per_request, busy, send)
 
+    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
+             for name in plan.pools]
     for link in plan.links:
         directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
         if not directions:
@@ -229,6 +195,57 @@ def _routed_loads(plan: Plan, reach: list[float], shares: list[dict[str, float]]
         busiest = max(directions, key=lambda d: occupancy[link.name, *d] / channels[link.name, *d])
         loads.append(Load("link", link.name, occupancy[link.name, *busiest], channels[link.name, *busiest]))
     return loads
+
+
+def _route_part(plan: Plan, reach: list[float], payload: float, edges, shares: list[dict[str, float]],
+                per_request, busy: dict[str, float], send) -> None:
+    """One class's (or the whole workload's) flows on a topology, added to ``busy`` and sent with ``send``."""
+    topology = plan.topology
+    stages = plan.stages
+    at: list[dict[tuple[str, str], float]] = []  # per stage: (ingress, pool) -> requests per second
+    moves: list[dict[tuple[str, str, str], float]] = []  # per stage: (ingress, from, to) -> requests per second
+    preds_of: list[list[int]] = []
+    for stage in stages:
+        here: dict[tuple[str, str], float] = {}
+        moved: dict[tuple[str, str, str], float] = {}
+        preds = list(stage.preds) if edges is None else [p for p in stage.preds if edges.get((p, stage.index))]
+        preds_of.append(preds)
+        if reach[stage.index] <= 0:
+            pass
+        elif not preds:
+            for pool, share in shares[stage.index].items():
+                here[(pool, pool)] = reach[stage.index] * share
+                moved[(pool, CLIENT, pool)] = reach[stage.index] * share
+        else:
+            first = at[preds[0]]
+            total = sum(first.values())
+            for (ingress, src), rate in first.items():
+                allowed = (src,) if src in stage.pools else topology.local(stage.pools, src)
+                weight = sum(shares[stage.index][p] for p in allowed)
+                for dst in allowed:
+                    flow = reach[stage.index] * rate / total * shares[stage.index][dst] / weight if total else 0.0
+                    here[(ingress, dst)] = here.get((ingress, dst), 0.0) + flow
+                    moved[(ingress, src, dst)] = moved.get((ingress, src, dst), 0.0) + flow
+        at.append(here)
+        moves.append(moved)
+
+    for stage in stages:
+        for (_, pool), rate in at[stage.index].items():
+            busy[pool] += rate * per_request(stage, pool)
+
+    out_bytes: list[float] = [0.0] * len(stages)
+    for stage in stages:
+        preds = preds_of[stage.index]
+        received = sum(out_bytes[p] for p in preds) if preds else payload
+        out_bytes[stage.index] = stage.output if stage.output is not None else received
+        for (_, src, dst), rate in moves[stage.index].items():
+            send(src, dst, rate, received)
+        if not stage.succs:
+            reply = plan.reply_bytes if plan.reply_bytes is not None else out_bytes[stage.index]
+            for (ingress, src), rate in at[stage.index].items():
+                passing = rate * stage.pass_probability
+                send(src, ingress, passing, reply)  # the reply returns through the ingress device
+                send(ingress, CLIENT, passing, reply)
 
 
 def overloads(plan: Plan) -> list[Load]:
