@@ -16,8 +16,9 @@ work for real:
 The op comes from the stage's ``hil.op``, else from its name (``infer`` and
 ``detect`` are ``detect``; an unknown name is emulated). Models are the ones
 ``hil.models`` builds for the scenario's ``hil`` sizes, or the user's ONNX
-file (``hil.model``). Only linear pipelines run here (one predecessor and one
-successor per stage); everything else is reported as a problem up front.
+file (``hil.model``). Every request follows one path: a stage goes on to one
+successor or chooses one by its branch (``hil.runner.ops.Routes``), and a class
+enters at one stage; forks are reported as a problem up front.
 """
 
 from __future__ import annotations
@@ -116,12 +117,11 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
         problems.append(Problem(label, path, message))
 
     specs = {s.name: (i, s) for i, s in enumerate(scenario.pipeline.stages)}
+    _one_path(plan, specs, problem)
     stages = []
     for stage in plan.stages:
         i, spec = specs[stage.name]
         path = f"pipeline.stages[{i}]"
-        if len(stage.preds) > 1 or len(stage.succs) > 1:
-            problem(f"{path}.after", f"stage '{stage.name}' joins or forks; the harness runs linear pipelines only")
         pool = plan.pools[stage.pools[0]]
         hil = spec.hil
         op = (hil.op if hil and hil.op else None) or DEFAULT_OPS.get(stage.name, "emulate")
@@ -140,8 +140,9 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
                     f"stage '{stage.name}': only op model takes shapes/inputs (this stage's op is {op})")
         score = None
         if hil and hil.score:
-            if op != "prefilter" or not hil.model:
-                problem(f"{path}.hil.score", f"stage '{stage.name}': a score output is for a prefilter with hil.model")
+            if not hil.model or not (op == "prefilter" or (op == "model" and stage.branch is not None)):
+                problem(f"{path}.hil.score", f"stage '{stage.name}': a score output is for a prefilter with "
+                                             f"hil.model, or a model op that chooses a branch")
             elif model is not None:  # else the model's own problem is reported
                 score = _score(model, hil.score, f"{path}.hil.score", stage.name, problem)
         stages.append(StageRun(
@@ -176,6 +177,8 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
         raise ScenarioError(problems)
     prefilters = [s for s in scenario.pipeline.stages if (s.hil and s.hil.op or DEFAULT_OPS.get(s.name)) == "prefilter"]
     positive = prefilters[0].pass_probability if prefilters else 0.5
+    if prefilters and prefilters[0].branch is not None and prefilters[0].branch.kind == "by-score":
+        positive = prefilters[0].branch.to[-1].probability  # frames with objects score high: the top band
     return Layout(plan, variant, label, tuple(stages), settings, cores, tensor, positive, faults, fallbacks)
 
 
@@ -210,6 +213,23 @@ def _fallbacks(plan: Plan, stages: list[StageRun], problem) -> tuple[StageRun, .
                            speed=pool.speed, output=fallback.output, pass_probability=1.0,
                            batching=BatchingSpec(), origin=stage.index))
     return tuple(out)
+
+
+def _one_path(plan: Plan, specs: dict, problem) -> None:
+    """The harness runs one path per request: a stage goes on to one successor, or chooses one by its
+    branch; a class enters at one stage. Stages after several branches (or on several classes' paths) are
+    fine: a request arrives there from one of them."""
+    for stage in plan.stages:
+        if len(stage.succs) > 1 and stage.branch is None:
+            problem(f"pipeline.stages[{specs[stage.name][0]}].after",
+                    f"stage '{stage.name}' forks (every request goes on to {', '.join(plan.stages[s].name for s in stage.succs)}); "
+                    f"the harness runs one path per request: give it a branch, or make the pipeline linear")
+    for name in dict.fromkeys(s.class_ for s in plan.scenario.workload.sources):
+        entries = plan.entries_of(name)
+        if len(entries) > 1:
+            where = f"pipeline.entries.{name}" if plan.entries is not None else "pipeline.stages"
+            problem(where, f"requests of class '{name}' enter at {len(entries)} stages "
+                           f"({', '.join(plan.stages[e].name for e in entries)}); the harness runs one path per request")
 
 
 def build_models(layout: Layout) -> Layout:

@@ -2,6 +2,9 @@
 
 - ``single-stream``: closed loop; the next request is issued when the
   previous one has left the pipeline (completed, filtered, dropped, failed).
+  Closed-loop request i carries the source, class, priority, payload and
+  relative deadline of the scenario's i-th arrival (cycled), so every
+  class is exercised in the scenario's proportions (``Mix``).
 - ``server``: Poisson arrivals at ``--rate``, drawn by ``sim.workload`` from
   the run's seed: the same sequence the simulator draws for a scenario whose
   only source is that Poisson source (it keeps the first source's name,
@@ -57,7 +60,8 @@ def prepare(scenario: Scenario, mode: str, rate: Optional[float], scale: float, 
     elif mode == "scenario" and scale != 1.0:
         sources = [_scaled(s, scale, notes) for s in sources]
     elif mode in ("single-stream", "offline"):
-        notes.append(f"{mode}: closed loop; source '{sources[0].name}' gives class, deadline and payload")
+        notes.append(f"{mode}: closed loop; request i takes the source, class, priority, payload and relative "
+                     f"deadline of the scenario's i-th arrival (cycled)")
     scenario = scenario.model_copy(update={"workload": Workload(sources=sources)})
     if mode in SCHEDULED:
         scenario = _long_enough(scenario, min_requests, base_dir, notes)
@@ -153,6 +157,32 @@ class Scheduled:
         self.next, self.end = len(self.arrivals), min(now, self.duration)
 
 
+@dataclass(frozen=True)
+class Mix:
+    """What closed-loop requests carry: request i takes the i-th (cycled) of these, which are the
+    scenario's own arrivals in order, so every class is issued in the scenario's proportions."""
+
+    source: np.ndarray
+    klass: np.ndarray
+    priority: np.ndarray
+    size: np.ndarray
+    deadline: np.ndarray  # relative; inf where the source sets none
+
+    @classmethod
+    def of(cls, arrivals: Arrivals, first) -> "Mix":
+        if len(arrivals) == 0:  # no arrival drawn (a very short run): the first source's fields
+            deadline = first.deadline if first.deadline is not None else math.inf
+            return cls(np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([first.priority]),
+                       np.array([float(first.payload)]), np.array([deadline]))
+        return cls(arrivals.source, arrivals.klass, arrivals.priority, arrivals.size,
+                   arrivals.deadline - arrivals.time)
+
+    def __call__(self, i: int, now: float) -> Issue:
+        k = i % len(self.source)
+        return (i, now, int(self.source[k]), int(self.klass[k]), int(self.priority[k]), float(self.size[k]),
+                now + float(self.deadline[k]))
+
+
 @dataclass
 class ClosedLoop:
     """Keep ``window`` requests outstanding (1: single-stream; more: offline)."""
@@ -161,9 +191,7 @@ class ClosedLoop:
     duration: float
     warmup: float
     min_requests: int
-    size: float
-    deadline: float  # relative; inf when the source sets none
-    priority: int = 0
+    mix: Mix
     issued: int = 0
     measured: int = 0
     end: Optional[float] = None
@@ -176,7 +204,7 @@ class ClosedLoop:
             return []
         out = []
         for i in range(self.issued, self.issued + max(0, self.window - outstanding)):
-            out.append((i, now, 0, 0, self.priority, self.size, now + self.deadline))
+            out.append(self.mix(i, now))
             self.measured += int(now >= self.warmup)
         self.issued += len(out)
         return out
@@ -192,9 +220,8 @@ class ClosedLoop:
 def make_load(scenario: Scenario, mode: str, replication: int, min_requests: int, window: int, base_dir: Path):
     """The load generator of one replication (picklable: it travels to the front process)."""
     run = scenario.run
+    arrivals = generate_arrivals(scenario.workload, run.duration, run.seed, replication, base_dir)
     if mode in SCHEDULED:
-        arrivals = generate_arrivals(scenario.workload, run.duration, run.seed, replication, base_dir)
         return Scheduled(arrivals, run.duration)
-    first = scenario.workload.sources[0]
     return ClosedLoop(1 if mode == "single-stream" else window, run.duration, run.warmup, min_requests,
-                      first.payload, first.deadline if first.deadline is not None else math.inf, first.priority)
+                      Mix.of(arrivals, scenario.workload.sources[0]))

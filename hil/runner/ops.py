@@ -105,6 +105,11 @@ class Model(Op):
 
 
 class Prefilter(Model):
+    """The prefilter: requests scoring below the threshold end ``filtered``; a prefilter that chooses a
+    branch and filters nothing in the scenario (``pass_probability`` 1) only scores (``gate`` false)."""
+
+    gate = True
+
     def __init__(self, stage, frames, backend):
         import onnx
 
@@ -116,13 +121,16 @@ class Prefilter(Model):
         outputs = self.backend.run(x.astype(self.backend.input_spec.dtype, copy=False))
         name, index = self.stage.score or (None, 0)
         score = outputs[self.output_names.index(name)] if name else outputs[0]
-        p = score.reshape(len(jobs), -1)[:, index]
-        return [j.data for j in jobs], p >= self.stage.threshold
+        scores = score.reshape(len(jobs), -1)
+        p = scores[:, index]
+        self.signals = {"by-score": p, "by-class": scores.argmax(axis=1)}  # what a branch after it reads
+        return [j.data for j in jobs], (p >= self.stage.threshold) if self.gate else None
 
     def describe(self) -> str:
         name, index = self.stage.score or (self.output_names[0], 0)
+        gate = f"pass at score >= {self.stage.threshold:g}" if self.gate else "scores only (filters nothing)"
         return (f"ONNX prefilter {self.stage.model.name} on {self.tail[1]}x{self.tail[2]} frames, score {name}[{index}], "
-                f"pass at score >= {self.stage.threshold:g}: {self.backend.describe()}")
+                f"{gate}: {self.backend.describe()}")
 
 
 class Detect(Model):
@@ -159,6 +167,7 @@ class ModelOp(Op):
         self.backend, self.plans, self.output_names, self.base = backend, plans, output_names, base
         self.seed = seed
         self.carried: dict[str, np.ndarray] = {}
+        self._scores: list[np.ndarray] = []
         self.batchable = all(p.batched for p in plans)
         # generated inputs are made before the clock starts, BANK of each, request i takes item i mod BANK
         # (as requests carry frame i mod count): making a camera frame is not the stage's work
@@ -188,18 +197,34 @@ class ModelOp(Op):
     def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.backend.run_feeds(feeds)
         named = dict(zip(self.output_names, outputs))
+        if self.stage.score is not None:  # a branch reads this output: its element, or its argmax
+            self._scores.append(np.asarray(named[self.stage.score[0]]))
         for p in self.plans:
             if p.generator.kind == "carry" and p.generator.argument in named:
                 self.carried[p.generator.argument] = np.array(named[p.generator.argument])
         return named
 
     def __call__(self, jobs) -> Outputs:
+        self._scores = []
         if self.batchable and len(jobs) > 1 and not any(p.generator.kind == "carry" for p in self.plans):
             feeds = [self._feeds(j) for j in jobs]
             named = self._run_one({p.name: np.concatenate([f[p.name] for f in feeds]) for p in self.plans})
             if all(np.ndim(v) and len(v) == len(jobs) for v in named.values()):
+                self._signal(len(jobs))
                 return [pack({k: v[i:i + 1] for k, v in named.items()}) for i in range(len(jobs))], None
-        return [pack(self._run_one(self._feeds(j))) for j in jobs], None
+            self._scores = []
+        out = [pack(self._run_one(self._feeds(j))) for j in jobs]
+        self._signal(len(jobs))
+        return out, None
+
+    def _signal(self, n: int) -> None:
+        """With ``hil.score``: each job's score (element ``index`` of the output) and class (its argmax)."""
+        if self.stage.score is None or not self._scores:
+            return
+        rows = n // len(self._scores)  # one run per job, or one run for the whole batch
+        scores = np.concatenate([s.reshape(rows, -1) for s in self._scores])
+        index = min(self.stage.score[1], scores.shape[1] - 1)
+        self.signals = {"by-score": scores[:, index], "by-class": scores.argmax(axis=1)}
 
     def describe(self) -> str:
         feeds = ", ".join(f"{p.name} {'x'.join(map(str, p.shape)) or 'scalar'} {p.dtype} <- {p.generator.text}"
@@ -300,7 +325,11 @@ def open_op(stage: StageRun, layout: Layout, frames: Optional[FrameBank], backen
         backend = OrtCpuBackend(stage.model, options).open()
     else:
         backend = open_backend(backend_kind, stage.model, options)
-    return (Prefilter if stage.op == "prefilter" else Detect)(stage, frames, backend)
+    if stage.op != "prefilter":
+        return Detect(stage, frames, backend)
+    op = Prefilter(stage, frames, backend)
+    op.gate = layout.plan.stages[stage.index].branch is None or stage.pass_probability < 1
+    return op
 
 
 def _open_model_op(stage: StageRun, layout: Layout, frames, backend_kind: str, options: BackendOptions) -> ModelOp:
@@ -374,3 +403,59 @@ class PassDraws:
         if need > len(self.values):  # numpy draws doubles in sequence: extending keeps the prefix
             self.values = np.concatenate([self.values, self.rng.random(max(need - len(self.values), 4096))])
         return self.values[ids]
+
+
+class Routes:
+    """Where a request goes next: its class's entry stage, and after each stage its successor.
+
+    A stage with a branch asks the scenario's branching policy, the very
+    object the simulator asks (``sim.policies.branching``), for the branch
+    of a signal: the stage's real model output where its op gives one (a
+    prefilter's score or argmax class; ``hil.score`` of a model op), else
+    the signal the simulator draws for that request from the same stream
+    (so an emulated stage branches exactly as in simulation). The harness
+    runs one path per request (``layout`` refuses forks and joins), so the
+    next stage is always one stage, or ``len(stages)`` for "done".
+    """
+
+    def __init__(self, layout: Layout, seed: int, replication: int):
+        from sim.contract import streams
+        from sim.policies.branching import build_branching
+
+        plan = layout.plan  # (only the plan is read: a simulator's plan will do)
+        self.end = len(plan.stages)
+        self.entries = [plan.entries_of(name)[0] for name in dict.fromkeys(
+            s.class_ for s in plan.scenario.workload.sources)]
+        self.next = [stage.succs[0] if stage.succs else self.end for stage in plan.stages]
+        self.policies = {s.index: (build_branching(s.branch.kind, s.branch.branches), s.branch.targets, s.branch.kind,
+                                   PassDraws(streams.stream_rng(seed, replication, streams.branches(s.name)),
+                                             np.empty(0)))
+                         for s in plan.stages if s.branch is not None}
+
+    def entry(self, klass: int) -> int:
+        return self.entries[klass]
+
+    def after(self, stage: int, request_ids: list[int], op: Optional[Op]) -> list[int]:
+        """The next stage of each request of a batch that just left ``stage`` (``op`` ran it)."""
+        branching = self.policies.get(stage)
+        if branching is None:
+            return [self.next[stage]] * len(request_ids)
+        policy, targets, kind, draws = branching
+        signals = getattr(op, "signals", None)
+        if signals is not None and len(signals[kind]) == len(request_ids):
+            chosen = [policy.choose(float(v)) for v in signals[kind]]
+        else:
+            chosen = [policy.choose(policy.simulated_signal(float(u))) for u in draws(request_ids)]
+        return [targets[c] for c in chosen]
+
+    def describe(self, stage: int, op: Optional[Op]) -> str:
+        """How ``stage`` chooses its branch, in words ("" when it has none)."""
+        branching = self.policies.get(stage)
+        if branching is None:
+            return ""
+        kind = branching[2]
+        if isinstance(op, Prefilter) or (isinstance(op, ModelOp) and op.stage.score is not None):
+            what = "score" if kind == "by-score" else "argmax class"
+            return f"; chooses its branch ({kind}) from the model's {what}"
+        return (f"; chooses its branch ({kind}) from the simulator's draw for each request "
+                f"(this op gives no model output to choose by)")

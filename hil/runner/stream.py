@@ -25,8 +25,8 @@ scenario (utilisation = batch busy time / window, one server per process;
 mean queue = time-integral of waiting jobs / window; a pool no stage runs
 on is idle), batch size per stage, and every link of the scenario by its
 name. A message between the processes is the hop the simulator sends over
-a link: the k-th message of a request is the k-th time its (linear)
-pipeline crosses between the two processes, the front standing in for the
+a link: the k-th message of a request is the k-th time its path (the
+pipeline, or with branches and per-class entries the stages it visited) crosses between the two processes, the front standing in for the
 client, and it goes over the scenario's link between those two pools (the
 channel policy picks among several, as in the simulator). A link's
 utilisation is the time its busiest direction had a message in flight, and
@@ -182,15 +182,24 @@ def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> 
     for _, stage, enqueued, t0, _, *pool in events["s"]:
         queue[pool[0] if pool else layout.stages[stage].pool] += overlap(enqueued, t0)
     crossings = _crossings(layout)
-    measured = {link.name for a, b in crossings for link in layout.plan.links_between(a, b)}
+    paths: dict[int, list] = {}
+    if layout.plan.branched:  # requests take different paths: each crosses where its own path does
+        visits: dict[int, list] = defaultdict(list)
+        for rid, stage, _, t0, _, *pool in events["s"]:
+            visits[rid].append((t0, FRONT if pool else layout.stages[stage].side,
+                                pool[0] if pool else layout.stages[stage].pool))
+        paths = {rid: _crossings(layout, [(side, p) for _, side, p in sorted(v)]) for rid, v in visits.items()}
+    measured = {link.name for path in [crossings, *paths.values()] for a, b in path
+                for link in layout.plan.links_between(a, b)}
     messages: dict[int, list] = defaultdict(list)
     for rid, _, nbytes, sent, received in events["h"]:
         messages[rid].append((sent, received, nbytes))
     hops: dict[str, dict[tuple, list]] = {name: defaultdict(list) for name in measured}
     choose = channel_policy(layout).choose
     for rid in sorted(messages):
+        path = paths.get(rid, crossings)
         for k, (sent, received, nbytes) in enumerate(sorted(messages[rid])):
-            a, b = crossings[min(k, len(crossings) - 1)]
+            a, b = path[min(k, len(path) - 1)]
             links = layout.plan.links_between(a, b)
             if not links:
                 continue  # a client hop with no client link declared: the simulator has none either
@@ -211,13 +220,14 @@ def usage(events: dict[str, list], layout: Layout, start: float, end: float) -> 
     )
 
 
-def _crossings(layout: Layout) -> list[tuple[str, str]]:
-    """(from pool, to pool) each time the pipeline passes between the processes, in order; the front is the client."""
+def _crossings(layout: Layout, visited: Optional[list[tuple[str, str]]] = None) -> list[tuple[str, str]]:
+    """(from pool, to pool) each time the pipeline (or one request's ``visited`` (side, pool) in order) passes
+    between the processes, in order; the front is the client."""
     out, side, pool = [], FRONT, CLIENT
-    for stage in layout.stages:
-        if stage.side != side:
-            out.append((pool, stage.pool))
-        side, pool = stage.side, stage.pool
+    for here, there in visited if visited is not None else [(s.side, s.pool) for s in layout.stages]:
+        if here != side:
+            out.append((pool, there))
+        side, pool = here, there
     if side != FRONT:
         out.append((pool, CLIENT))
     return out or [(CLIENT, CLIENT)]

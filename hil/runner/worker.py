@@ -49,7 +49,7 @@ import numpy as np
 from hil.backends.ort_cpu import pin_process
 from hil.runner.faults import HEARTBEAT, WorkerFaults
 from hil.runner.layout import FRONT, GPU, Layout
-from hil.runner.ops import FrameBank, PassDraws, honest, open_op, side_role
+from hil.runner.ops import FrameBank, PassDraws, Routes, honest, open_op, side_role
 from hil.runner.reactions import Classify, FrontReactions
 from hil.runner.station import Job, channel_policy, process_station
 from hil.runner.stream import EventLog, log_name
@@ -150,6 +150,7 @@ class Side(abc.ABC):
         self.held_seq = 0
         self.draws = {s.index: PassDraws.of(s, seed, c.replication) for s in self.mine
                       if s.pass_probability < 1 and s.op != "prefilter"}
+        self.routes = Routes(layout, seed, c.replication)  # entries per class, branches
         self.senders, self.receivers = {}, {}
         for what in (("send", "receive") if c.side == FRONT else ("receive", "send")):  # RDMA pairs in this order
             self.open_ends(what, getattr(c, what))
@@ -170,7 +171,8 @@ class Side(abc.ABC):
     def describe(self) -> dict:
         cores = self.c.layout.cores[self.c.side]
         return {"pid": os.getpid(), "cores": list(cores), "role": side_role(self.c.side, self._backend_kind()),
-                "stages": {self.runs[i].name: honest(op.describe(), self.c.side) for i, op in self.ops.items()}}
+                "stages": {self.runs[i].name: honest(op.describe(), self.c.side) + self.routes.describe(i, op)
+                           for i, op in self.ops.items()}}
 
     def _backend_kind(self) -> str | None:
         return next((op.backend.kind for op in self.ops.values() if hasattr(op, "backend")), None)
@@ -256,6 +258,7 @@ class Side(abc.ABC):
         self.log.add("b", index, len(jobs), start, end)
         if passed is None and index in self.draws:
             passed = self.draws[index]([j.id for j in jobs]) < stage.pass_probability
+        following = self.routes.after(index, [j.id for j in jobs], self.ops[index])
         for k, job in enumerate(jobs):
             self.log.add("s", job.id, index, job.enqueued, start, end)
             self.stage_succeeded(index, end, end - job.enqueued)
@@ -264,7 +267,7 @@ class Side(abc.ABC):
             if passed is not None and not passed[k]:
                 self.finish(job, Outcome.FILTERED, end)
             else:
-                self.forward(job, index + 1, outputs[k], end)
+                self.forward(job, following[k], outputs[k], end)
 
     def stage_succeeded(self, stage: int, now: float, latency: float) -> None:
         """An attempt at one of this process's stages succeeded (the front tells its breaker)."""
@@ -439,7 +442,7 @@ class Front(Side):
             job = self.live[rid] = Job(rid, 0, deadline, priority, data)
             if self.client_timeout is not None:
                 self.gives_up.append((t + self.client_timeout, rid))
-            self.forward(job, 0, data, t)
+            self.forward(job, self.routes.entry(klass), data, t)
         busy = bool(issued)
         expired = []
         for rid, remote in self.remote.items():
@@ -525,7 +528,8 @@ class Front(Side):
         if self.c.layout.resilience.stages[run.origin].fallback.degraded:
             self.finish(job, Outcome.DEGRADED, now)  # the classifier's label is the answer
         else:
-            self.forward(job, run.origin + 1, outputs[0] if len(outputs) == 1 else outputs, now)
+            self.forward(job, self.routes.after(run.origin, [job.id], None)[0],
+                         outputs[0] if len(outputs) == 1 else outputs, now)
 
     def deliver(self, msg: Message, received: float) -> None:
         remote = self.remote.pop(msg.request_id, None)
