@@ -282,7 +282,9 @@ class _State:
         self._sinks = len(plan.sinks)
         self.failures: Optional[Failures] = None
         self._local: Optional[dict[tuple[int, str], list[Candidate]]] = None  # topology: (stage, pool) -> candidates
-        if plan.branched:
+        self._paths = plan.branched  # per-class entries or branches
+        self._class_roots: Optional[list[tuple[int, ...]]] = None
+        if self._paths:
             self._install_paths(rng)
         if resilience is not None:
             self._install_resilience(resilience, rng)
@@ -687,7 +689,7 @@ class _State:
     def _input_of(self, request: Request, stage: int) -> tuple[Optional[DeviceInstance], float]:
         """Where ``stage``'s input comes from (None: the client) and how many bytes it is."""
         preds = self.plan.stages[stage].preds
-        if self.plan.branched:
+        if self._paths:
             preds = [p for p in preds if request.reached[p] and request.end[p] == request.end[p]]
             return (self._last_device(request, preds) if preds else None,
                     sum(request.out_bytes[p] for p in preds) if preds else request.size)
@@ -819,7 +821,7 @@ class _State:
 
     def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
         """The reply goes back to the device the request entered, and leaves from there."""
-        uid = request.instance[self._ingress_stage]
+        uid = request.instance[self._ingress_stage if self._class_roots is None else self._class_roots[request.klass][0]]
         ingress = self.devices[uid] if uid >= 0 else device
         if ingress is device:
             reply(request, device, size)
