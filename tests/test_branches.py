@@ -402,3 +402,19 @@ def test_a_measured_run_branches_on_the_real_prefilter_score(tmp_path):
     scores = prefilter_probabilities(session, np.stack([bank.frame(int(i)) for i in scored["id"]]))
     np.testing.assert_array_equal(_ran(scored, "infer").to_numpy(), scores >= 0.71)
     assert 0 < (scores >= 0.71).mean() < 1
+
+
+def test_the_harness_estimates_remaining_work_along_the_requests_path():
+    from hil.runner.layout import lay_out
+    from hil.runner.station import MeasuredEstimates
+
+    plan = compile_plan(_scenario(TWO_CLASSES))
+    layout = lay_out(plan, "base", "f.yaml", [0, 1])
+    estimates = MeasuredEstimates(layout.stages, [s.succs for s in plan.stages])
+    mean = {s.name: s.model_mean(1) for s in layout.stages}
+    index = {s.name: s.index for s in plan.stages}
+    # the longest branch, as the simulator's ModelEstimates; never the other class's stages
+    assert estimates.remaining(index["prefilter"]) == pytest.approx(
+        mean["prefilter"] + max(mean["small"], mean["large"]) + mean["post"])
+    assert estimates.after(index["tokenize"]) == pytest.approx(mean["answer"])
+    assert estimates.after(index["post"]) == 0.0

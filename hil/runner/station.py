@@ -19,7 +19,7 @@ model estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -47,19 +47,27 @@ class Job:
 class MeasuredEstimates:
     """Service-time estimates per stage: cost model x measured/model ratio (EWMA); ``sim.station.Estimates``."""
 
-    def __init__(self, stages: Sequence[StageRun]):
+    def __init__(self, stages: Sequence[StageRun], succs: Optional[Sequence[Sequence[int]]] = None):
+        """``succs``: each plan stage's successors when requests take different paths (branches,
+        per-class entries); None: the stages are one path, in order."""
         self.stages = stages
+        self.succs = succs
         self.ratio = [1.0] * len(stages)
 
     def service(self, stage: int, batch: int) -> float:
         return self.stages[stage].model_mean(batch) * self.ratio[stage]
 
     def remaining(self, stage: int) -> float:
-        """From the start of ``stage`` to the end of the pipeline, one request."""
-        return sum(self.service(s, 1) for s in range(stage, len(self.stages)))
+        """From the start of ``stage`` to the end of the pipeline, one request (the longest path, as the
+        simulator's ``ModelEstimates``)."""
+        if self.succs is None or stage >= len(self.succs):
+            return sum(self.service(s, 1) for s in range(stage, len(self.stages)))
+        return self.service(stage, 1) + self.after(stage)
 
     def after(self, stage: int) -> float:
-        return self.remaining(stage + 1)
+        if self.succs is None or stage >= len(self.succs):
+            return self.remaining(stage + 1)
+        return max((self.remaining(s) for s in self.succs[stage]), default=0.0)
 
     def observe(self, stage: int, batch: int, seconds: float) -> None:
         model = self.stages[stage].model_mean(batch)
@@ -110,7 +118,9 @@ def process_station(layout: Layout, side: str) -> ProcessStation:
     The front's also queues the fallbacks it runs (stages n + k, unbatched, as the simulator's shadow stages).
     """
     stages = [*layout.side_stages(side), *(layout.fallbacks if side == FRONT else ())]
-    return ProcessStation(stages, layout.scenario.policies, MeasuredEstimates((*layout.stages, *layout.fallbacks)))
+    succs = [s.succs for s in layout.plan.stages] if layout.plan.branched else None
+    return ProcessStation(stages, layout.scenario.policies,
+                          MeasuredEstimates((*layout.stages, *layout.fallbacks), succs))
 
 
 def channel_policy(layout: Layout) -> ChannelPolicy:
