@@ -91,14 +91,14 @@ def check_real_entry(entry: HostCostEntry, kind: str) -> None:
 
 
 def check_real_channel(kind: str) -> None:
-    entries = host_cost_entries(kind, (1024, 1 << 20), SHORT)
+    entries = host_cost_entries(kind, (1024, 4 << 20), SHORT)
     assert set(entries) == {f"host.{kind}.send", f"host.{kind}.receive"}
     for name, entry in entries.items():
         check_real_entry(entry, kind)
         assert name.endswith(entry.side)
     receive = entries[f"host.{kind}.receive"]  # the receiver copies every byte out (as the harness does)
     small, large = receive.points
-    assert large.bytes == 1 << 20 and large.cpu_mean > small.cpu_mean and receive.per_byte > 0
+    assert large.bytes == 4 << 20 and large.cpu_mean > small.cpu_mean and receive.per_byte > 0
 
 
 @pytest.mark.parametrize("kind", ["shm", "tcp"])

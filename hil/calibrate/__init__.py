@@ -14,6 +14,9 @@ docs/calibration.md documents it), which scenarios then reference:
   ops (``hil.runner.ops``) on their side's cores;
 - ``transport``: ping-pong latency against message size over the harness's
   transports;
+- ``host_cost``: the CPU time (not wall time) each end of a transport
+  spends per message and per byte, for a link's ``send_cost`` and
+  ``receive_cost``;
 - ``harness``: the runner's own per-request overhead (a zero-cost pipeline
   through ``dgsim hil run``);
 - ``scenario``: ``calibrate_scenario``, which runs all of it for one scenario;
