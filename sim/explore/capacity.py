@@ -26,11 +26,14 @@ verdict means:
 - a probe stops as soon as its verdict is decided: once one budget FAILs
   (or is INVALID) the probe cannot pass, so replications spent on deciding
   the other budgets are not run;
-- a probe past the analytic bound gets no more than ``run.replications``:
-  there the mean offered work exceeds what a pool or link can do, queues
-  grow for the whole run and a verdict measures the run's length, so more
-  replications cannot make a pass meaningful. Undecided, it is
-  INCONCLUSIVE.
+- a probe at the analytic bound (within one tolerance of it, or past it)
+  gets no more than ``run.replications``: there the busiest pool or link
+  is on average at least (1 - tolerance) busy, its queue near-critical or
+  unstable; it settles far more slowly than a run lasts, so a verdict
+  there measures the run's length, and more replications cannot make a
+  pass meaningful. Undecided, it is INCONCLUSIVE. The answer is then at
+  most about one tolerance further below the bound than a longer look
+  could have shown.
 
 A probe passes only when every budget PASSes; a probe that stays
 INCONCLUSIVE is kept and reported, and counts as "not shown to pass", never
@@ -87,7 +90,7 @@ class Probe:
     replications: int
     outcomes: tuple[Outcome, ...]
     estimates: Mapping[str, Estimate]
-    past_bound: bool = False  # beyond the analytic bound: replications held at run.replications
+    at_bound: bool = False  # within one tolerance of the analytic bound, or past it: held at run.replications
 
 
 def probe_verdict(outcomes: Sequence[Outcome]) -> Verdict:
@@ -342,8 +345,8 @@ def _capacity_steps(scenario_file: ScenarioFile, variant: str, tolerance: float,
     def measure(value: float) -> Steps:
         probe_file = load_scenario_file(scenario_file.path, [*scenario_file.overrides, *axis.overrides(value)])
         start = probe_file.resolve(variant).run.replications
-        past_bound = axis.arrival_rate(value) > first.rate
-        limit = min(cap, start) if past_bound else cap
+        at_bound = axis.arrival_rate(value) >= (1 - tolerance) * first.rate * (1 - 1e-9)
+        limit = min(cap, start) if at_bound else cap
         replications = replicate_probe(checks, min(start, limit), limit)
         reps = next(replications)
         while True:
@@ -356,9 +359,9 @@ def _capacity_steps(scenario_file: ScenarioFile, variant: str, tolerance: float,
             except StopIteration as stop:
                 runs, outcomes = stop.value
                 break
-        probe = Probe(value, probe_verdict(outcomes), len(runs), tuple(outcomes), combine(runs), past_bound)
+        probe = Probe(value, probe_verdict(outcomes), len(runs), tuple(outcomes), combine(runs), at_bound)
         say(f"{variant}: {value:g} {axis.unit} -> {probe.verdict.value} ({probe.replications} replications"
-            f"{', past the analytic bound' if past_bound else ''})")
+            f"{', at the analytic bound' if at_bound else ''})")
         return probe
 
     found = yield from search_steps(measure, axis, bound, tolerance)

@@ -33,7 +33,7 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
                 "value": c.value, "low": s.low.value if s.low else None, "high": s.high.value if s.high else None,
                 "unit": c.axis.unit, "factor": c.axis.factor(c.value), "scenario_load": c.axis.base,
                 "high_verdict": s.high.verdict.value if s.high else None, "status": s.status,
-                "high_past_bound": s.high.past_bound if s.high else None,
+                "high_at_bound": s.high.at_bound if s.high else None,
                 "replications_at_low": s.low.replications if s.low else None,
             },
             "binding_budget": None if binding is None else {
@@ -55,7 +55,7 @@ def capacity_document(scenario: str, seed: int, tolerance: float, results: Seque
             "ignored_budgets": list(c.ignored),
             "probes": [{
                 "value": p.value, "factor": c.axis.factor(p.value), "verdict": p.verdict.value,
-                "replications": p.replications, "past_bound": p.past_bound,
+                "replications": p.replications, "at_bound": p.at_bound,
                 "budgets": [{"label": o.budget.label, "metric": o.budget.metric, "verdict": o.verdict.value,
                              **_estimate(o.estimate)} for o in p.outcomes],
                 "metrics": {k: _estimate(p.estimates[k]) for k in sorted(p.estimates) if _plotted(k)},
@@ -99,7 +99,7 @@ def capacity_lines(document: Mapping) -> list[str]:
         else:
             head = (f"{name}: {c['value']:g} {unit} ({c['factor']:.2f}x the scenario's {c['scenario_load']:g}); "
                     f"passes at {c['low']:g}, {c['high_verdict']} at {c['high']:g}"
-                    + (" (past the analytic bound)" if c.get("high_past_bound") else ""))
+                    + (" (at the analytic bound)" if c.get("high_at_bound") else ""))
         out.append(head)
         b = v["binding_budget"]
         if b:
