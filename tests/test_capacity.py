@@ -358,3 +358,17 @@ def test_variants_are_searched_together_with_the_answers_of_separate_searches(tm
         assert [(p.value, p.verdict, p.replications, p.estimates) for p in result.search.probes] == \
             [(p.value, p.verdict, p.replications, p.estimates) for p in alone.search.probes]
     assert together[1].value > together[0].value  # two cores take more
+
+
+def test_rack_8_routes_load_the_network_only_when_requests_leave_their_server():
+    """scenarios/rack-8.yaml: node-local requests never cross the rack network; rack-wide ones do (7 in 8
+    tensors go to another server's GPU, results to any DPU), and every server's uplink carries its tensors."""
+    from sim.scenario.builtin import scenario_path
+
+    scenario_file = load_scenario_file(scenario_path("rack-8"))
+    loads = {v: {(load.kind, load.name): load.utilisation for load in offered_loads(scenario_file.plan(v))}
+             for v in ("node-local", "rack-wide")}
+    assert loads["node-local"]["link", "srv[3].port"] == 0.0
+    assert loads["rack-wide"]["link", "srv[3].port"] > 0.05
+    for v in loads:
+        assert loads[v]["link", "srv[3].uplink"] > 0.0 and loads[v]["link", "srv[3].slot"] > 0.0
