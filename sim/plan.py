@@ -296,9 +296,27 @@ def _resolve_link(spec, path: str, name: str, ends: tuple[str, str], problem,
     if kind is None or bandwidth is None:
         return None
     contention = spec.contention or (base.contention if base else "fifo")
-    return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing,
-                    _host_cost(spec.send_cost, f"{path}.send_cost", "send", kind, calibration),
-                    _host_cost(spec.receive_cost, f"{path}.receive_cost", "receive", kind, calibration))
+    send, receive = _host_costs(spec, path, kind, problem, calibration)
+    return LinkPlan(name, kind, tuple(ends), bandwidth, latency, overhead, contention, spec.sharing, send, receive)
+
+
+def _host_costs(spec, path: str, kind: str, problem, calibration: Resolver):
+    """The link's (send, receive) CPU costs: its ``host_cost`` preset (``sim.profiles.HOST_COSTS``), each
+    end replaced by its own ``send_cost`` / ``receive_cost`` (given or calibrated) when it has one."""
+    send = receive = None
+    if spec.host_cost is not None:
+        preset = profiles.HOST_COSTS.get(spec.host_cost)
+        if preset is None:
+            problem(f"{path}.host_cost", f"unknown host cost '{spec.host_cost}'; expected one of: "
+                                         f"{', '.join(profiles.HOST_COSTS)}")
+        else:
+            send, receive = _host_cost(preset.send, "", "send", kind, calibration), \
+                _host_cost(preset.receive, "", "receive", kind, calibration)
+    if spec.send_cost is not None:
+        send = _host_cost(spec.send_cost, f"{path}.send_cost", "send", kind, calibration)
+    if spec.receive_cost is not None:
+        receive = _host_cost(spec.receive_cost, f"{path}.receive_cost", "receive", kind, calibration)
+    return send, receive
 
 
 def _host_cost(spec, path: str, side: str, kind: str, calibration: Resolver) -> Optional[tuple[float, float]]:

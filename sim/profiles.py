@@ -1,4 +1,4 @@
-"""Built-in hardware profiles: devices and links with cited defaults.
+"""Built-in hardware profiles: devices, links and transports' host costs, with cited defaults.
 
 A scenario names a profile ("bluefield-3", "a100", "pcie-gen4-x16") instead
 of repeating numbers, and may override any field. Every default below
@@ -11,6 +11,12 @@ Device speed is relative to the reference part of its kind, in which stage
 costs are stated: the generic host CPU for ``cpu``, BlueField-3 for
 ``dpu``, A100 for ``gpu``. A stage that costs 2 ms on the reference takes
 ``2 ms / speed`` on another part of that kind.
+
+``HOST_COSTS`` are the CPU time a transport spends per message and byte
+at each end of a link (kernel TCP, gRPC, a user-space copy, pinned or
+pageable CUDA staging, zero-copy RDMA); a link names one with
+``host_cost:`` and may override either end with ``send_cost`` /
+``receive_cost``.
 """
 
 from __future__ import annotations
@@ -160,6 +166,102 @@ LINKS: Mapping[str, LinkProfile] = MappingProxyType({
         source="measured on this project's 2-core CI machine: ~7 GB/s streaming 512 KB-8 MB, "
         "~28-46 us one-way median for 4-128 KB (reports/transports.md, benchmarks/transports.py)",
     ),
+})
+
+
+# --- host costs of moving data, by transport --------------------------------
+
+
+@dataclass(frozen=True)
+class HostCost:
+    """CPU time one message costs the device at one end of a link: ``per_message + copies * bytes / copy_rate``."""
+
+    per_message: float  # seconds
+    copy_rate: float | None  # bytes one core moves per second; None: no per-byte cost
+    copies: int
+    source: str
+
+
+@dataclass(frozen=True)
+class HostCostPreset:
+    """A transport's host costs at each end (a link's ``host_cost:``); ``None``: no CPU time at that end."""
+
+    send: HostCost | None
+    receive: HostCost | None
+    description: str
+
+
+# Kernel TCP: a single core saturates a 40 Gbit/s link but not 100 Gbit/s, the kernel-to-user copy at the
+# receiver being the bottleneck (Cai et al., "Understanding Host Network Stack Overheads", SIGCOMM 2021):
+# 40 Gbit/s = 5 GB/s per core is a lower bound on one core's whole receive path (derived). Per message: the
+# kernel UDP half round trip 5.3 us (ConnectX-3, sockperf; Mellanox/libvma issue 371) spans both ends' stacks
+# and the wire, an upper bound on one end's CPU time per message (proxy, low confidence).
+_TCP_PER_MESSAGE = 5.3 * us
+_TCP_CORE_RATE = 40 * Gbit
+_KERNEL_TCP = HostCost(
+    per_message=_TCP_PER_MESSAGE, copy_rate=_TCP_CORE_RATE, copies=1,
+    source="per message 5.3 us: kernel socket half round trip, ConnectX-3 sockperf (Mellanox/libvma issue 371; "
+    "an upper bound, proxy); per byte: one core saturates 40 Gbit/s but not 100 (Cai et al., SIGCOMM 2021) -> "
+    "5 GB/s per core (derived)",
+)
+# gRPC unary call on localhost ~73.5 us end to end, Go (github abba5/grpc-unary-vs-http1-1); split evenly
+# between the two ends (assumed) on top of the kernel TCP path.
+_GRPC = HostCost(
+    per_message=73.5 * us / 2, copy_rate=_TCP_CORE_RATE, copies=2,
+    source="per message: half of a ~73.5 us gRPC unary call on localhost (github abba5/grpc-unary-vs-http1-1; "
+    "the even split is assumed, an upper bound); per byte: the kernel TCP copy (5 GB/s per core, derived from "
+    "Cai et al., SIGCOMM 2021) plus one protobuf (de)serialisation pass at the same rate (assumed)",
+)
+# One user-space copy into a shared-memory ring: ~7 GB/s streaming 512 KB-8 MB, measured on this
+# project's CI machine (reports/transports.md, benchmarks/transports.py).
+_USER_COPY = HostCost(
+    per_message=0.0, copy_rate=7.0 * GB, copies=1,
+    source="one memcpy into the ring at ~7 GB/s (measured here: reports/transports.md; a Python ring, so a "
+    "lower bound on a native one's rate)",
+)
+# cudaMemcpy from pageable memory: the driver stages through a pinned buffer, so the CPU copies the bytes
+# once more. Per message: cudaMemcpy fixed overhead 6-7 us (NVIDIA/gdrcopy README). Per byte: the extra time
+# pageable takes over pinned at 1 MiB, PCIe Gen4 (NVlabs/cuda-oxide PR 976): H2D 1/13.7 - 1/22.5 GB/s =
+# 0.0285 ns/B (35 GB/s), D2H 1/9.2 - 1/25.4 GB/s = 0.0693 ns/B (14.4 GB/s), derived, charged as CPU time.
+_CUDA_CALL = HostCost(
+    per_message=_CUDA_MEMCPY, copy_rate=None, copies=1,
+    source="cudaMemcpy fixed overhead 6-7 us (NVIDIA/gdrcopy README); pinned memory: the bytes move by DMA",
+)
+_PAGEABLE_H2D = HostCost(
+    per_message=_CUDA_MEMCPY, copy_rate=1 / (1 / (13.7 * GB) - 1 / (22.5 * GB)), copies=1,
+    source="per message: NVIDIA/gdrcopy README (6-7 us); per byte: H2D pageable 13.7 vs pinned 22.5 GB/s at "
+    "1 MiB, PCIe Gen4 (NVlabs/cuda-oxide PR 976) -> 35 GB/s of staging copy (derived)",
+)
+_PAGEABLE_D2H = HostCost(
+    per_message=_CUDA_MEMCPY, copy_rate=1 / (1 / (9.2 * GB) - 1 / (25.4 * GB)), copies=1,
+    source="per message: NVIDIA/gdrcopy README (6-7 us); per byte: D2H pageable 9.2 vs pinned 25.4 GB/s at "
+    "1 MiB, PCIe Gen4 (NVlabs/cuda-oxide PR 976) -> 14.4 GB/s of staging copy (derived)",
+)
+
+HOST_COSTS: Mapping[str, HostCostPreset] = MappingProxyType({
+    "kernel-tcp": HostCostPreset(
+        send=_KERNEL_TCP, receive=_KERNEL_TCP,
+        description="kernel TCP sockets: system calls and protocol work per message, one copy between user "
+        "and kernel buffers at each end"),
+    "grpc": HostCostPreset(
+        send=_GRPC, receive=_GRPC,
+        description="gRPC unary calls over kernel TCP: the call's framework cost per message, the socket copy "
+        "and a serialisation pass at each end"),
+    "user-copy": HostCostPreset(
+        send=_USER_COPY, receive=None,
+        description="shared-memory ring between processes on one host: the writer copies the bytes in, the "
+        "reader maps them"),
+    "pinned-staging": HostCostPreset(
+        send=_CUDA_CALL, receive=_CUDA_CALL,
+        description="cudaMemcpy to and from pinned host memory: a call per message, the bytes move by DMA"),
+    "pageable-staging": HostCostPreset(
+        send=_PAGEABLE_H2D, receive=_PAGEABLE_D2H,
+        description="cudaMemcpy to and from pageable host memory: a call per message plus the driver's copy "
+        "through a pinned staging buffer (sending: host to device; receiving: device to host)"),
+    "zero-copy": HostCostPreset(
+        send=None, receive=None,
+        description="RDMA / GPUDirect: the NIC moves the bytes; no CPU on the data path (posting a work "
+        "request is well under a microsecond: left out)"),
 })
 
 

@@ -335,3 +335,56 @@ def test_video_analytics_run_past_the_old_stall_finishes(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+# --- the seed's channel bands on the shipped scenario -----------------------------------------------
+
+SEED_BANDS = {"dpu-grpc": (0.0, 512e3), "dpu-shm": (512e3, 4e6), "rdma": (4e6, math.inf)}  # link: [low, high)
+
+
+def carried(variant: str, monkeypatch) -> dict[str, list[float]]:
+    """The size of every message each link of video-analytics-64 carried in a short run of ``variant``."""
+    import sim.model.system as system
+    from sim.plan import compile_plan
+    from sim.scenario.load import load_scenario_file
+    from sim.workload import generate_arrivals
+
+    sizes: dict[str, list[float]] = {}
+
+    def recording(contention, env, name, *args):
+        channel = make_channel(contention, env, name, *args)
+        send = channel.send
+
+        def send_and_record(size, deliver):
+            sizes.setdefault(name, []).append(size)
+            send(size, deliver)
+
+        channel.send = send_and_record
+        return channel
+
+    monkeypatch.setattr(system, "make_channel", recording)
+    scenario_file = load_scenario_file(REPO / "scenarios" / "video-analytics-64.yaml",
+                                       ["run.duration=0.6 s", "run.warmup=0.1 s", "run.drain=0.5 s"])
+    plan = compile_plan(scenario_file.resolve(variant), base_dir=scenario_file.path.parent)
+    run = plan.scenario.run
+    system.System(plan, generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir),
+                  run.seed, 0).run()
+    return sizes
+
+
+def test_each_seed_band_link_of_video_analytics_64_carries_exactly_its_band(monkeypatch):
+    # dpu-offload: 2.46 MB tensors to the GPU and 2.82 MB results of single-frame batches are in the
+    # shared-memory band; merged results of batches of 2+ (>= 5.64 MB) in the RDMA band; no message
+    # between the DPU and the GPU is small enough for gRPC in this pipeline.
+    sizes = carried("dpu-offload", monkeypatch)
+    for link, (low, high) in SEED_BANDS.items():
+        assert all(low <= size < high for size in sizes.get(link, [])), link
+    assert 2.46e6 in sizes["dpu-shm"] and 2.82e6 in sizes["dpu-shm"]
+    assert min(sizes["rdma"]) == pytest.approx(2 * 2.82e6)
+    assert "dpu-grpc" not in sizes and "pcie" not in sizes
+
+
+def test_the_other_band_assignment_moves_the_tensors_to_rdma(monkeypatch):
+    sizes = carried("dpu-offload-rdma-tensors", monkeypatch)
+    assert "dpu-shm" not in sizes
+    assert 2.46e6 in sizes["rdma"] and 2.82e6 in sizes["rdma"]

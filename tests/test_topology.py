@@ -317,3 +317,57 @@ def test_a_gpu_pays_no_host_costs_its_host_pays_its_side():
     served = sum(1 for r in paid.requests if r.outcome is Outcome.COMPLETED and r.arrival >= paid.window.start)
     # the DPU sends each tensor (50 us) and receives each result (20 us)
     assert busy(paid, "dpu") - busy(plain, "dpu") == pytest.approx(served * 70e-6 / span, rel=0.1)
+
+
+# --- host-cost presets by transport, overrides, calibration entries ---------------------------------
+
+def costed_link(**fields) -> dict:
+    doc = copy.deepcopy(ONE_CORE)
+    doc["hardware"]["links"][0].update(fields)
+    return doc
+
+
+def test_a_host_cost_preset_gives_both_ends_and_an_own_end_replaces_one():
+    from sim import profiles
+
+    plan = compile_plan(Scenario.model_validate(costed_link(host_cost="pageable-staging")))
+    preset = profiles.HOST_COSTS["pageable-staging"]
+    assert plan.links[0].send_cost == pytest.approx((preset.send.per_message, 1 / preset.send.copy_rate))
+    assert plan.links[0].receive_cost == pytest.approx((6.5e-6, 1 / 14.4e9), rel=1e-3)  # D2H staging, derived
+    own = compile_plan(Scenario.model_validate(costed_link(host_cost="pageable-staging",
+                                                           receive_cost={"per_message": "1 ms"})))
+    assert own.links[0].send_cost == plan.links[0].send_cost
+    assert own.links[0].receive_cost == (1e-3, 0.0)
+    none = compile_plan(Scenario.model_validate(costed_link(host_cost="zero-copy")))
+    assert none.links[0].send_cost is None and none.links[0].receive_cost is None and not none.host_costs
+    for preset in profiles.HOST_COSTS.values():  # every number carries its source
+        assert all(end.source for end in (preset.send, preset.receive) if end is not None)
+
+
+def test_an_unknown_host_cost_preset_names_the_field_and_the_known_ones():
+    with pytest.raises(ScenarioError) as error:
+        compile_plan(Scenario.model_validate(costed_link(host_cost="kernel-udp")))
+    line = str(error.value)
+    assert "hardware.links[0].host_cost" in line and "kernel-tcp" in line and "zero-copy" in line
+
+
+def test_a_calibrated_end_replaces_the_preset_end(tmp_path):
+    from sim.calibration import (CalibrationFile, HostCostEntry, HostCostPoint, Method, Provenance,
+                                 write_calibration)
+
+    points = [HostCostPoint(bytes=b, n=10, cpu_mean=20e-6 + 1e-9 * b, cpu_p50=20e-6 + 1e-9 * b,
+                            wall_mean=30e-6 + 1e-9 * b) for b in (64, 1 << 20)]
+    entry = HostCostEntry(kind="host_cost", transport="tcp", side="receive", per_message=20e-6, per_byte=1e-9,
+                          per_message_ci=(19e-6, 21e-6), per_byte_ci=(0.9e-9, 1.1e-9), r2=1.0, mape=0.0, n=20,
+                          points=points)
+    write_calibration(CalibrationFile(
+        format="dgsim-calibration/1",
+        provenance=Provenance(host="test", cpu_model="none", cores=1, versions={"python": "3"},
+                              date="2026-01-01T00:00:00+00:00", notes=["synthetic, not a measurement"]),
+        method=Method(warmup_s=0, window_samples=10, window_s=1, max_windows=3, consecutive=3, tolerance=0.1),
+        entries={"host.tcp.receive": entry}), tmp_path / "cal.yaml")
+    doc = costed_link(host_cost="kernel-tcp",
+                      receive_cost={"kind": "calibrated", "file": "cal.yaml", "entry": "host.tcp.receive"})
+    plan = compile_plan(Scenario.model_validate(doc), base_dir=tmp_path)
+    assert plan.links[0].receive_cost == pytest.approx((20e-6, 1e-9))
+    assert plan.links[0].send_cost == pytest.approx((5.3e-6, 1 / 5e9))  # the preset's sending end

@@ -145,17 +145,21 @@ class LinkSpec(Strict):
     sharing: Literal["per-pair", "shared"] = Field(
         "per-pair", description="per-pair: one link per pair of device instances; shared: one for all"
     )
-    send_cost: Optional[HostCost] = Field(None, description="CPU time on the sending device per message; "
-                                          "or a calibration file's host_cost entry")
-    receive_cost: Optional[HostCost] = Field(None, description="CPU time on the receiving device per message; "
-                                             "or a calibration file's host_cost entry")
+    host_cost: Optional[str] = Field(None, description="a transport's host costs at both ends, by name "
+                                                       "(sim.profiles.HOST_COSTS: kernel-tcp, grpc, user-copy, "
+                                                       "pinned-staging, pageable-staging, zero-copy)")
+    send_cost: Optional[HostCost] = Field(None, description="CPU time on the sending device per message (replaces "
+                                          "host_cost's sending end); or a calibration file's host_cost entry")
+    receive_cost: Optional[HostCost] = Field(None, description="CPU time on the receiving device per message "
+                                             "(replaces host_cost's receiving end); or a calibration file's "
+                                             "host_cost entry")
 
     @model_serializer(mode="wrap")
     def _without_absent_costs(self, handler):
         """A link without host costs dumps as it did before there were any."""
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("send_cost", "receive_cost"):
+            for key in ("host_cost", "send_cost", "receive_cost"):
                 if data.get(key, 0) is None:
                     data.pop(key)
         return data
