@@ -152,7 +152,7 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
     if topology is None and not problems:
         _check_hops(scenario, stages, pools, links, problem, entries)
     _check_references(scenario, stages, pools, links, base_dir, problem)
-    resilience = _resilience(scenario, pools, links, stages, problem) if not problems else None
+    resilience = _resilience(scenario, pools, links, stages, problem, topology) if not problems else None
     if problems:
         raise ScenarioError(problems)
     reply = scenario.pipeline.reply
@@ -646,6 +646,11 @@ def _check_references(scenario: Scenario, stages, pools, links, base_dir: Path, 
         for target in budget.utilisation_max:
             if target not in targets:
                 problem(f"{path}.utilisation_max.{target}", f"unknown pool or link; expected one of: {', '.join(sorted(targets))}")
+    sites = scenario.topology.sites if scenario.topology is not None else {}
+    for i, source in enumerate(scenario.workload.sources):
+        if source.enters is not None and source.enters not in sites:
+            problem(f"workload.sources[{i}].enters", f"unknown site '{source.enters}'; expected one of the "
+                    f"topology's sites: {', '.join(sites) or '(no topology declared)'}")
     classes = {s.class_ for s in scenario.workload.sources}
     for name in scenario.slo.classes:
         if name not in classes:
@@ -716,7 +721,7 @@ class ResiliencePlan:
 
 
 def _resilience(scenario: Scenario, pools: Mapping[str, PoolPlan], links: list[LinkPlan],
-                stages: list[StagePlan], problem) -> Optional[ResiliencePlan]:
+                stages: list[StagePlan], problem, topology: Optional[TopologyPlan] = None) -> Optional[ResiliencePlan]:
     """The ``failures`` and ``resilience`` sections checked and resolved; None when both are empty."""
     spec = scenario.resilience
     default = type(spec)()
@@ -743,27 +748,34 @@ def _resilience(scenario: Scenario, pools: Mapping[str, PoolPlan], links: list[L
     for name in spec.stages:
         if name not in declared:
             problem(f"resilience.stages.{name}", f"unknown stage; expected one of: {', '.join(sorted(declared))}")
+    roles: dict[str, list[str]] = {}  # topology: a fallback may name a role, meaning its pools in every node
+    for pool, role in (topology.role_of.items() if topology is not None else ()):
+        if role != pool:
+            roles.setdefault(role, []).append(pool)
     reactions = []
     for stage in stages:
         own = spec.stages.get(stage.name)
         fallback = None
         if own is not None and own.fallback is not None:
-            fallback = _fallback(own.fallback, stage, pools, f"resilience.stages.{stage.name}.fallback", problem)
+            fallback = _fallback(own.fallback, stage, pools, f"resilience.stages.{stage.name}.fallback", problem,
+                                 roles)
         reactions.append(StageReactionPlan(
             timeout=own.timeout if own else None,
             retry=(own.retry if own and own.retry else spec.retry),
             breaker=(own.breaker if own and own.breaker else spec.breaker),
             fallback=fallback,
         ))
-    _check_fallback_hops(stages, reactions, links, problem)
+    _check_fallback_hops(stages, reactions, links, problem, topology)
     return ResiliencePlan(tuple(failures), spec.timeout, spec.health_aware, tuple(reactions))
 
 
-def _fallback(spec, stage: StagePlan, pools: Mapping[str, PoolPlan], path: str, problem) -> Optional[FallbackPlan]:
+def _fallback(spec, stage: StagePlan, pools: Mapping[str, PoolPlan], path: str, problem,
+              roles: Mapping[str, list[str]]) -> Optional[FallbackPlan]:
     ok = True
-    for pool in spec.pools:
+    names = tuple(p for name in spec.pools for p in roles.get(name, [name]))
+    for pool in names:
         if pool not in pools:
-            problem(f"{path}.pools", f"unknown pool '{pool}'; expected one of: {', '.join(pools)}")
+            problem(f"{path}.pools", f"unknown pool '{pool}'; expected one of: {', '.join([*roles, *pools])}")
             ok = False
             continue
         kind = pools[pool].kind
@@ -780,21 +792,31 @@ def _fallback(spec, stage: StagePlan, pools: Mapping[str, PoolPlan], path: str, 
         return None
     costs = {**stage.costs, **spec.costs}
     output = spec.output if spec.output is not None else stage.output
-    return FallbackPlan(tuple(spec.pools), costs, output, spec.degraded)
+    return FallbackPlan(names, costs, output, spec.degraded)
 
 
 def _check_fallback_hops(stages: list[StagePlan], reactions: list[StageReactionPlan], links: list[LinkPlan],
-                         problem) -> None:
-    """A fallback pool needs links from where the stage's input comes and to where its output goes."""
+                         problem, topology: Optional[TopologyPlan] = None) -> None:
+    """A fallback pool needs links from where the stage's input comes and to where its output goes; in a
+    topology, a route between every pair that locality allows."""
     client_links = any(CLIENT in link.ends for link in links)
     for stage, reaction in zip(stages, reactions):
         if reaction.fallback is None:
             continue
+        pools = reaction.fallback.pools
         before = [pool for p in stage.preds for pool in stages[p].pools] if stage.preds else [CLIENT]
-        after = [pool for s in stage.succs for pool in stages[s].pools] if stage.succs else [CLIENT]
-        for pool in reaction.fallback.pools:
-            for a, b in [(src, pool) for src in dict.fromkeys(before)] + [(pool, dst) for dst in dict.fromkeys(after)]:
-                if a == b or any(link.joins(a, b) for link in links) or (CLIENT in (a, b) and not client_links):
-                    continue
-                problem(f"resilience.stages.{stage.name}.fallback.pools",
-                        f"no link between '{a}' and '{b}' for the fallback on '{pool}'; add one to hardware.links")
+        after = tuple(pool for s in stage.succs for pool in stages[s].pools) if stage.succs else (CLIENT,)
+        if topology is None:
+            pairs = [(a, p) for a in dict.fromkeys(before) for p in pools] + [(p, b) for p in pools for b in after]
+        else:
+            pairs = ([(a, p) for a in dict.fromkeys(before) for p in topology.local(pools, a)]
+                     + [(p, b) for p in pools for b in (after if CLIENT in after else topology.local(after, p))])
+        for a, b in dict.fromkeys(pairs):
+            joined = topology.route(a, b) is not None if topology is not None else any(
+                link.joins(a, b) for link in links)
+            if a == b or joined or (CLIENT in (a, b) and not client_links):
+                continue
+            hint = "links (or points) that join them" if topology is not None else "one to hardware.links"
+            problem(f"resilience.stages.{stage.name}.fallback.pools",
+                    f"no {'route' if topology is not None else 'link'} between '{a}' and '{b}' for the fallback "
+                    f"on '{b if b in pools else a}'; add {hint}")

@@ -19,12 +19,15 @@ Two questions are answered here, for the simulator and for the checks in
   still picks one by size. A route never passes through the client or a
   GPU pool (a GPU does not forward); it may pass through points, networks,
   DPUs and host CPUs.
-- ``TopologyPlan.local(pools, source)``: which of a stage's pools a request
-  on ``source`` may be routed to. For each role of the stage: that role's
-  pools in the source's node; if the node has none (or ``locality`` is
-  ``site``), those of the source's site; otherwise (or with ``locality:
-  any``) all of them. A request entering from the client may go anywhere:
-  the device it enters is its *ingress*, and its reply leaves from there.
+- ``TopologyPlan.local(pools, source, home)``: which of a stage's pools a
+  request on ``source`` may be routed to. For each role of the stage: that
+  role's pools in the source's node; if the node has none (or ``locality``
+  is ``site``), those of the source's site; if the site has none either,
+  those of the node, then the site, of ``home`` (the pool the request
+  entered on: a frame sent to the cloud comes back to its own edge box);
+  otherwise (or with ``locality: any``) all of them. A request entering
+  from the client may go anywhere: the device it enters is its *ingress*,
+  and its reply leaves from there.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class TopologyPlan:
     site_of: Mapping[str, str]  # pool -> site instance name ('' outside the topology)
     forwarders: frozenset[str]  # endpoints a route may pass through
     adjacency: Mapping[str, tuple[tuple[str, "LinkPlan"], ...]]
+    instances: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # site as declared -> its instances
     _routes: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
     _local: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
@@ -95,25 +99,29 @@ class TopologyPlan:
             hops.append(Hop(frm, to, links))
         return tuple(hops)
 
-    def local(self, pools: tuple[str, ...], source: str) -> tuple[str, ...]:
-        """The pools among ``pools`` a request on pool ``source`` may be routed to (see the module)."""
-        key = (pools, source)
+    def local(self, pools: tuple[str, ...], source: str, home: str = "") -> tuple[str, ...]:
+        """The pools among ``pools`` a request on pool ``source`` may be routed to (see the module);
+        ``home`` is the pool it entered on, where it goes back for a role ``source``'s node and site lack."""
+        key = (pools, source, home)
         found = self._local.get(key)
         if found is None:
-            found = self._local[key] = self._within(pools, source)
+            found = self._local[key] = self._within(pools, source, home)
         return found
 
-    def _within(self, pools: tuple[str, ...], source: str) -> tuple[str, ...]:
+    def _within(self, pools: tuple[str, ...], source: str, home: str) -> tuple[str, ...]:
         if source == CLIENT or self.locality == "any":
             return pools
-        node, site = self.node_of.get(source, ""), self.site_of.get(source, "")
         out: list[str] = []
         for role in dict.fromkeys(self.role_of[p] for p in pools):
             mine = [p for p in pools if self.role_of[p] == role]
-            same_node = [p for p in mine if node and self.node_of[p] == node] if self.locality == "node" else []
-            same_site = [p for p in mine if site and self.site_of[p] == site]
-            out += same_node or same_site or mine
+            out += next((near for near in (*self._near(mine, source), *self._near(mine, home)) if near), mine)
         return tuple(out)
+
+    def _near(self, mine: list[str], pool: str) -> tuple[list[str], list[str]]:
+        """Of ``mine``: those in ``pool``'s node (locality ``node`` only), those in its site."""
+        node, site = self.node_of.get(pool, ""), self.site_of.get(pool, "")
+        same_node = [p for p in mine if node and self.node_of[p] == node] if self.locality == "node" else []
+        return same_node, [p for p in mine if site and self.site_of[p] == site]
 
 
 @dataclass
@@ -158,6 +166,7 @@ def compile_topology(scenario: Scenario, problem, pool_of: PoolOf, link_of: Link
     site_of: dict[str, str] = {}
     forwarders: set[str] = set()
     site_networks: dict[str, list[str]] = {}  # site template -> its instances' network points
+    instances: dict[str, list[str]] = {}  # site template -> its instances' names
 
     for site_name, site in spec.sites.items():
         site_path = f"topology.sites.{site_name}"
@@ -167,6 +176,7 @@ def compile_topology(scenario: Scenario, problem, pool_of: PoolOf, link_of: Link
             site_id = site_part or site_name
             network = _joined(site_part, NETWORK)
             site_networks[site_name].append(network)
+            instances.setdefault(site_name, []).append(site_id)
             forwarders.add(network)
             for node_name, node in site.nodes.items():
                 node_path = f"{site_path}.nodes.{node_name}"
@@ -245,7 +255,7 @@ def compile_topology(scenario: Scenario, problem, pool_of: PoolOf, link_of: Link
             adjacency.setdefault(b, []).append((a, link))
     forwarders |= {name for name in flat_pools}
     plan = TopologyPlan(spec.locality, role_of, node_of, site_of, frozenset(forwarders - {CLIENT}),
-                        {k: tuple(v) for k, v in adjacency.items()})
+                        {k: tuple(v) for k, v in adjacency.items()}, {k: tuple(v) for k, v in instances.items()})
     return Compiled(pools, links, {r: tuple(p) for r, p in roles.items()}, role_specs, plan)
 
 
@@ -269,4 +279,4 @@ def add_links(plan: TopologyPlan, links) -> TopologyPlan:
             adjacency.setdefault(a, []).append((b, link))
             adjacency.setdefault(b, []).append((a, link))
     return TopologyPlan(plan.locality, plan.role_of, plan.node_of, plan.site_of, plan.forwarders,
-                        {k: tuple(v) for k, v in adjacency.items()})
+                        {k: tuple(v) for k, v in adjacency.items()}, plan.instances)

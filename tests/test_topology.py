@@ -371,3 +371,61 @@ def test_a_calibrated_end_replaces_the_preset_end(tmp_path):
     plan = compile_plan(Scenario.model_validate(doc), base_dir=tmp_path)
     assert plan.links[0].receive_cost == pytest.approx((20e-6, 1e-9))
     assert plan.links[0].send_cost == pytest.approx((5.3e-6, 1 / 5e9))  # the preset's sending end
+
+
+# --- real sites: the shipped edge-cloud -----------------------------------------------------------
+
+def test_edge_cloud_frames_stay_in_their_site_except_when_the_policy_sends_them_to_the_cloud():
+    from pathlib import Path
+
+    from sim.scenario.load import load_scenario_file
+
+    scenario_file = load_scenario_file(Path(__file__).resolve().parents[1] / "scenarios" / "edge-cloud.yaml",
+                                       ["run.duration=3 s", "run.warmup=0.5 s", "run.drain=1 s"])
+    plan = compile_plan(scenario_file.resolve("local-first"), base_dir=scenario_file.path.parent)
+    run = plan.scenario.run
+    out = System(plan, generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir),
+                 run.seed, 0).run()
+    devices, sites = out.devices, plan.topology.site_of
+    served = [r for r in out.requests if r.outcome in (Outcome.COMPLETED, Outcome.DEADLINE_MISSED)]
+    assert len(served) > 0.95 * len(out.requests)
+    entered = [0, 0, 0, 0]
+    to_cloud = 0
+    for r in served:
+        ingress, detect, post = (devices[r.instance[k]] for k in range(3))
+        entered[int(sites[ingress.pool][len("edge["):-1])] += 1
+        assert sites[ingress.pool] == f"edge[{r.id % 4}]"  # the cameras are wired to the sites in turn
+        if sites[detect.pool] == "cloud":
+            to_cloud += 1  # local-first spilled it: over the WAN to the cloud and back
+            assert plan.links[r.link[1]].name == "cloud.dc.ingress"
+        else:
+            assert detect.node == ingress.node
+        assert post is ingress  # post-processed on the DPU the frame entered, which replies
+        assert plan.links[r.reply_link].ends == (CLIENT, ingress.pool)
+    assert 0 < to_cloud < 0.5 * len(served)
+    assert max(entered) - min(entered) <= 4
+
+
+# --- resilience fallbacks follow the topology ---------------------------------------------------------
+
+def test_a_fallback_named_by_role_runs_in_the_request_node():
+    # every GPU of server 1 is down for a while; detect falls back to a small model on the DPU role:
+    # the fallback must run on the DPU of the request's own server, reached over the topology
+    doc = rack(routing="round-robin")
+    doc["failures"] = [{"target": "srv[1].gpu", "at": "0.4 s", "for": "0.5 s"}]
+    doc["resilience"] = {"stages": {"detect": {"fallback": {"pools": ["dpu"], "costs": {"dpu": "2 ms"},
+                                                            "degraded": True}}}}
+    plan, out = simulate(doc)
+    assert plan.resilience.stages[DETECT].fallback.pools == tuple(f"srv[{i}].dpu" for i in range(4))
+    devices = out.devices
+    degraded = [r for r in out.requests if r.outcome is Outcome.DEGRADED]
+    assert len(degraded) > 50
+    for r in degraded:
+        ingress = devices[r.instance[PRE]]
+        assert ingress.node == "srv[1]"
+        assert devices[r.instance[DETECT]] is ingress  # the DPU the frame is on: no hop at all
+    bad = copy.deepcopy(doc)
+    bad["resilience"]["stages"]["detect"]["fallback"]["pools"] = ["npu"]
+    with pytest.raises(ScenarioError) as error:
+        compile_plan(Scenario.model_validate(bad))
+    assert "resilience.stages.detect.fallback.pools" in str(error.value) and "expected one of: dpu, gpu" in str(error.value)

@@ -267,6 +267,7 @@ class _State:
             self.routers.append(ROUTING[policies.routing.kind](
                 policies.routing, rng(streams.routing(f"{stage.name}~fallback"))))
         self._fallback_output = {self._shadow[stage.index]: fallback.output for stage, fallback in fallbacks}
+        self._fallback_pools = {self._shadow[stage.index]: fallback.pools for stage, fallback in fallbacks}
         self._fallback_degraded = {self._shadow[stage.index]: fallback.degraded for stage, fallback in fallbacks}
         self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
         self._hops = {
@@ -571,8 +572,10 @@ class _State:
             return self.devices[same]
         pools = self.plan.stages[index].pools if index < len(self.plan.stages) else None
         candidates = self.candidates[index]
-        if self._local is not None and source is not None and pools is not None:
-            candidates = self._local_candidates(index, source.pool)
+        if self._local is not None and source is not None:  # a fallback keeps to the node too
+            candidates = self._local_candidates(index, source.pool, job.request)
+        elif self._local is not None and job.request.source in self._enters and index < len(self.plan.stages):
+            candidates = self._site_candidates(index, job.request)
         if source is not None and (source.pool in pools if pools is not None else
                                    any(c.device is source for c in candidates)):
             if (source.healthy or not self.health_aware) and source.uid != exclude:
@@ -794,17 +797,25 @@ class _State:
         self._routes: dict[tuple[str, str], tuple] = {}
         self._links_fail = resilience is not None and any(f.link is not None for f in resilience.failures)
         self._ingress_stage = self.plan.roots[0]
+        # sources wired to a site: request i (in arrival order) enters the site's instance i mod count
+        self._enters: dict[int, tuple[frozenset[str], ...]] = {
+            i: tuple(frozenset(p for p, site in topology.site_of.items() if site == instance)
+                     for instance in topology.instances[spec.enters])
+            for i, spec in enumerate(self.plan.scenario.workload.sources) if spec.enters is not None}
         if resilience is None:
             self._enter = self._enter_local
         self._send = self._send_routed
         self._reply = partial(self._reply_via_ingress, self._reply)
 
-    def _local_candidates(self, stage: int, pool: str) -> list[Candidate]:
-        """The candidates of ``stage`` that locality allows for a request on ``pool``."""
-        key = (stage, pool)
+    def _local_candidates(self, stage: int, pool: str, request: Request) -> list[Candidate]:
+        """The candidates of ``stage`` that locality allows for ``request`` on ``pool``."""
+        uid = request.instance[self._ingress_stage]
+        home = self.devices[uid].pool if uid >= 0 else ""
+        key = (stage, pool, home)
         found = self._local.get(key)
         if found is None:
-            allowed = set(self.plan.topology.local(self.plan.stages[stage].pools, pool))
+            pools = self.plan.stages[stage].pools if stage < len(self.plan.stages) else self._fallback_pools[stage]
+            allowed = set(self.plan.topology.local(pools, pool, home))
             found = self._local[key] = [c for c in self.candidates[stage] if c.device.pool in allowed]
         return found
 
@@ -814,10 +825,24 @@ class _State:
         if source is not None and source.pool in self._stage_pools[stage]:
             self._queue(job, source)
             return
-        candidates = self.candidates[stage] if source is None else self._local_candidates(stage, source.pool)
+        if source is not None:
+            candidates = self._local_candidates(stage, source.pool, request)
+        elif request.source in self._enters:
+            candidates = self._site_candidates(stage, request)
+        else:
+            candidates = self.candidates[stage]
         device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
             else candidates[0].device
         request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device), None, request)
+
+    def _site_candidates(self, stage: int, request: Request) -> list[Candidate]:
+        """The candidates of ``stage`` in the site instance ``request`` enters (its source's ``enters``)."""
+        sites = self._enters[request.source]
+        key = (stage, request.source, request.id % len(sites))
+        found = self._local.get(key)
+        if found is None:
+            found = self._local[key] = [c for c in self.candidates[stage] if c.device.pool in sites[key[2]]]
+        return found
 
     def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
         """The reply goes back to the device the request entered, and leaves from there."""

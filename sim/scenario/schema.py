@@ -222,6 +222,17 @@ class _Source(Strict):
     priority: StrictInt = 0
     deadline: Optional[Duration] = Field(None, gt=0)
     payload: Size = Field(ge=0)
+    enters: Optional[str] = Field(None, description="topology: the site (as declared) whose instances this "
+                                                    "source's requests enter: request i (in arrival order) the "
+                                                    "instance i mod count (cameras wired to each site)")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_enters(self, handler):
+        """A source without ``enters`` dumps as it did before there was one."""
+        data = handler(self)
+        if isinstance(data, dict) and "enters" in data and data["enters"] is None:
+            data.pop("enters")
+        return data
 
 
 class PeriodicSource(_Source):
