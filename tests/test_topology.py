@@ -294,6 +294,8 @@ def test_merged_transfers_move_a_batch_as_one_message():
         return [len(times) for times in batches.values()]
 
     assert max(arrivals_per_batch(merged)) == 1  # every batch's results reach the DPU together
+    pcie = next(i for i, link in enumerate(plan.links) if link.name == "pcie")
+    assert {r.link[POST] for r in merged.requests if r.outcome is Outcome.COMPLETED} == {pcie}  # recorded
     assert np.mean(arrivals_per_batch(single)) > 3  # one message each: they arrive one after another
 
     def mean_latency(out):

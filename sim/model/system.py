@@ -84,6 +84,9 @@ class CopyJob(Job):
     owner: Optional[Request] = None  # the request whose message this copies (None: background work)
 
 
+_MERGING = -2  # a request's link column while its message waits to leave merged (sim.model.system._flush)
+
+
 def _copied(job: CopyJob) -> None:
     job.then()
 
@@ -915,21 +918,27 @@ class _State:
         key = (source.uid, target.uid)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = [0.0, [], [], request]
+            pending = self._pending[key] = [0.0, [], [], request, []]
             self.env.timeout(0).callbacks.append(partial(self._flush, send, source, target, key))
         pending[0] += size
         pending[1].append(deliver)
         pending[2].append(fail)
-        route = self._hops[source.pool, target.pool] if self.plan.topology is None else ()
-        return self._link_index[route[0].name] if len(route) == 1 else -1  # the merged message picks its link
+        if request is not None:
+            pending[4].append(request)
+        return _MERGING  # the merged message picks its link when it leaves; _flush records it
 
     def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int], _event) -> None:
-        size, delivers, fails, request = self._pending.pop(key)
+        size, delivers, fails, request, senders = self._pending.pop(key)
         if len(delivers) == 1:
-            send(source, target, size, delivers[0], fails[0], request)
-            return
-        send(source, target, size, lambda: [deliver() for deliver in delivers],
-             (lambda: [f() for f in fails if f is not None]) if any(fails) else None, request)
+            index = send(source, target, size, delivers[0], fails[0], request)
+        else:
+            index = send(source, target, size, lambda: [deliver() for deliver in delivers],
+                         (lambda: [f() for f in fails if f is not None]) if any(fails) else None, request)
+        for sender in senders:  # the hop's link, in each request's record, is the merged message's
+            links = sender.link
+            for k, link in enumerate(links):
+                if link == _MERGING:
+                    links[k] = index
 
     # --- other work on a device: host costs of moving data, background load ---
 
