@@ -228,8 +228,9 @@ def test_a_stage_timeout_falls_back_softly_and_the_abandoned_attempt_writes_nowh
     assert ((frame["infer__end"] - frame["infer__start"]) < 0.005).all()
 
 
-def test_the_harness_refuses_failures_and_reactions_it_cannot_run_yet() -> None:
-    """Never a silent fallback: a measured run of a failover design is refused, saying why (exit 2)."""
+def test_the_harness_refuses_failures_it_cannot_inject() -> None:
+    """Never a silent fallback: a measured run of a fault the harness cannot reproduce is refused, saying why
+    (exit 2). The faults it can inject, and the reactions, run for real: tests/test_hil_faults.py."""
     from pathlib import Path
 
     import typer
@@ -241,10 +242,11 @@ def test_the_harness_refuses_failures_and_reactions_it_cannot_run_yet() -> None:
     app.callback()(lambda: None)
     register(app)
     scenario = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-failover.yaml"
-    result = CliRunner().invoke(app, ["hil", "run", str(scenario), "--variant", "retry"])
+    result = CliRunner().invoke(app, ["hil", "run", str(scenario), "--variant", "retry", "--set",
+                                      "failures=[{target: gpu, mtbf: 10 s, mttr: 1 s}, {target: dpu, at: 1 s, for: 1 s}]"])
     assert result.exit_code == 2, result.output
-    assert "failures: the harness does not inject failures yet" in result.output
-    assert "resilience: the harness does not run retries" in result.output
+    assert "failures[0].mtbf: the harness injects scheduled failures only" in result.output
+    assert "failures[1].target: 'dpu' is on the front process" in result.output
     assert "Traceback" not in result.output
 
 
