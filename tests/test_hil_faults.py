@@ -187,7 +187,7 @@ def test_a_killed_gpu_worker_is_answered_by_the_fronts_fallback_and_check_judges
     assert result.exit_code == 1, result.output
     assert "unexpected failures: no-fallback" in result.output and "dpu-fallback: " not in result.output.split(
         "unexpected failures:")[-1]
-    assert "injects failures[0]: SIGKILL the GPU-side worker" in result.output
+    assert "injects failures[0]: SIGKILL the GPU-side worker at 2 s" in " ".join(result.output.split())
     summary = read_summary(tmp_path)
     verdicts = {}
     for variant in ("no-fallback", "dpu-fallback"):
@@ -228,3 +228,30 @@ def test_a_killed_gpu_worker_is_answered_by_the_fronts_fallback_and_check_judges
     by_variant = {("no-fallback" if "no-fallback" in c.split(">")[0] else "dpu-fallback"): "<failure" in c
                   for c in failed_checks}
     assert by_variant == {"no-fallback": True, "dpu-fallback": False}, junit
+
+
+@pytest.mark.slow
+def test_a_stage_made_to_raise_on_the_gpu_side_falls_back_with_reason_failed(tmp_path: Path) -> None:
+    """A raise fault on the detector: the GPU side reports the failure, the front's fallback answers."""
+    pytest.importorskip("onnxruntime")
+    result = hil("run", FAILOVER, "--variant", "dpu-fallback", "--mode", "server", "--rate", "10/s",
+                 "--duration", "3 s", "--warmup", "0.3 s", "--min-requests", "5", "--transport", "tcp",
+                 "--set", f"hil.cache={REPO / '.dgsim-cache'}", "--set", "hil.frames.count=16", "--set", "failures=[]",
+                 "--set", "hil.faults=[{kind: raise, stage: infer, at: 1 s, for: 1 s}]", "--out", tmp_path)
+    assert result.exit_code == 0, result.output  # nothing failed: the fallback answered
+    assert "injects hil.faults[0]: make stage infer's op raise from 1 s to 2 s" in " ".join(result.output.split())
+    frame = pd.read_parquet(tmp_path / "requests" / "dpu-fallback.parquet")
+    folder = tmp_path / "stream" / "dpu-fallback" / "r0"
+    assert not (folder / "faults.jsonl").exists()  # the process never went down
+    fallbacks = [json.loads(line) for line in (folder / "front.jsonl").read_text().splitlines()
+                 if line.startswith('["f"')]
+    assert fallbacks and {f[4] for f in fallbacks} == {int(Reason.FAILED)}
+    reasons = json.loads((tmp_path / "failures.json").read_text())
+    assert reasons == []
+    degraded = frame[frame["outcome"] == "degraded"]
+    assert set(degraded["id"]) == {f[1] for f in fallbacks}
+    assert (degraded["infer__device"] == "dpu[0]").all()
+    # the attempts that raised ran while the fault was active; before and after it the detector answered
+    served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
+    assert (served["infer__device"] == "gpu[0]").all() and len(served)
+    assert not ((served["infer__start"] >= 1.0) & (served["infer__start"] < 2.0)).any()
