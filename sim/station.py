@@ -33,7 +33,7 @@ from typing import Any, Generic, Mapping, Protocol, Sequence, TypeVar, Union
 
 from sim.policies.admission import AdmissionPolicy, AdmitAll
 from sim.policies.batching import BATCHING, BatchingPolicy, BatchingSettings, Dispatch
-from sim.policies.queueing import PolicyQueue, QueueDiscipline
+from sim.policies.queueing import PolicyQueue, QueueDiscipline, queue_for
 
 
 class StationJob(Protocol):
@@ -97,11 +97,12 @@ class Station(Generic[Job]):
         self.queues: dict[int, PolicyQueue] = {}
         self.batchers: dict[int, BatchingPolicy] = {}
         for stage in sorted(stages):
-            self.queues[stage] = PolicyQueue(discipline)
+            self.queues[stage] = queue_for(discipline)
             self.batchers[stage] = BATCHING[stages[stage].kind](stages[stage], self._service_time(stage))
         self._order: list[tuple[PolicyQueue, BatchingPolicy, int]] = [
             (self.queues[s], self.batchers[s], s) for s in self.queues
         ]
+        self._push = {stage: queue.push for stage, queue in self.queues.items()}
         self.waiting = 0
         self._seq = 0
         self._admission_decides = not isinstance(admission, AdmitAll)  # no call per job when all are admitted
@@ -117,9 +118,9 @@ class Station(Generic[Job]):
         job.enqueued = now
         if self._admission_decides and not self.admission.admit(now, job, self):
             return False
-        self._seq += 1
-        job.seq = self._seq
-        self.queues[job.stage].push(job)
+        self._seq = seq = self._seq + 1
+        job.seq = seq
+        self._push[job.stage](job)
         self.waiting += 1
         return True
 
@@ -142,13 +143,26 @@ class Station(Generic[Job]):
         """
         if not self.waiting:
             return math.inf
-        if len(self._order) == 1:
-            ready = self._order  # one stage: its queue holds every waiting job
+        order = self._order
+        if len(order) == 1:
+            first = order[0]  # one stage: its queue holds every waiting job
         else:
-            ready = [entry for entry in self._order if entry[0]]
-            if len(ready) > 1:
-                ready.sort(key=_head_key)
-        wake = math.inf
+            # the stage whose head comes first; usually its batcher says go, and no sort is needed
+            first = None
+            for entry in order:
+                if entry[0] and (first is None or entry[0].head_key() < first[0].head_key()):
+                    first = entry
+        queue, batcher, stage = first
+        decision = batcher.decide(now, queue)
+        if isinstance(decision, Dispatch):
+            jobs = queue.pop_many(decision.count)
+            self.waiting -= len(jobs)
+            return Launch(stage, jobs)
+        wake = decision.time
+        if len(order) == 1:
+            return wake
+        ready = [entry for entry in order if entry[0] and entry is not first]
+        ready.sort(key=_head_key)
         for queue, batcher, stage in ready:
             decision = batcher.decide(now, queue)
             if isinstance(decision, Dispatch):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import simpy
@@ -68,6 +69,7 @@ class DeviceInstance:
         self.pool = pool
         self.servers = servers
         self.window = window
+        self._start, self._end = window.start, window.end
         self.station = station
         self._services = services  # every station stage, fallbacks included
         # the plan's own stages (what the usage reports); a fallback's stage records as another column
@@ -80,7 +82,13 @@ class DeviceInstance:
         self._batch_ids = batch_ids  # one counter shared by every device of the run
         self._columns = columns  # station stage -> the request's stage column (a fallback records as its stage)
         self.healthy = True
-        self._running: Optional[dict[_Finish, None]] = {} if track else None
+        self.on_load: Optional[Callable[["DeviceInstance"], None]] = None  # told when waiting + busy changes
+        self._running: Optional[dict[_TrackedFinish, None]] = None
+        self._wake = self._dispatch  # the timer callback of a batcher's "not before t"
+        if track or columns is not None:
+            # failures (batches in service kept, to cancel) or stage columns: the general launch and finish
+            self._running = {} if track else None
+            self._launch = self._launch_general
 
     @property
     def waiting(self) -> int:
@@ -90,14 +98,24 @@ class DeviceInstance:
     def busy(self) -> int:
         return self.servers - self.free
 
+    def watch(self, on_load: Callable[["DeviceInstance"], None]) -> None:
+        """Call ``on_load(self)`` whenever the jobs on the device (waiting plus in service) may have changed."""
+        self.on_load = on_load
+
     def offer(self, job: Job) -> bool:
         """Admission and queueing at the current time; False if the job is refused."""
         now = self.env.now
-        if not self.station.offer(job, now):
+        station = self.station
+        if not station.offer(job, now):
             return False
-        self._account(now, self.station.waiting - 1)
+        waiting = station.waiting - 1  # up to now, the queue was one shorter
+        if waiting and now > self._start and self._queue_changed < self._end:
+            self.queue_area += waiting * max(0.0, min(now, self._end) - max(self._queue_changed, self._start))
+        self._queue_changed = now
         if self.free:
             self._dispatch()
+        if self.on_load is not None:
+            self.on_load(self)
         return True
 
     def account(self) -> None:
@@ -118,18 +136,61 @@ class DeviceInstance:
         station = self.station
         while self.free and station.waiting:
             decision = station.next_batch(now)
-            if not isinstance(decision, Launch):
+            if decision.__class__ is not Launch:
                 if decision < self._wake_at:
                     self._wake_at = decision
-                    env.timeout(_delay_until(now, decision)).callbacks.append(self._dispatch)
-                return
-            self._launch(now, decision)
+                    env.timeout(_delay_until(now, decision)).callbacks.append(self._wake)
+                break
+            self._launch(now, decision.stage, decision.jobs)
+        if _event is not None and self.on_load is not None:
+            self.on_load(self)
 
-    def _launch(self, now: float, launch: Launch) -> None:
-        jobs = launch.jobs
+    def _launch(self, now: float, stage: int, jobs: list) -> None:
+        """Start a batch: draw its duration, count it, stamp its requests, set its completion timer."""
+        size = len(jobs)
+        waiting = self.station.waiting + size  # up to now, the batch was still waiting
+        start, end = self._start, self._end
+        if waiting and now > start and self._queue_changed < end:
+            self.queue_area += waiting * max(0.0, min(now, end) - max(self._queue_changed, start))
+        self._queue_changed = now
+        self.free -= 1
+        service = self._services[stage]
+        duration = service.sampler.sample(size)
+        if now < end and now + duration > start:
+            self.busy_time += min(now + duration, end) - max(now, start)
+            if now >= start:
+                service.batches += 1
+                service.batched_jobs += size
+        self._batch_ids[0] = batch = self._batch_ids[0] + 1
+        uid = self.uid
+        for job in jobs:
+            request = job.request
+            request.start[stage] = now
+            request.instance[stage] = uid
+            request.batch[stage] = batch
+            request.batch_size[stage] = size
+        self.env.timeout(duration).callbacks.append(partial(self._finish, jobs))
+
+    def _finish(self, jobs: list, _event=None) -> None:
+        self.free += 1
+        if self.on_load is not None:
+            self.on_load(self)
+        now = self.env.now
+        stage = jobs[0].stage
+        for job in jobs:
+            job.request.end[stage] = now
+            job.on_done(job)
+        if self.station.waiting and self.free:
+            self._dispatch()
+            if self.on_load is not None:
+                self.on_load(self)
+
+    # --- the general launch and finish: copy jobs, fallback stages' columns, failures ---
+
+    def _launch_general(self, now: float, stage: int, jobs: list) -> None:
         self._account(now, self.station.waiting + len(jobs))  # up to now, the batch was still waiting
         self.free -= 1
-        service = self._services[launch.stage]
+        service = self._services[stage]
         duration = service.sampler.sample(len(jobs)) if service.cost_of is None else service.cost_of(jobs)
         window = self.window
         if now < window.end and now + duration > window.start:
@@ -139,7 +200,7 @@ class DeviceInstance:
                 service.batched_jobs += len(jobs)
         self._batch_ids[0] += 1
         batch = self._batch_ids[0]
-        stage, uid, size = launch.stage, self.uid, len(jobs)
+        uid, size = self.uid, len(jobs)
         if self._columns is not None:
             stage = self._columns[stage]
         for job in jobs:
@@ -148,18 +209,20 @@ class DeviceInstance:
             request.instance[stage] = uid
             request.batch[stage] = batch
             request.batch_size[stage] = size
-        finish = _Finish(self, jobs, now, now + duration)
+        finish = _TrackedFinish(self, jobs, now + duration)
         if self._running is not None:
             self._running[finish] = None
         self.env.timeout(duration).callbacks.append(finish)
 
-    def _finish(self, finish: "_Finish") -> None:
+    def _finish_general(self, finish: "_TrackedFinish") -> None:
         if finish.cancelled:
             return
         if self._running is not None:
             del self._running[finish]
         jobs = finish.jobs
         self.free += 1
+        if self.on_load is not None:
+            self.on_load(self)
         now = self.env.now
         stage = jobs[0].stage
         if self._columns is not None:
@@ -167,8 +230,10 @@ class DeviceInstance:
         for job in jobs:
             job.request.end[stage] = now
             job.on_done(job)
-        if self.station.waiting:
+        if self.station.waiting and self.free:
             self._dispatch()
+            if self.on_load is not None:
+                self.on_load(self)
 
     # --- failure ----------------------------------------------------------
 
@@ -186,6 +251,8 @@ class DeviceInstance:
             self._running.clear()
         waiting = self.station.drain()
         self.free = self.servers
+        if self.on_load is not None:
+            self.on_load(self)
         return running, waiting
 
     def recover(self) -> None:
@@ -193,6 +260,8 @@ class DeviceInstance:
         self.healthy = True
         self._wake_at = math.inf
         self._queue_changed = self.env.now
+        if self.on_load is not None:
+            self.on_load(self)
 
 
 def _delay_until(now: float, when: float) -> float:
@@ -208,15 +277,16 @@ def _delay_until(now: float, when: float) -> float:
 
 
 @dataclass(slots=True, eq=False)
-class _Finish:
+class _TrackedFinish:
+    """A batch in service on a device that may fail (or whose stages record in other columns)."""
+
     device: DeviceInstance
     jobs: list
-    start: float = 0.0
     end: float = 0.0
     cancelled: bool = False
 
     def __call__(self, _event) -> None:
-        self.device._finish(self)
+        self.device._finish_general(self)
 
 
 @dataclass(slots=True)

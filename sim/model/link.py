@@ -29,23 +29,28 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
+from functools import partial
 from itertools import count
-from typing import Callable
+from typing import Callable, Optional
 
 import simpy
 
-from sim.costs import Sampler
+from sim.costs import Deterministic, Sampler
 from sim.model.device import Window
 from sim.registry import Registry
 
 Delivery = Callable[[], None]
 
 
-@dataclass(slots=True)
-class _Message:
-    size: float
-    deliver: Delivery
+def _constant(latency: Sampler) -> Optional[float]:
+    """The latency every message gets, when it is a fixed number (no draw per message); else None."""
+    if type(latency) is Sampler and isinstance(latency.spec, Deterministic):
+        return latency.sample_bytes(0.0)
+    return None
+
+
+def _call(deliver: Delivery, _event) -> None:
+    deliver()
 
 
 class Channel(ABC):
@@ -61,46 +66,53 @@ class Channel(ABC):
         self.window = window
         self.busy_time = 0.0
         self.bytes_moved = 0.0
+        self._fixed_latency = _constant(latency)
 
     @abstractmethod
     def send(self, size: float, deliver: Delivery) -> None:
         """Carry ``size`` bytes; call ``deliver`` when they have arrived."""
 
-    def _arrive(self, message: _Message) -> None:
+    def _arrive(self, size: float, deliver: Delivery) -> None:
         now = self.env.now
         if self.window.start <= now < self.window.end:
-            self.bytes_moved += message.size
-        delay = self.latency.sample_bytes(message.size)
+            self.bytes_moved += size
+        delay = self._fixed_latency
+        if delay is None:
+            delay = self.latency.sample_bytes(size)
         if delay > 0:
-            self.env.timeout(delay).callbacks.append(lambda _e, d=message.deliver: d())
+            self.env.timeout(delay).callbacks.append(partial(_call, deliver))
         else:
-            message.deliver()
+            deliver()
 
 
 class FifoChannel(Channel):
-    """One message at a time, in order of sending."""
+    """One message at a time, in order of sending. A message that takes no time on an idle channel
+    (no overhead, no bytes or unbounded bandwidth) goes straight through, without an event."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._queue: deque[_Message] = deque()
+        self._queue: deque[tuple[float, Delivery]] = deque()
 
     def send(self, size: float, deliver: Delivery) -> None:
-        self._queue.append(_Message(size, deliver))
-        if len(self._queue) == 1:
+        queue = self._queue
+        if not queue and self.overhead + size / self.bandwidth == 0:
+            self._arrive(size, deliver)
+            return
+        queue.append((size, deliver))
+        if len(queue) == 1:
             self._start()
 
     def _start(self) -> None:
         now = self.env.now
-        message = self._queue[0]
-        hold = self.overhead + message.size / self.bandwidth
+        hold = self.overhead + self._queue[0][0] / self.bandwidth
         self.busy_time += self.window.overlap(now, now + hold)
         self.env.timeout(hold).callbacks.append(self._done)
 
     def _done(self, _event) -> None:
-        message = self._queue.popleft()
+        size, deliver = self._queue.popleft()
         if self._queue:
             self._start()
-        self._arrive(message)
+        self._arrive(size, deliver)
 
 
 class SharedChannel(Channel):
@@ -109,25 +121,24 @@ class SharedChannel(Channel):
     ``_virtual`` is the virtual clock at real time ``_updated``: the service
     (in seconds at full bandwidth) that any message in flight since the
     start of the busy period has received. ``_tags`` holds (finish tag,
-    order of joining, message); ties finish together, in order of joining.
+    order of joining, size, delivery); ties finish together, in order of joining.
     The clock restarts at 0 whenever the channel empties, so its precision
     depends on the length of a busy period, not on the simulated time.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._tags: list[tuple[float, int, _Message]] = []
+        self._tags: list[tuple[float, int, float, Delivery]] = []
         self._order = count()
         self._virtual = 0.0
         self._updated = 0.0
         self._version = 0
 
     def send(self, size: float, deliver: Delivery) -> None:
-        message = _Message(size, deliver)
         if self.overhead > 0:
-            self.env.timeout(self.overhead).callbacks.append(lambda _e: self._join(message))
+            self.env.timeout(self.overhead).callbacks.append(partial(self._join, size, deliver))
         else:
-            self._join(message)
+            self._join(size, deliver)
 
     def _advance(self) -> None:
         """Move the virtual clock (and the busy time) up to now."""
@@ -137,10 +148,10 @@ class SharedChannel(Channel):
             self._virtual += (now - self._updated) / len(self._tags)
         self._updated = now
 
-    def _join(self, message: _Message) -> None:
+    def _join(self, size: float, deliver: Delivery, _event=None) -> None:
         self._advance()
-        tag = self._virtual + message.size / self.bandwidth
-        heapq.heappush(self._tags, (tag, next(self._order), message))
+        tag = self._virtual + size / self.bandwidth
+        heapq.heappush(self._tags, (tag, next(self._order), size, deliver))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -150,23 +161,23 @@ class SharedChannel(Channel):
             self._virtual = 0.0
             return
         delay = max(0.0, self._tags[0][0] - self._virtual) * len(self._tags)
-        version = self._version
-        self.env.timeout(delay).callbacks.append(lambda _e: self._complete(version))
+        self.env.timeout(delay).callbacks.append(partial(self._complete, self._version))
 
-    def _complete(self, version: int) -> None:
+    def _complete(self, version: int, _event) -> None:
         if version != self._version:
             return
         self._advance()
         # The head's tag is reached by construction; taking it as the clock
         # drops the rounding of the real-time arithmetic.
-        tag = self._tags[0][0]
+        tags = self._tags
+        tag = tags[0][0]
         self._virtual = tag
         finished = []
-        while self._tags and self._tags[0][0] <= tag:
-            finished.append(heapq.heappop(self._tags)[2])
+        while tags and tags[0][0] <= tag:
+            finished.append(heapq.heappop(tags))
         self._schedule()
-        for message in finished:
-            self._arrive(message)
+        for _tag, _order, size, deliver in finished:
+            self._arrive(size, deliver)
 
 
 CONTENTION: Registry[type[Channel]] = Registry("link contention")

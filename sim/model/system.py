@@ -67,7 +67,7 @@ from sim.policies.admission import ADMISSION
 from sim.policies.branching import build_branching
 from sim.policies.channel import CHANNELS
 from sim.policies.queueing import DISCIPLINES
-from sim.policies.routing import ROUTING
+from sim.policies.routing import INDEX_FROM, ROUTING, IndexedShortestQueue
 from sim.scenario.schema import CLIENT, BatchingSpec
 from sim.station import ModelEstimates, Station
 from sim.workload import Arrivals
@@ -101,6 +101,34 @@ def _no_time(_batch: int) -> float:
 
 def _nothing() -> None:
     pass
+
+
+_PENDING = Outcome.PENDING
+
+
+def _received(request: Request, preds: tuple[int, ...]) -> float:
+    """The bytes a stage receives: its predecessors' outputs, or the request's payload at a root."""
+    if not preds:
+        return request.size
+    if len(preds) == 1:
+        return request.out_bytes[preds[0]]
+    return sum(request.out_bytes[p] for p in preds)
+
+
+def _refresh_all(entries: tuple, _device) -> None:
+    for router, i in entries:
+        router.refresh(i)
+
+
+class _Hop:
+    """The links between two pools (or a pool and the client), looked up once per pair of pools."""
+
+    __slots__ = ("links", "kinds", "link")
+
+    def __init__(self, links: list[LinkPlan], index: dict[str, int]):
+        self.links = tuple(links)
+        self.kinds = [link.kind for link in links]
+        self.link = links[0] if len(links) == 1 else None  # the only one: no channel policy to ask
 
 
 @dataclass(frozen=True)
@@ -278,6 +306,11 @@ class _State:
             for a in [CLIENT, *plan.pools] for b in [CLIENT, *plan.pools]
         }
         self._link_index = {link.name: i for i, link in enumerate(plan.links)}
+        self._hop = {key: _Hop(links, self._link_index) for key, links in self._hops.items()}
+        self._roots = plan.roots
+        self._stages = stages
+        self._stage_pools = [frozenset(stage.pools) for stage in stages]
+        self._index_routers(policies.routing.kind)
         self._channels: dict[tuple, Channel] = {}
         self._latency: dict[str, Sampler] = {
             link.name: make_sampler(link.latency, rng(streams.latency(link.name))) for link in plan.links
@@ -323,64 +356,65 @@ class _State:
             self.requests.append(request)
         else:
             self.live[i] = request
-        for root in self.plan.roots:
+        for root in self._roots:
             self._enter(request, root, None, request.size)
         self.schedule_next_arrival()
 
     # --- stage entry ----------------------------------------------------
 
     def _enter(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
-        now = self.env.now
-        job = Job(request, stage, 0, now, request.deadline, request.priority, self._stage_done)
-        pools = self.plan.stages[stage].pools
-        if source is not None and source.pool in pools:
-            device = source
-        else:
-            candidates = self.candidates[stage]
-            device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 else candidates[0].device
+        job = Job(request, stage, 0, self.env.now, request.deadline, request.priority, self._stage_done)
+        if source is not None and source.pool in self._stage_pools[stage]:
+            self._queue(job, source)
+            return
+        candidates = self.candidates[stage]
+        device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
+            else candidates[0].device
         if device is source:
             self._queue(job, device)
             return
-        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device), None, request)
+        request.link[stage] = self._send(source, device, size, partial(self._queue, job, device), None, request)
 
     def _queue(self, job: Job, device: DeviceInstance) -> None:
         request = job.request
-        if request.outcome != Outcome.PENDING:
+        if request.outcome is not _PENDING:
             return
-        if not device.offer(job):
-            request.enqueued[job.stage] = job.enqueued
-            self._finish(request, Outcome.DROPPED)
-            return
+        admitted = device.offer(job)
         request.enqueued[job.stage] = job.enqueued
+        if not admitted:
+            self._finish(request, Outcome.DROPPED)
 
     # --- stage exit -----------------------------------------------------
 
     def _stage_done(self, job: Job, output: Optional[float] = None) -> None:
         request, index = job.request, job.stage
-        if request.outcome != Outcome.PENDING:
+        if request.outcome is not _PENDING:
             return
-        stage = self.plan.stages[index]
+        stage = self._stages[index]
         draws = self.pass_draws[index]
         if draws is not None and draws[request.id] >= stage.pass_probability:
             self._finish(request, Outcome.FILTERED)
             return
-        received = sum(request.out_bytes[p] for p in stage.preds) if stage.preds else request.size
-        out = output if output is not None else stage.output if stage.output is not None else received
+        out = output if output is not None else stage.output
+        if out is None:
+            out = _received(request, stage.preds)
         request.out_bytes[index] = out
         device = self.devices[request.instance[index]]
-        for succ in stage.succs:
-            request.waiting_preds[succ] -= 1
-            if request.waiting_preds[succ] == 0:
-                size = sum(request.out_bytes[p] for p in self.plan.stages[succ].preds)
-                self._enter(request, succ, device, size)
-        if not stage.succs:
-            request.sinks_left -= 1
-            if request.sinks_left == 0:
-                reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else out
-                self._reply(request, device, reply)
+        succs = stage.succs
+        if succs:
+            waiting = request.waiting_preds
+            for succ in succs:
+                waiting[succ] -= 1
+                if waiting[succ] == 0:
+                    self._enter(request, succ, device, _received(request, self._stages[succ].preds))
+            return
+        request.sinks_left -= 1
+        if request.sinks_left == 0:
+            reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else out
+            self._reply(request, device, reply)
 
     def _reply(self, request: Request, device: DeviceInstance, size: float) -> None:
-        request.reply_link = self._send(device, None, size, lambda: self._answer(request), None, request)
+        request.reply_link = self._send(device, None, size, partial(self._answer, request), None, request)
 
     def _answer(self, request: Request) -> None:
         if request.degraded:
@@ -390,7 +424,7 @@ class _State:
         self._finish(request, Outcome.DEADLINE_MISSED if late else Outcome.COMPLETED)
 
     def _finish(self, request: Request, outcome: Outcome) -> None:
-        if request.outcome == Outcome.PENDING:
+        if request.outcome is _PENDING:
             request.outcome = outcome
             request.done = self.env.now
             self.finished += 1
@@ -991,14 +1025,15 @@ class _State:
 
         ``fail`` is called instead of ``deliver`` when the link is down (only where links fail).
         """
-        a = source.pool if source else CLIENT
-        b = target.pool if target else CLIENT
-        links = self._hops[a, b]
-        if not links:  # a client hop with no client links declared, or a same-pool hop
-            deliver()
-            return -1
-        kind = self.channel_policy.choose(size, [link.kind for link in links]) if len(links) > 1 else links[0].kind
-        link = next(link for link in links if link.kind == kind)
+        a = source.pool if source is not None else CLIENT
+        hop = self._hop[a, target.pool if target is not None else CLIENT]
+        link = hop.link
+        if link is None:
+            if not hop.links:  # a client hop with no client links declared, or a same-pool hop
+                deliver()
+                return -1
+            kind = self.channel_policy.choose(size, hop.kinds)
+            link = next(link for link in hop.links if link.kind == kind)
         self._channel(link, source, target, a).send(size, deliver)
         return self._link_index[link.name]
 
@@ -1013,6 +1048,21 @@ class _State:
                                    self._latency[link.name], link.overhead, self.window)
             self._channels[key] = channel
         return channel
+
+    # --- routing among many candidates ------------------------------------
+
+    def _index_routers(self, kind: str) -> None:
+        """Join-shortest-queue among many candidates: a load index per stage, refreshed by its devices."""
+        if kind != "shortest-queue":
+            return
+        members: dict[int, list[tuple[IndexedShortestQueue, int]]] = {}
+        for stage, candidates in enumerate(self.candidates):
+            if len(candidates) >= INDEX_FROM:
+                router = self.routers[stage] = IndexedShortestQueue(candidates)
+                for i, candidate in enumerate(candidates):
+                    members.setdefault(candidate.device.uid, []).append((router, i))
+        for uid, entries in members.items():
+            self.devices[uid].watch(partial(_refresh_all, tuple(entries)))
 
     def channels_by_link(self) -> dict[str, list[Channel]]:
         out: dict[str, list[Channel]] = {link.name: [] for link in self.plan.links}

@@ -58,6 +58,11 @@ class BatchingPolicy(Protocol):
 
 
 _NOW = Dispatch(1)
+_DISPATCH = tuple(Dispatch(n) for n in range(257))  # decisions are values: made once, not per call
+
+
+def _dispatch(count: int) -> Dispatch:
+    return _DISPATCH[count] if count < len(_DISPATCH) else Dispatch(count)
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,9 @@ class FixedBatch:
     def decide(self, now: float, queue: BatchQueueView) -> Decision:
         waiting = len(queue)
         if waiting >= self.size:
-            return Dispatch(self.size)
+            return _dispatch(self.size)
         flush_at = queue.oldest_enqueued + self.timeout
-        return Dispatch(waiting) if now >= flush_at else WaitUntil(flush_at)
+        return _dispatch(waiting) if now >= flush_at else WaitUntil(flush_at)
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,9 @@ class DynamicBatch:
     def decide(self, now: float, queue: BatchQueueView) -> Decision:
         waiting = len(queue)
         if waiting >= self.max_batch:
-            return Dispatch(self.max_batch)
+            return _dispatch(self.max_batch)
         launch_at = queue.oldest_enqueued + self.max_delay
-        return Dispatch(waiting) if now >= launch_at else WaitUntil(launch_at)
+        return _dispatch(waiting) if now >= launch_at else WaitUntil(launch_at)
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,10 @@ class DeadlineAwareBatch:
     def decide(self, now: float, queue: BatchQueueView) -> Decision:
         waiting = len(queue)
         if waiting >= self.max_batch:
-            return Dispatch(self.max_batch)
+            return _dispatch(self.max_batch)
         latest_start = queue.earliest_deadline - self.service_time(waiting + 1)
         launch_at = min(queue.oldest_enqueued + self.max_delay, latest_start)
-        return Dispatch(waiting) if now >= launch_at else WaitUntil(launch_at)
+        return _dispatch(waiting) if now >= launch_at else WaitUntil(launch_at)
 
 
 class BatchingSettings(Protocol):

@@ -4,7 +4,8 @@ A discipline is a sort key: FIFO serves in order of arrival, priority serves
 the highest class first (FIFO within a class), EDF serves the earliest
 deadline first. ``PolicyQueue`` is a binary heap on that key, the same
 structure the simulator's devices and the harness's batchers use, so the
-two worlds serve jobs in the same order. ``DISCIPLINES`` maps each scenario
+two worlds serve jobs in the same order. A station pushes jobs in order
+of arrival, so for FIFO it keeps a plain deque (``ArrivalOrderQueue``). ``DISCIPLINES`` maps each scenario
 kind (``fifo``, ``priority``, ``edf``) to its discipline.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from sim.policies.views import JobView
@@ -56,7 +58,6 @@ DISCIPLINES.register("priority")(Priority)
 DISCIPLINES.register("edf")(EarliestDeadlineFirst)
 
 
-@dataclass
 class PolicyQueue(Generic[Job]):
     """Waiting jobs in the order a discipline dictates.
 
@@ -65,8 +66,9 @@ class PolicyQueue(Generic[Job]):
     otherwise.
     """
 
-    discipline: QueueDiscipline
-    _heap: list[tuple[tuple[float, ...], Job]] = field(default_factory=list)
+    def __init__(self, discipline: QueueDiscipline):
+        self.discipline = discipline
+        self._heap: list[tuple[tuple[float, ...], Job]] = []
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -78,7 +80,10 @@ class PolicyQueue(Generic[Job]):
         return heapq.heappop(self._heap)[1]
 
     def pop_many(self, count: int) -> list[Job]:
-        return [heapq.heappop(self._heap)[1] for _ in range(min(count, len(self._heap)))]
+        heap = self._heap
+        if count == 1 and heap:
+            return [heapq.heappop(heap)[1]]
+        return [heapq.heappop(heap)[1] for _ in range(min(count, len(heap)))]
 
     def peek(self) -> Job:
         return self._heap[0][1]
@@ -101,3 +106,43 @@ class PolicyQueue(Generic[Job]):
         if isinstance(self.discipline, EarliestDeadlineFirst):
             return self._heap[0][1].deadline
         return min(job.deadline for _, job in self._heap)
+
+
+class ArrivalOrderQueue(deque, PolicyQueue[Job]):
+    """FIFO for a caller that pushes jobs in ``seq`` order (a ``sim.station.Station`` does): a deque,
+    no heap and no key per job; the same order as ``PolicyQueue(Fifo())`` for such a caller."""
+
+    push = deque.append
+    pop = deque.popleft
+
+    def __init__(self, discipline: QueueDiscipline = Fifo()):
+        deque.__init__(self)
+        self.discipline = discipline
+
+    def pop_many(self, count: int) -> list[Job]:
+        if count == 1 and self:
+            return [self.popleft()]
+        popleft = self.popleft
+        return [popleft() for _ in range(min(count, len(self)))]
+
+    def peek(self) -> Job:
+        return self[0]
+
+    def head_key(self) -> tuple[float, ...]:
+        return (self[0].seq,)
+
+    @property
+    def oldest_enqueued(self) -> float:
+        return self[0].enqueued if self else math.inf
+
+    @property
+    def earliest_deadline(self) -> float:
+        return min((job.deadline for job in self), default=math.inf)
+
+    __hash__ = object.__hash__  # a queue is an object, not a value
+    __eq__ = object.__eq__
+
+
+def queue_for(discipline: QueueDiscipline) -> PolicyQueue:
+    """The queue a station keeps per stage: jobs arrive in ``seq`` order, so FIFO needs no heap."""
+    return ArrivalOrderQueue(discipline) if type(discipline) is Fifo else PolicyQueue(discipline)

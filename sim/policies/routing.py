@@ -6,7 +6,9 @@ its choice.
 
 - ``RoundRobin``: take turns.
 - ``JoinShortestQueue``: the instance with the fewest jobs (waiting plus in
-  service), ties to the first.
+  service), ties to the first. ``IndexedShortestQueue`` makes the same choice
+  among many candidates in O(log D) per decision from a heap the caller keeps
+  current (the simulator does so from ``INDEX_FROM`` candidates up).
 - ``PowerOfTwoChoices``: sample two at random, take the less loaded.
 - ``RandomRouting``: uniformly at random.
 - ``LocalFirst``: the least-loaded instance of the most preferred tier whose
@@ -19,6 +21,7 @@ its choice.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -53,7 +56,58 @@ class RoundRobin:
 @dataclass(frozen=True)
 class JoinShortestQueue:
     def choose(self, candidates: Sequence[InstanceView], job: JobView) -> int:
-        return _least_loaded(candidates, range(len(candidates)))
+        best, least = 0, None
+        for i, c in enumerate(candidates):  # _least_loaded over all, without a key tuple per candidate
+            load = (c.queue_length + c.busy) / c.servers
+            if least is None or load < least:
+                best, least = i, load
+        return best
+
+
+class IndexedShortestQueue:
+    """Join-shortest-queue over one fixed list of many candidates, without scanning them per decision.
+
+    The same choice as ``JoinShortestQueue`` (least load per server, ties to the
+    first), from a heap of (load per server, index) that the caller keeps current
+    by calling ``refresh(i)`` whenever candidate ``i``'s load may have changed
+    (O(log D) each, entries made stale by a refresh are dropped when they reach
+    the top). Any other list of candidates (a subset: healthy instances, a
+    node's own) is scanned as ``JoinShortestQueue`` does.
+    """
+
+    def __init__(self, candidates: Sequence[InstanceView]):
+        self.candidates = candidates
+        self._scan = JoinShortestQueue()
+        self._load = [(c.queue_length + c.busy) / c.servers for c in candidates]
+        self._stamp = [0] * len(candidates)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._heap = [(load, i, self._stamp[i]) for i, load in enumerate(self._load)]
+        heapq.heapify(self._heap)
+
+    def refresh(self, i: int) -> None:
+        c = self.candidates[i]
+        load = (c.queue_length + c.busy) / c.servers
+        if load == self._load[i]:
+            return
+        self._load[i] = load
+        self._stamp[i] = stamp = self._stamp[i] + 1
+        heapq.heappush(self._heap, (load, i, stamp))
+        if len(self._heap) > 4 * len(self._load) + 64:
+            self._rebuild()
+
+    def choose(self, candidates: Sequence[InstanceView], job: JobView) -> int:
+        if candidates is not self.candidates:
+            return self._scan.choose(candidates, job)
+        heap, stamp = self._heap, self._stamp
+        while heap[0][2] != stamp[heap[0][1]]:
+            heapq.heappop(heap)
+        return heap[0][1]
+
+
+INDEX_FROM = 16
+"""Candidates from which the simulator keeps a load index for join-shortest-queue (below: a scan is cheaper)."""
 
 
 @dataclass(frozen=True)
