@@ -846,7 +846,8 @@ class _State:
 
     def _local_candidates(self, stage: int, pool: str, request: Request) -> list[Candidate]:
         """The candidates of ``stage`` that locality allows for ``request`` on ``pool``."""
-        uid = request.instance[self._ingress_stage]
+        roots = self._class_roots  # (``_ingress_of``, inline: this runs at every hop)
+        uid = request.instance[self._ingress_stage if roots is None else roots[request.klass][0]]
         home = self.devices[uid].pool if uid >= 0 else ""
         key = (stage, pool, home)
         found = self._local.get(key)
@@ -881,9 +882,13 @@ class _State:
             found = self._local[key] = [c for c in self.candidates[stage] if c.device.pool in sites[key[2]]]
         return found
 
+    def _ingress_of(self, request: Request) -> int:
+        """The stage a request entered at: the first root, or its class's first entry."""
+        return self._ingress_stage if self._class_roots is None else self._class_roots[request.klass][0]
+
     def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
         """The reply goes back to the device the request entered, and leaves from there."""
-        uid = request.instance[self._ingress_stage if self._class_roots is None else self._class_roots[request.klass][0]]
+        uid = request.instance[self._ingress_of(request)]
         ingress = self.devices[uid] if uid >= 0 else device
         if ingress is device:
             reply(request, device, size)
