@@ -169,7 +169,10 @@ def test_tcp_run_end_to_end(tmp_path: Path) -> None:
     hops = [json.loads(line) for line in (tmp_path / "stream" / "dpu-offload" / "r0" / "gpu.jsonl").open()
             if line.startswith('["h"')]
     assert hops and {h[2] for h in hops} == {"tcp"}
-    assert read_summary(tmp_path).variants["dpu-offload"]["bytes_per_s.link.rdma"].mean > 0  # the scenario's dpu-gpu link
+    metrics = read_summary(tmp_path).variants["dpu-offload"]
+    scenario = load_scenario_file(SCENARIO, []).resolve("dpu-offload")
+    between = [link.name for link in scenario.hardware.links if set(link.between) == {"dpu", "gpu"}]
+    assert sum(metrics[f"bytes_per_s.link.{name}"].mean for name in between) > 0  # the scenario's dpu-gpu links
 
 
 def test_policy_objects_are_the_simulators() -> None:
