@@ -53,6 +53,7 @@ from sim.results import write_results
 START_DELAY = 0.2  # s between the start message and the start time, so both sides begin together
 READY_TIMEOUT = 600.0  # s for a worker to open its models (a TensorRT engine build takes minutes)
 STOP_WAIT = worker.GRACE + 4.0  # s to wait for the front after a stop
+POLL = 0.02  # s between the parent's looks at the workers: fault times and health changes are this precise
 
 
 class HarnessError(RuntimeError):
@@ -280,7 +281,7 @@ class _Supervisor:
         procs = self.procs
         while True:
             try:
-                if front.poll(0.005):
+                if front.poll(POLL):
                     try:
                         kind, value = front.recv()
                     except EOFError:
