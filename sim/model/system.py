@@ -457,7 +457,8 @@ class _State:
             self._class_sinks.append(tuple(s.index for s in stages if s.index in reach and not s.succs))
         self._branching = [None if s.branch is None else (
             build_branching(s.branch.kind, s.branch.branches), s.branch.targets,
-            rng(streams.branches(s.name)).random(len(self.arrivals))) for s in stages]
+            rng(streams.branches(s.name)).random(len(self.arrivals)).tolist()) for s in stages]
+        self._only_pred = [s.preds[0] if len(s.preds) == 1 else -1 for s in stages]
         self._on_arrival = self._arrival_on_path
         self._stage_done = self._stage_done_on_path
 
@@ -489,9 +490,15 @@ class _State:
         if draws is not None and draws[request.id] >= stage.pass_probability:
             self._finish(request, Outcome.FILTERED)
             return
-        fed = [p for p in stage.preds if request.reached[p] and request.end[p] == request.end[p]]
-        received = sum(request.out_bytes[p] for p in fed) if fed else request.size
-        out = output if output is not None else stage.output if stage.output is not None else received
+        if output is not None or stage.output is not None:
+            out = output if output is not None else stage.output
+        elif self._class_preds[request.klass][index] == 0:  # fed by the client
+            out = request.size
+        elif self._only_pred[index] >= 0:
+            out = request.out_bytes[self._only_pred[index]]
+        else:
+            out = sum(request.out_bytes[p] for p in stage.preds
+                      if request.reached[p] and request.end[p] == request.end[p])
         request.out_bytes[index] = out
         device = self.devices[request.instance[index]]
         branching = self._branching[index]
@@ -500,7 +507,7 @@ class _State:
                 self._pass_on(request, succ, True, device)
         else:
             policy, targets, signals = branching
-            taken = targets[policy.choose(policy.simulated_signal(float(signals[request.id])))]
+            taken = targets[policy.choose(policy.simulated_signal(signals[request.id]))]
             for succ in stage.succs:
                 self._pass_on(request, succ, succ == taken, device)
         if not stage.succs:
@@ -513,13 +520,17 @@ class _State:
         request.waiting_preds[index] -= 1
         if request.waiting_preds[index]:
             return
-        stage = self.plan.stages[index]
         if request.reached[index]:
-            fed = [p for p in stage.preds if request.reached[p] and request.end[p] == request.end[p]]
+            only = self._only_pred[index]
+            if only >= 0:
+                self._enter(request, index, device, request.out_bytes[only])
+                return
+            fed = [p for p in self.plan.stages[index].preds if request.reached[p] and request.end[p] == request.end[p]]
             if not sent:  # the last to resolve sent nothing: the data are where the last sender ran
                 device = self._last_device(request, fed)
             self._enter(request, index, device, sum(request.out_bytes[p] for p in fed))
             return
+        stage = self.plan.stages[index]
         for succ in stage.succs:  # nothing comes here: nothing goes on from here either
             self._pass_on(request, succ, False, None)
         if not stage.succs:
@@ -530,8 +541,11 @@ class _State:
         request.sinks_left -= 1
         if request.sinks_left:
             return
-        ran = [s for s in self._class_sinks[request.klass] if request.end[s] == request.end[s]]
-        last = max(ran, key=lambda s: request.end[s])
+        sinks = self._class_sinks[request.klass]
+        if len(sinks) == 1:
+            last = sinks[0]
+        else:
+            last = max((s for s in sinks if request.end[s] == request.end[s]), key=lambda s: request.end[s])
         reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else request.out_bytes[last]
         self._reply(request, self.devices[request.instance[last]], reply)
 
