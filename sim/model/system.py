@@ -1057,8 +1057,12 @@ class _State:
         return self._link_index[link.name]
 
     def _channel(self, link: LinkPlan, source, target, direction: str) -> Channel:
+        """The channel a message takes, made when first used: per pair of instances (``per-pair``), per
+        sending instance (``per-port``: O(instances) channels however traffic spreads) or one per direction."""
         if link.sharing == "shared":
             key = (link.name, direction)
+        elif link.sharing == "per-port":  # the sender's port; from the client, the receiver's
+            key = (link.name, source.uid, -1) if source is not None else (link.name, -1, target.uid)
         else:
             key = (link.name, source.uid if source else -1, target.uid if target else -1)
         channel = self._channels.get(key)

@@ -142,8 +142,9 @@ class LinkSpec(Strict):
     contention: Optional[kind_of(CONTENTION)] = Field(
         None, description="fifo: one message at a time per direction; shared: fair share of bandwidth"
     )
-    sharing: Literal["per-pair", "shared"] = Field(
-        "per-pair", description="per-pair: one link per pair of device instances; shared: one for all"
+    sharing: Literal["per-pair", "per-port", "shared"] = Field(
+        "per-pair", description="per-pair: one link per pair of device instances; per-port: one per "
+                                "sending instance (its port); shared: one for all"
     )
     host_cost: Optional[str] = Field(None, description="a transport's host costs at both ends, by name "
                                                        "(sim.profiles.HOST_COSTS: kernel-tcp, grpc, user-copy, "
