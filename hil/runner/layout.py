@@ -151,7 +151,7 @@ def lay_out(plan: Plan, variant: str, label: str, available_cores: Optional[list
             cost=stage.costs[pool.kind], speed=pool.speed, output=stage.output,
             pass_probability=stage.pass_probability, batching=stage.batching, inputs=plans, score=score,
         ))
-    stages = _chain_models(stages)
+    stages = _chain_models(stages, plan)
     for s in stages:
         if s.model is not None:
             i, spec = specs[s.name]
@@ -314,15 +314,19 @@ def _check_calibrated(spec, model: Path, base_dir: Path, where: str, problem) ->
             problem(f"{where}.{kind}", f"stage '{spec.name}': calibration {cost.file} entry '{cost.entry}' {why}")
 
 
-def _chain_models(stages: list[StageRun]) -> list[StageRun]:
-    """Inputs of a model stage that the previous model stage outputs come from it (a split model's tensors)."""
+def _chain_models(stages: list[StageRun], plan: Plan) -> list[StageRun]:
+    """Inputs of a model stage that the previous model stage (its one predecessor) outputs come from it
+    (a split model's tensors)."""
     import onnx
 
     from hil.models.inputs import Generator
 
     chained = list(stages)
     for k in range(1, len(chained)):
-        before, here = chained[k - 1], chained[k]
+        preds = plan.stages[k].preds
+        if len(preds) != 1:
+            continue
+        before, here = chained[preds[0]], chained[k]
         if here.op != "model" or before.op != "model" or before.model is None:
             continue
         sent = {o.name for o in onnx.load(str(before.model), load_external_data=False).graph.output}

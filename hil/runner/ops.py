@@ -350,7 +350,7 @@ def _open_model_op(stage: StageRun, layout: Layout, frames, backend_kind: str, o
     else:
         backend = MultiInputSession(stage.model, options)
     seed = layout.scenario.run.seed
-    warm = pack(sample_outputs(layout, layout.stages.index(stage) - 1)) if any(
+    warm = pack(sample_outputs(layout, layout.plan.stages[layout.stages.index(stage)].preds[0])) if any(
         p.generator.kind == "previous" for p in stage.inputs) else np.zeros(1, np.uint8)
     return ModelOp(stage, frames, backend, list(stage.inputs), outputs, layout.plan.base_dir, seed, warm)
 
@@ -363,7 +363,8 @@ def sample_outputs(layout: Layout, position: int) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     stage = layout.stages[position]
-    given = sample_outputs(layout, position - 1) if any(p.generator.kind == "previous" for p in stage.inputs) else {}
+    given = sample_outputs(layout, layout.plan.stages[position].preds[0]) if any(
+        p.generator.kind == "previous" for p in stage.inputs) else {}
     feeds = {p.name: given[p.name] if p.generator.kind == "previous" else
              p.values([0], layout.scenario.run.seed, layout.plan.base_dir) for p in stage.inputs}
     session = ort.InferenceSession(str(stage.model), providers=["CPUExecutionProvider"])
