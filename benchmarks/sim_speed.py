@@ -91,7 +91,7 @@ def minimal_model(plan: Plan, arrivals: Arrivals, seed: int) -> list[float]:
 
     def request(i: int):
         arrival = env.now
-        where, size = "client", float(arrivals.size[i])
+        where, size = "client", arrivals.request(i)[5]
         for stage in stages:
             pool = stage.pools[0]
             yield from hop(where, pool, size)

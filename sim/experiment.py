@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from sim.metrics.summary import Estimate, combine, summarise
@@ -47,7 +46,7 @@ class VariantResult:
     estimates: dict[str, Estimate]
     plan: Optional[Plan] = None  # the compiled design that ran (None: the writer compiles it)
     timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, all replications
-    record_files: tuple[Path, ...] = ()  # streamed per-request rows, one file per replication (then ``frame`` is compact)
+    record_files: tuple[Path, ...] = ()  # streamed per-request rows, one file per replication (then ``frame`` is empty)
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,8 @@ class ExperimentResult:
 class Replication:
     """One simulated replication: its request table, its metrics and (when sampled) its time series.
 
-    With streamed records ``frame`` holds only the compact columns the summary reads, and the rows
-    kept are in ``records`` (a Parquet file)."""
+    With streamed records ``frame`` is empty (its columns only: nothing per request stays in memory)
+    and the rows kept are in ``records`` (a Parquet file)."""
 
     frame: pd.DataFrame
     metrics: dict[str, float]
@@ -105,10 +104,8 @@ def simulate_replication(plan: Plan, replication: int, progress: Optional[Callab
         frame, usage = collect(output, replication)
         return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)
     kept = sink.close()
-    frame = kept.summary_frame
-    frame.insert(0, "replication", np.full(len(frame), replication, dtype=np.int32))
-    return Replication(frame, summarise(frame, usage_of(output), run.warmup, run.duration), output.timeseries,
-                       kept.path)
+    metrics = summarise(kept.columns, usage_of(output), run.warmup, run.duration)
+    return Replication(kept.columns.frame(replication).iloc[:0], metrics, output.timeseries, kept.path)
 
 
 def run_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None

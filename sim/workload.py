@@ -21,6 +21,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -49,19 +50,50 @@ class WorkloadTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class Arrivals:
-    """Every request of a run, sorted by arrival time (request id = position)."""
+    """Every request of a run, sorted by arrival time (request id = position).
+
+    Held compactly, as a run may have many millions: per request only its time and source
+    (about 10 bytes; also its size when a trace gives sizes); what a source fixes (class,
+    priority, payload, relative deadline) is looked up by source. ``klass``, ``priority``,
+    ``deadline`` and ``size`` are whole-array views built on demand; ``request(i)`` gives one
+    request's fields without building them."""
 
     time: np.ndarray
     source: np.ndarray
-    klass: np.ndarray
-    size: np.ndarray
-    deadline: np.ndarray  # absolute; inf when the source sets none
-    priority: np.ndarray
     source_names: tuple[str, ...]
     class_names: tuple[str, ...]
+    class_of: np.ndarray  # per source: index into class_names
+    priority_of: np.ndarray  # per source
+    deadline_of: np.ndarray  # per source: seconds after arrival; inf when none
+    payload_of: np.ndarray  # per source: bytes
+    sizes: Optional[np.ndarray] = None  # per request, when a trace gives sizes (else the source's payload)
 
     def __len__(self) -> int:
         return len(self.time)
+
+    @property
+    def klass(self) -> np.ndarray:
+        return self.class_of[self.source]
+
+    @property
+    def priority(self) -> np.ndarray:
+        return self.priority_of[self.source]
+
+    @property
+    def deadline(self) -> np.ndarray:
+        """Absolute deadlines (inf when the source sets none)."""
+        return self.time + self.deadline_of[self.source]
+
+    @property
+    def size(self) -> np.ndarray:
+        return self.sizes if self.sizes is not None else self.payload_of[self.source]
+
+    def request(self, i: int) -> tuple[int, int, int, float, float, float]:
+        """Request ``i``: source, class, priority, arrival time, absolute deadline, size."""
+        source, time = int(self.source[i]), float(self.time[i])
+        size = float(self.sizes[i]) if self.sizes is not None else float(self.payload_of[source])
+        return (source, int(self.class_of[source]), int(self.priority_of[source]), time,
+                float(time + self.deadline_of[source]), size)
 
 
 def generate_arrivals(
@@ -82,35 +114,48 @@ def generate_arrivals(
                                f"more than the {max_arrivals:.3g} one replication may hold; shorten "
                                "run.duration or lower the rates")
     class_names = tuple(dict.fromkeys(s.class_ for s in workload.sources))
+    kind = np.int16 if len(workload.sources) < 2**15 else np.int32
     parts = []
+    sized = False  # whether a source gives sizes of its own (a trace with a size column)
     for index, source in enumerate(workload.sources):
         rng = streams.stream_rng(seed, replication, streams.arrivals(source.name))
         times, sizes = _draw(source, duration, rng, base_dir)
         keep = (times >= 0) & (times < duration)
-        times, sizes = times[keep], sizes[keep]
-        parts.append((times, np.full(len(times), index), sizes))
-    time = np.concatenate([p[0] for p in parts])
-    source = np.concatenate([p[1] for p in parts]).astype(np.int32)
-    size = np.concatenate([p[2] for p in parts]).astype(float)
-    order = np.lexsort((source, time))
-    time, source, size = time[order], source[order], size[order]
+        times, sizes = times[keep], (sizes[keep] if sizes is not None else None)
+        sized = sized or sizes is not None
+        parts.append((times, index, sizes))
     specs = workload.sources
-    deadline_of = np.array([s.deadline if s.deadline is not None else math.inf for s in specs])
+    payload_of = np.array([float(s.payload) if not isinstance(s, TraceSource) or not s.size_column else 0.0
+                           for s in specs], dtype=float)
+    if len(parts) == 1:
+        time, source = parts[0][0], np.zeros(len(parts[0][0]), dtype=kind)
+        size = parts[0][2]
+    else:
+        time = np.concatenate([p[0] for p in parts])
+        source = np.concatenate([np.full(len(p[0]), p[1], dtype=kind) for p in parts])
+        order = np.lexsort((source, time))
+        time, source = time[order], source[order]
+        size = (np.concatenate([p[2] if p[2] is not None else np.full(len(p[0]), payload_of[p[1]]) for p in parts])[order]
+                if sized else None)
     return Arrivals(
         time=time,
         source=source,
-        klass=np.array([class_names.index(s.class_) for s in specs], dtype=np.int32)[source],
-        size=size,
-        deadline=time + deadline_of[source],
-        priority=np.array([s.priority for s in specs], dtype=np.int32)[source],
         source_names=tuple(s.name for s in specs),
         class_names=class_names,
+        class_of=np.array([class_names.index(s.class_) for s in specs], dtype=np.int32),
+        priority_of=np.array([s.priority for s in specs], dtype=np.int32),
+        deadline_of=np.array([s.deadline if s.deadline is not None else math.inf for s in specs], dtype=float),
+        payload_of=payload_of,
+        sizes=size.astype(float) if size is not None else None,
     )
 
 
-def _draw(source, duration: float, rng: np.random.Generator, base_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _draw(source, duration: float, rng: np.random.Generator,
+          base_dir: Path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Arrival times, and sizes when the source gives its own (a trace with a size column)."""
     if isinstance(source, TraceSource):
-        return read_trace(source, base_dir / source.file)
+        times, sizes = read_trace(source, base_dir / source.file)
+        return times, (sizes if source.size_column else None)
     if isinstance(source, PeriodicSource):
         times = _periodic(source, duration, rng)
     elif isinstance(source, PoissonSource):
@@ -122,7 +167,7 @@ def _draw(source, duration: float, rng: np.random.Generator, base_dir: Path) -> 
         times = _mmpp(source, duration, rng)
     else:
         raise TypeError(f"unknown source {source!r}")
-    return times, np.full(len(times), source.payload)
+    return times, None
 
 
 def _periodic(source: PeriodicSource, duration: float, rng: np.random.Generator) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_summary_from_compact_columns_is_exact(run, tmp_path):
     r = plan.scenario.run
     for choice in ("all", "none", "sample:5"):
         result = _feed(run, choice, tmp_path / f"{choice}.parquet")
-        assert summarise(result.summary_frame, usage, r.warmup, r.duration) == summarise(frame, usage, r.warmup,
+        assert summarise(result.columns, usage, r.warmup, r.duration) == summarise(frame, usage, r.warmup,
                                                                                          r.duration)
 
 

@@ -143,8 +143,8 @@ class Scheduled:
         a, out = self.arrivals, []
         while self.next < len(a) and a.time[self.next] <= now:
             i = self.next
-            out.append((i, float(a.time[i]), int(a.source[i]), int(a.klass[i]), int(a.priority[i]),
-                        float(a.size[i]), float(a.deadline[i])))
+            source, klass, priority, time, deadline, size = a.request(i)
+            out.append((i, time, source, klass, priority, size, deadline))
             self.next += 1
         if self.next == len(a) and now >= self.duration and self.end is None:
             self.end = self.duration

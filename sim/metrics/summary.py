@@ -1,7 +1,8 @@
 """One run's metrics, and their estimates across replications.
 
-``summarise`` turns a per-request table and the resource usage of one run
-into named metrics. Only requests that arrived inside the measurement
+``summarise`` turns a per-request table (a frame, or the compact
+``sim.metrics.columns.RequestColumns`` a streamed run keeps) and the
+resource usage of one run into named metrics. Only requests that arrived inside the measurement
 window count (warm-up removed). Latency is measured on served requests
 (completed or deadline-missed); rates are fractions of arrived requests,
 except the miss rate, which is a fraction of served ones.
@@ -26,27 +27,28 @@ import pandas as pd
 from scipy import stats
 
 from sim.contract.metric_keys import ALL, ARRIVED, LATENCY_STATISTICS, RATES, Kind, MetricKey, Subject
-from sim.contract.outcomes import ENDINGS, SERVED_LABELS, Outcome
-from sim.metrics.records import column, stage_names
+from sim.contract.outcomes import ENDINGS, Outcome
+from sim.metrics.columns import RequestColumns
 from sim.metrics.resilience import resilience_metrics
 from sim.metrics.usage import ResourceUsage
 
 
-def summarise(frame: pd.DataFrame, usage: ResourceUsage, warmup: float, end: float) -> dict[str, float]:
-    window = frame[(frame["arrival"] >= warmup) & (frame["arrival"] < end)]
+def summarise(frame: pd.DataFrame | RequestColumns, usage: ResourceUsage, warmup: float,
+              end: float) -> dict[str, float]:
+    """Named metrics of one run from its per-request table (or the same columns as ``RequestColumns``)."""
+    columns = frame if isinstance(frame, RequestColumns) else RequestColumns.of_frame(frame)
+    window = columns.window(warmup, end)
     length = end - warmup
-    metrics = _request_metrics(window, length, ALL)
-    for klass in window["class"].cat.categories:
-        metrics.update(_request_metrics(window[window["class"] == klass], length, Subject.of_class(klass)))
-    for stage in stage_names(frame):
-        started = window[column(stage, "start")].to_numpy()
-        mask = ~np.isnan(started)
+    metrics = _request_metrics(window.outcome, window.latency, length, ALL)
+    for code, klass in enumerate(window.class_names):
+        mine = window.klass == code
+        metrics.update(_request_metrics(window.outcome[mine], window.latency[mine], length, Subject.of_class(klass)))
+    for j, stage in enumerate(window.stages):
+        mask = window.started[j]
         if mask.any():
-            enqueued = window[column(stage, "enqueued")].to_numpy()[mask]
             subject = Subject.stage(stage)
-            metrics[MetricKey(Kind.WAIT, subject)] = float(np.mean(started[mask] - enqueued))
-            metrics[MetricKey(Kind.SERVICE, subject)] = float(
-                np.mean(window[column(stage, "end")].to_numpy()[mask] - started[mask]))
+            metrics[MetricKey(Kind.WAIT, subject)] = float(np.mean(window.wait[j][mask]))
+            metrics[MetricKey(Kind.SERVICE, subject)] = float(np.mean(window.service[j][mask]))
     resources = (
         (Kind.UTILISATION, Subject.pool, usage.pool_utilisation),
         (Kind.UTILISATION, Subject.link, usage.link_utilisation),
@@ -57,18 +59,20 @@ def summarise(frame: pd.DataFrame, usage: ResourceUsage, warmup: float, end: flo
     for kind, subject, values in resources:
         for name, value in values.items():
             metrics[MetricKey(kind, subject(name))] = value
-    return {key.name: value for key, value in metrics.items()} | resilience_metrics(window, usage.resilience, warmup, end)
+    named = {key.name: value for key, value in metrics.items()}
+    if usage.resilience is None:
+        return named
+    return named | resilience_metrics(window.frame(), usage.resilience, warmup, end)
 
 
-def _request_metrics(rows: pd.DataFrame, length: float, subject: Subject) -> dict[MetricKey, float]:
+def _request_metrics(outcome: np.ndarray, latency: np.ndarray, length: float,
+                     subject: Subject) -> dict[MetricKey, float]:
     def key(kind: Kind, statistic: str | None = None) -> MetricKey:
         return MetricKey(kind, subject, statistic)
 
-    outcome = rows["outcome"]
-    arrived = len(rows)
-    counts = {o: int((outcome == o.label).sum()) for o in ENDINGS}
+    arrived = len(outcome)
+    counts = {o: int(np.count_nonzero(outcome == o.value)) for o in ENDINGS}
     served = counts[Outcome.COMPLETED] + counts[Outcome.DEADLINE_MISSED]
-    latency = rows["latency"].to_numpy()[outcome.isin(SERVED_LABELS).to_numpy()]
     out = {key(Kind.REQUESTS, o.label): float(count) for o, count in counts.items()}
     out[key(Kind.REQUESTS, ARRIVED)] = float(arrived)
     out[key(Kind.THROUGHPUT)] = (served + counts[Outcome.FILTERED]) / length
@@ -77,7 +81,8 @@ def _request_metrics(rows: pd.DataFrame, length: float, subject: Subject) -> dic
     for rate, counted in RATES.items():
         of = served if counted is Outcome.DEADLINE_MISSED else arrived
         out[key(Kind.RATE, rate)] = counts[counted] / of if of else math.nan
-    for statistic, value in latency_statistics(latency).items():
+    is_served = (outcome == Outcome.COMPLETED.value) | (outcome == Outcome.DEADLINE_MISSED.value)
+    for statistic, value in latency_statistics(latency[is_served]).items():
         out[key(Kind.LATENCY, statistic)] = value
     return out
 

@@ -145,6 +145,22 @@ class RunOutput:
     timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, when sampled
 
 
+class _HopTable(dict):
+    """(pool, pool) -> the links joining them (``Plan.links_between``), filled as pairs are asked for.
+
+    Indexed once by the links' ends, so its cost grows with the links, not with pools squared."""
+
+    def __init__(self, links: list[LinkPlan]):
+        super().__init__()
+        self._by_ends: dict[tuple[str, str], list[LinkPlan]] = {}
+        for link in links:
+            self._by_ends.setdefault(tuple(sorted(link.ends)), []).append(link)
+
+    def __missing__(self, pair: tuple[str, str]) -> list[LinkPlan]:
+        links = self[pair] = list(self._by_ends.get(tuple(sorted(pair)), ()))
+        return links
+
+
 class System:
     """One replication of one design."""
 
@@ -257,7 +273,8 @@ class _State:
             remaining.append(0.0)
             after.append(0.0)
         tracked = {name for f in resilience.failures for name in f.devices} if resilience is not None else set()
-        columns = self._origin if fallbacks or plan.other_work else None
+        other_work = plan.other_work  # a property that scans every link and pool: once, not per device
+        columns = self._origin if fallbacks or other_work else None
         self.devices: list[DeviceInstance] = []
         pool_devices: dict[str, list[DeviceInstance]] = {}
         batch_ids = [0]
@@ -265,7 +282,7 @@ class _State:
             samplers = pool_stages[pool.name]
             means = {i: smp.mean for i, smp in samplers.items()}
             batching = {i: batching_of[i] for i in samplers}
-            if plan.other_work:
+            if other_work:
                 means[self._copy_stage] = _no_time
                 batching[self._copy_stage] = batching_of[self._copy_stage]
             estimates = ModelEstimates(means, remaining, after)
@@ -273,7 +290,7 @@ class _State:
             for name in pool.instance_names():
                 station = Station(batching, discipline, admission, estimates, pool.servers)
                 services = {i: StageService(smp) for i, smp in samplers.items()}
-                if plan.other_work:
+                if other_work:
                     services[self._copy_stage] = StageService(None, cost_of=_copy_seconds)
                 device = DeviceInstance(env, len(self.devices), name, pool.name, pool.servers, window,
                                         station, services, batch_ids, columns, name in tracked)
@@ -301,10 +318,7 @@ class _State:
         self._fallback_pools = {self._shadow[stage.index]: fallback.pools for stage, fallback in fallbacks}
         self._fallback_degraded = {self._shadow[stage.index]: fallback.degraded for stage, fallback in fallbacks}
         self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
-        self._hops = {
-            (a, b): plan.links_between(a, b)
-            for a in [CLIENT, *plan.pools] for b in [CLIENT, *plan.pools]
-        }
+        self._hops = _HopTable(plan.links)
         self._link_index = {link.name: i for i, link in enumerate(plan.links)}
         self._hop = {key: _Hop(links, self._link_index) for key, links in self._hops.items()}
         self._roots = plan.roots
@@ -347,10 +361,7 @@ class _State:
     def _on_arrival(self, _event) -> None:
         a, i = self.arrivals, self.next_arrival
         self.next_arrival += 1
-        request = Request.blank(
-            i, int(a.source[i]), int(a.klass[i]), int(a.priority[i]), float(a.time[i]),
-            float(a.deadline[i]), float(a.size[i]), self._preds, self._sinks,
-        )
+        request = Request.blank(i, *a.request(i), self._preds, self._sinks)
         self.latest = request
         if self.sink is None:
             self.requests.append(request)
