@@ -45,7 +45,7 @@ def measure(scenario: str, variant: str, duration: float, settings: list[str], r
         command = ["/usr/bin/time", "-o", str(stats), "-f", "%M %U %S %e",
                    *(["nice"] if nice else []), sys.executable, "-m", "sim.cli", "run", scenario,
                    "--variant", variant, "--duration", f"{duration} s", "--set", "run.replications=1",
-                   "--jobs", "1", "--records", records, "--out", str(out)]
+                   "--jobs", "1", "--records", records, "--max-work", "1e12", "--out", str(out)]
         for item in settings:
             command += ["--set", item]
         env = dict(os.environ, PYTHONPATH=str(REPO))

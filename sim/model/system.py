@@ -145,20 +145,25 @@ class RunOutput:
     timeseries: Optional[pd.DataFrame] = None  # utilisation and queues over time, when sampled
 
 
-class _HopTable(dict):
-    """(pool, pool) -> the links joining them (``Plan.links_between``), filled as pairs are asked for.
+class _Table(dict):
+    """A dict whose value for a key is made on first use, by ``make(key)``."""
 
-    Indexed once by the links' ends, so its cost grows with the links, not with pools squared."""
-
-    def __init__(self, links: list[LinkPlan]):
+    def __init__(self, make: Callable):
         super().__init__()
-        self._by_ends: dict[tuple[str, str], list[LinkPlan]] = {}
-        for link in links:
-            self._by_ends.setdefault(tuple(sorted(link.ends)), []).append(link)
+        self._make = make
 
-    def __missing__(self, pair: tuple[str, str]) -> list[LinkPlan]:
-        links = self[pair] = list(self._by_ends.get(tuple(sorted(pair)), ()))
-        return links
+    def __missing__(self, key):
+        value = self[key] = self._make(key)
+        return value
+
+
+def _links_by_ends(links: list[LinkPlan]) -> Callable[[tuple[str, str]], list[LinkPlan]]:
+    """(pool, pool) -> the links joining them (as ``Plan.links_between``), indexed once by the links' ends:
+    the cost grows with the links, not with the pools squared."""
+    index: dict[tuple[str, ...], list[LinkPlan]] = {}
+    for link in links:
+        index.setdefault(tuple(sorted(link.ends)), []).append(link)
+    return lambda pair: list(index.get(tuple(sorted(pair)), ()))
 
 
 class System:
@@ -318,9 +323,9 @@ class _State:
         self._fallback_pools = {self._shadow[stage.index]: fallback.pools for stage, fallback in fallbacks}
         self._fallback_degraded = {self._shadow[stage.index]: fallback.degraded for stage, fallback in fallbacks}
         self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
-        self._hops = _HopTable(plan.links)
+        self._hops = _Table(_links_by_ends(plan.links))  # (pool, pool) -> links, filled as pairs are used
         self._link_index = {link.name: i for i, link in enumerate(plan.links)}
-        self._hop = {key: _Hop(links, self._link_index) for key, links in self._hops.items()}
+        self._hop = _Table(lambda pair: _Hop(self._hops[pair], self._link_index))
         self._roots = plan.roots
         self._stages = stages
         self._stage_pools = [frozenset(stage.pools) for stage in stages]
