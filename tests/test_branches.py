@@ -418,3 +418,45 @@ def test_the_harness_estimates_remaining_work_along_the_requests_path():
         mean["prefilter"] + max(mean["small"], mean["large"]) + mean["post"])
     assert estimates.after(index["tokenize"]) == pytest.approx(mean["answer"])
     assert estimates.after(index["post"]) == 0.0
+
+
+def test_a_model_stage_branches_on_its_real_argmax_class(tmp_path):
+    """A text-angle classifier (shipped by rapidocr) picks the next stage per request: its argmax class
+    through the by-class policy, checked against a direct onnxruntime call on the same inputs."""
+    ort = pytest.importorskip("onnxruntime")
+    from hil.runner.layout import lay_out
+    from hil.runner.ops import Routes, _Job, open_op
+    from tests.test_hil_any_model import OCR_CLS
+    from tests.test_partition import packaged
+
+    path = packaged(*OCR_CLS)
+    output = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_outputs()[0].name
+    doc = {
+        "name": "angle",
+        "hardware": {"pools": {"dpu": {"profile": "bluefield-3"}}},
+        "workload": {"sources": [{"name": "s", "kind": "poisson", "rate": "40/s", "payload": "1 KB"}]},
+        "pipeline": {"stages": [
+            {"name": "angle", "costs": {"dpu": "1 ms"},
+             "hil": {"op": "model", "model": str(path), "shapes": {"x": [1, 3, 48, 192]}, "inputs": {"x": "random"},
+                     "score": {"output": output, "index": 0}},
+             "branch": {"kind": "by-class", "to": [{"stage": "upright", "probability": 0.5, "classes": [0]},
+                                                   {"stage": "rotated", "probability": 0.5}]}},
+            {"name": "upright", "after": ["angle"], "costs": {"dpu": "0.1 ms"}},
+            {"name": "rotated", "after": ["angle"], "costs": {"dpu": "0.2 ms"}}]},
+        "run": {"duration": "1 s", "warmup": "0 s", "drain": "1 s", "replications": 1},
+        "hil": {"cores": {"front": [0], "gpu": [1]}},
+    }
+    plan = compile_plan(_scenario(doc))
+    layout = lay_out(plan, "base", "f.yaml", [0, 1])
+    op = open_op(layout.stages[0], layout, None, "onnxruntime-cpu", 0)
+    try:
+        ids = list(range(16))
+        op([_Job(i, np.zeros(8, np.uint8)) for i in ids])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        direct = [int(session.run(None, {"x": op.bank["x"][i % op.BANK]})[0].reshape(-1).argmax()) for i in ids]
+        np.testing.assert_array_equal(op.signals["by-class"], direct)
+        assert 0 < sum(direct) < len(direct)  # both classes occur: both branches are taken
+        went = Routes(layout, 1, 0).after(0, ids, op)
+        assert [plan.stages[s].name for s in went] == ["upright" if k == 0 else "rotated" for k in direct]
+    finally:
+        op.close()
