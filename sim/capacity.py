@@ -21,8 +21,13 @@ module says so before anyone reads the numbers, from the compiled plan:
   shared contention), against its channels (one per pair of device
   instances for ``per-pair`` sharing, else one); bytes are the stage's
   input (the payload at the first stage, the predecessors' outputs later)
-  and the reply. Several links between the same ends share in proportion
-  to their bandwidth.
+  and the reply. Of several links between the same ends, each message
+  takes the one the channel policy picks for its size, as in the
+  simulator;
+- host costs of moving data: each message's ``send_cost`` on its sending
+  pool and ``receive_cost`` on its receiving pool (CPUs and DPUs), as
+  work of those pools; a pool's ``background`` load takes its share of
+  the pool's servers.
 
 With a ``topology`` (``sim.topology``), requests follow its rules: a
 request entering from the client may go to any pool of the first stage
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sim.plan import LinkPlan, Plan
+from sim.policies.channel import CHANNELS
 from sim.scenario.schema import CLIENT, GammaSource, MmppSource, PeriodicSource, PoissonSource, TraceSource
 
 
@@ -98,9 +104,6 @@ def offered_loads(plan: Plan) -> list[Load]:
         for stage in stages:
             for pool, share in shares[stage.index].items():
                 busy[pool] += reach[stage.index] * share * per_request(stage, pool)
-    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
-             for name in plan.pools]
-
     occupancy: dict[tuple[str, str, str], float] = {}
     client_links = any(CLIENT in link.ends for link in plan.links)
 
@@ -110,11 +113,11 @@ def offered_loads(plan: Plan) -> list[Load]:
         links = plan.links_between(a, b)
         if not links or (CLIENT in (a, b) and not client_links):
             return
-        total = sum(link.bandwidth for link in links)
-        for link in links:
-            hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
-            key = (link.name, a, b)
-            occupancy[key] = occupancy.get(key, 0.0) + messages * link.bandwidth / total * hold
+        link = _chosen(plan, links, size)
+        hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
+        key = (link.name, a, b)
+        occupancy[key] = occupancy.get(key, 0.0) + messages * hold
+        _host_work(plan, busy, link, link, a, b, messages, size)
 
     for rate, payload, flows, edges in parts:
         reach = [rate * flow for flow in flows]
@@ -138,6 +141,7 @@ def offered_loads(plan: Plan) -> list[Load]:
                 for src, share in shares[stage.index].items():
                     send(src, CLIENT, passing * share, reply)
 
+    loads = _pool_loads(plan, busy)
     for link in plan.links:
         directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
         if not directions:
@@ -168,24 +172,24 @@ def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request
         if a == b or messages <= 0 or (CLIENT in (a, b) and not client_links):
             return
         hops = topology.route(a, b) or ()
-        for i, hop in enumerate(hops):
-            total = sum(link.bandwidth for link in hop.links)
-            for link in hop.links:
-                hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
-                key = (link.name, hop.frm, hop.to)
-                occupancy[key] = occupancy.get(key, 0.0) + messages * link.bandwidth / total * hold
-                if link.sharing == "shared":  # one channel per direction for every device behind it
-                    channels[key] = 1.0
-                else:  # per-pair: keyed by the sending device on the first hop, the receiving one on the last
-                    ends = (count.get(a, 1) if i == 0 else 1) * (count.get(b, 1) if i == len(hops) - 1 else 1)
-                    channels[key] = max(channels.get(key, 1.0), float(ends))
+        chosen = [_chosen(plan, hop.links, size) for hop in hops]
+        for i, (hop, link) in enumerate(zip(hops, chosen)):
+            hold = size / link.bandwidth + (link.overhead if link.contention == "fifo" else 0.0)
+            key = (link.name, hop.frm, hop.to)
+            occupancy[key] = occupancy.get(key, 0.0) + messages * hold
+            if link.sharing == "shared":  # one channel per direction for every device behind it
+                channels[key] = 1.0
+            else:  # per-pair: keyed by the sending device on the first hop, the receiving one on the last
+                ends = (count.get(a, 1) if i == 0 else 1) * (count.get(b, 1) if i == len(hops) - 1 else 1)
+                channels[key] = max(channels.get(key, 1.0), float(ends))
+        if hops:
+            _host_work(plan, busy, chosen[0], chosen[-1], a, b, messages, size)
 
     for rate, payload, flows, edges in parts:
         reach = [rate * flow for flow in flows]
         _route_part(plan, reach, payload, edges, shares, per_request, busy, send)
 
-    loads = [Load("pool", name, busy[name], plan.pools[name].servers * plan.pools[name].count)
-             for name in plan.pools]
+    loads = _pool_loads(plan, busy)
     for link in plan.links:
         directions = [(a, b) for (name, a, b) in occupancy if name == link.name]
         if not directions:
@@ -195,6 +199,32 @@ def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request
         busiest = max(directions, key=lambda d: occupancy[link.name, *d] / channels[link.name, *d])
         loads.append(Load("link", link.name, occupancy[link.name, *busiest], channels[link.name, *busiest]))
     return loads
+
+
+def _chosen(plan: Plan, links, size: float) -> LinkPlan:
+    """The link of ``links`` (between the same two ends) a message of ``size`` bytes takes: the channel
+    policy's choice, as in the simulator."""
+    if len(links) == 1:
+        return links[0]
+    kind = CHANNELS[plan.scenario.policies.channel.kind](plan.scenario.policies.channel).choose(
+        size, [link.kind for link in links])
+    return next(link for link in links if link.kind == kind)
+
+
+def _host_work(plan: Plan, busy: dict[str, float], first: LinkPlan, last: LinkPlan, a: str, b: str,
+               messages: float, size: float) -> None:
+    """The CPU time a transfer costs its ends: the first link's ``send_cost`` on ``a``, the last link's
+    ``receive_cost`` on ``b`` (CPUs and DPUs only; a GPU's copies are its host's)."""
+    for pool, cost in ((a, first.send_cost), (b, last.receive_cost)):
+        if cost is not None and pool in busy and plan.pools[pool].kind != "gpu":
+            busy[pool] += messages * (cost[0] + cost[1] * size)
+
+
+def _pool_loads(plan: Plan, busy: dict[str, float]) -> list[Load]:
+    """Each pool's load against its servers; background load (``background``) takes its share of them."""
+    return [Load("pool", name, busy[name],
+                 pool.servers * pool.count * (1.0 - (pool.background[0] if pool.background else 0.0)))
+            for name, pool in plan.pools.items()]
 
 
 def _route_part(plan: Plan, reach: list[float], payload: float, edges, shares: list[dict[str, float]],

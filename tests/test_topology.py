@@ -431,3 +431,29 @@ def test_a_fallback_named_by_role_runs_in_the_request_node():
     with pytest.raises(ScenarioError) as error:
         compile_plan(Scenario.model_validate(bad))
     assert "resilience.stages.detect.fallback.pools" in str(error.value) and "expected one of: dpu, gpu" in str(error.value)
+
+
+# --- NVLink between the GPUs of one node -----------------------------------------------------------
+
+def test_a_model_split_across_two_gpus_sends_its_activations_over_nvlink_not_pcie():
+    from pathlib import Path
+
+    from sim.scenario.load import load_scenario_file
+
+    scenario_file = load_scenario_file(Path(__file__).resolve().parents[1] / "docs" / "examples" / "nvlink-split.yaml",
+                                       ["run.duration=0.8 s", "run.warmup=0.1 s", "run.drain=0.5 s"])
+    plan = compile_plan(scenario_file.resolve("base"), base_dir=scenario_file.path.parent)
+    assert [[link.name for link in hop.links] for hop in plan.topology.route("gpu-a", "gpu-b")] == [["nvlink"]]
+    run = plan.scenario.run
+    out = System(plan, generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir),
+                 run.seed, 0).run()
+    moved = {name: sum(c.bytes_moved for c in channels) for name, channels in out.channels.items()}
+    names = [link.name for link in plan.links]
+    served = [r for r in out.requests if r.outcome is Outcome.COMPLETED and out.window.start <= r.arrival]
+    assert len(served) > 300
+    head, tail = 1, 2
+    assert {names[r.link[tail]] for r in served} == {"nvlink"}  # every activation crossed NVLink ...
+    # ... and only NVLink: its 13 MB per request, while the slots carry the tensor in and the result out
+    assert moved["nvlink"] == pytest.approx(13e6 * len(served), rel=0.05)
+    assert moved["slot-a"] == pytest.approx(2.46e6 * len(served), rel=0.05)
+    assert moved["slot-b"] == pytest.approx(2.82e6 * len(served), rel=0.05)
