@@ -73,17 +73,20 @@ def front_end(scenario_file, variant: str) -> tuple[str, int, float]:
 
     plan = compile_plan(scenario_file.resolve(variant))
     first = max(demands(plan), key=lambda d: d.per_request / d.limit)
-    pool = plan.pools[first.name]
+    pool = plan.pools[first.resource.name]
     servers = pool.count * pool.servers
-    return first.name, servers, first.per_request * servers * 1e3
+    return first.resource.name, servers, first.per_request * servers * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "seed-comparison.md")
     parser.add_argument("--capacity", type=Path, default=None, help="a capacity.json of this scenario to reuse")
+    parser.add_argument("--save-capacity", type=Path, default=None, help="write the capacity search's document here")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        help="scenario override for every run (smoke tests only: the report is of the file as shipped)")
     args = parser.parse_args()
-    scenario_file = load_scenario_file(SCENARIO)
+    scenario_file = load_scenario_file(SCENARIO, args.overrides)
     base = scenario_file.resolve(CPU)
     if args.capacity:
         document = json.loads(args.capacity.read_text())
@@ -91,10 +94,12 @@ def main() -> None:
         results = [find_capacity(scenario_file, v, Serial(), DEFAULT_TOLERANCE, CAPACITY_REPLICATION_CAP,
                                  lambda line: print(line, file=sys.stderr)) for v in (CPU, DPU)]
         document = json.loads(json.dumps(capacity_document(base.name, base.run.seed, DEFAULT_TOLERANCE, results)))
+        if args.save_capacity:
+            args.save_capacity.write_text(json.dumps(document))
     at64 = run_variants(scenario_file, [CPU, DPU])
-    what_if = {name: run_variants(load_scenario_file(SCENARIO, overrides), list(variants))
+    what_if = {name: run_variants(load_scenario_file(SCENARIO, [*args.overrides, *overrides]), list(variants))
                for name, (_, overrides, variants) in WHAT_IFS.items()}
-    bare = load_scenario_file(SCENARIO, NO_HOST_COSTS)
+    bare = load_scenario_file(SCENARIO, [*args.overrides, *NO_HOST_COSTS])
     front_bare = {v: front_end(bare, v) for v in (CPU, DPU)}
     cap = {v: document["variants"][v] for v in (CPU, DPU)}
     e = {v: at64[v].estimates for v in (CPU, DPU)}
@@ -126,8 +131,8 @@ def main() -> None:
         f"| ~2.1x throughput with DPU offload | capacity {cap[CPU]['capacity']['value']:g} streams (cpu-path) vs "
         f"{cap[DPU]['capacity']['value']:g} (dpu-offload): **{ratio:.2f}x** | {'no' if abs(ratio - 2.1) > 0.3 else 'yes'} |",
         f"| GPU utilisation 32% -> 76% | at 64 streams: {pct(gpu_busy(e[CPU]).mean)} -> "
-        f"{pct(gpu_busy(e[DPU]).mean)}; at each design's capacity: {pct(util(CPU, 'gpu'))} -> "
-        f"{pct(util(DPU, 'gpu'))} | no |",
+        f"{pct(gpu_busy(e[DPU]).mean)}; at each design's capacity: {pct(util(CPU, 'pool.gpu'))} -> "
+        f"{pct(util(DPU, 'pool.gpu'))} | no |",
         f"| lower end-to-end latency with offload | at 64 streams, p50 {ms(e[CPU]['latency.p50'])} (cpu-path) vs "
         f"{ms(e[DPU]['latency.p50'])} (dpu-offload); p99 {ms(e[CPU]['latency.p99'])} vs {ms(e[DPU]['latency.p99'])} "
         f"| {'yes' if e[DPU]['latency.p99'].high < e[CPU]['latency.p99'].low else 'no'} |",
