@@ -12,6 +12,7 @@ the SimPy model and the hardware harness are both built from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -131,7 +132,16 @@ class Plan:
         return self.host_costs or any(pool.background for pool in self.pools.values())
 
     def links_between(self, a: str, b: str) -> list[LinkPlan]:
-        return [link for link in self.links if link.joins(a, b)]
+        """The links joining ``a`` and ``b`` (``LinkPlan.joins``), in declaration order."""
+        return list(self._links_by_ends.get(tuple(sorted((a, b))), ()))
+
+    @cached_property
+    def _links_by_ends(self) -> dict[tuple[str, ...], list[LinkPlan]]:
+        """Links by their sorted ends: ``links_between`` costs O(1), not O(links) (a city has thousands)."""
+        index: dict[tuple[str, ...], list[LinkPlan]] = {}
+        for link in self.links:
+            index.setdefault(tuple(sorted(link.ends)), []).append(link)
+        return index
 
 
 def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")) -> Plan:

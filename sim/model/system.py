@@ -157,15 +157,6 @@ class _Table(dict):
         return value
 
 
-def _links_by_ends(links: list[LinkPlan]) -> Callable[[tuple[str, str]], list[LinkPlan]]:
-    """(pool, pool) -> the links joining them (as ``Plan.links_between``), indexed once by the links' ends:
-    the cost grows with the links, not with the pools squared."""
-    index: dict[tuple[str, ...], list[LinkPlan]] = {}
-    for link in links:
-        index.setdefault(tuple(sorted(link.ends)), []).append(link)
-    return lambda pair: list(index.get(tuple(sorted(pair)), ()))
-
-
 class System:
     """One replication of one design."""
 
@@ -323,7 +314,7 @@ class _State:
         self._fallback_pools = {self._shadow[stage.index]: fallback.pools for stage, fallback in fallbacks}
         self._fallback_degraded = {self._shadow[stage.index]: fallback.degraded for stage, fallback in fallbacks}
         self.channel_policy = CHANNELS[policies.channel.kind](policies.channel)
-        self._hops = _Table(_links_by_ends(plan.links))  # (pool, pool) -> links, filled as pairs are used
+        self._hops = _Table(lambda pair: plan.links_between(*pair))  # (pool, pool) -> links, as pairs are used
         self._link_index = {link.name: i for i, link in enumerate(plan.links)}
         self._hop = _Table(lambda pair: _Hop(self._hops[pair], self._link_index))
         self._roots = plan.roots
