@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import subprocess
 import sys
 
@@ -448,6 +449,7 @@ def test_a_model_stage_branches_on_its_real_argmax_class(tmp_path):
     }
     plan = compile_plan(_scenario(doc))
     layout = lay_out(plan, "base", "f.yaml", [0, 1])
+    cores = os.sched_getaffinity(0)  # opening the op pins this (the test's) thread to the front's cores
     op = open_op(layout.stages[0], layout, None, "onnxruntime-cpu", 0)
     try:
         ids = list(range(16))
@@ -460,3 +462,4 @@ def test_a_model_stage_branches_on_its_real_argmax_class(tmp_path):
         assert [plan.stages[s].name for s in went] == ["upright" if k == 0 else "rotated" for k in direct]
     finally:
         op.close()
+        os.sched_setaffinity(0, cores)
