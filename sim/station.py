@@ -102,6 +102,7 @@ class Station(Generic[Job]):
         self._order: list[tuple[PolicyQueue, BatchingPolicy, int]] = [
             (self.queues[s], self.batchers[s], s) for s in self.queues
         ]
+        self._only = self._order[0] if len(self._order) == 1 else None  # one stage: its queue holds every job
         self._push = {stage: queue.push for stage, queue in self.queues.items()}
         self.waiting = 0
         self._seq = 0
@@ -144,9 +145,8 @@ class Station(Generic[Job]):
         if not self.waiting:
             return math.inf
         order = self._order
-        if len(order) == 1:
-            first = order[0]  # one stage: its queue holds every waiting job
-        else:
+        first = self._only
+        if first is None:
             # the stage whose head comes first; usually its batcher says go, and no sort is needed
             first = None
             for entry in order:
@@ -159,7 +159,7 @@ class Station(Generic[Job]):
             self.waiting -= len(jobs)
             return Launch(stage, jobs)
         wake = decision.time
-        if len(order) == 1:
+        if self._only is not None:
             return wake
         ready = [entry for entry in order if entry[0] and entry is not first]
         ready.sort(key=_head_key)

@@ -109,8 +109,12 @@ class DeviceInstance:
         if not station.offer(job, now):
             return False
         waiting = station.waiting - 1  # up to now, the queue was one shorter
-        if waiting and now > self._start and self._queue_changed < self._end:
-            self.queue_area += waiting * max(0.0, min(now, self._end) - max(self._queue_changed, self._start))
+        if waiting:
+            since, start, end = self._queue_changed, self._start, self._end
+            lo = since if since > start else start
+            hi = now if now < end else end
+            if hi > lo:
+                self.queue_area += waiting * (hi - lo)
         self._queue_changed = now
         if self.free:
             self._dispatch()
@@ -148,16 +152,20 @@ class DeviceInstance:
     def _launch(self, now: float, stage: int, jobs: list) -> None:
         """Start a batch: draw its duration, count it, stamp its requests, set its completion timer."""
         size = len(jobs)
-        waiting = self.station.waiting + size  # up to now, the batch was still waiting
         start, end = self._start, self._end
-        if waiting and now > start and self._queue_changed < end:
-            self.queue_area += waiting * max(0.0, min(now, end) - max(self._queue_changed, start))
+        # the queue integral up to now, while the batch was still waiting (Window.overlap, inlined)
+        since = self._queue_changed
+        lo = since if since > start else start
+        hi = now if now < end else end
+        if hi > lo:
+            self.queue_area += (self.station.waiting + size) * (hi - lo)
         self._queue_changed = now
         self.free -= 1
         service = self._services[stage]
         duration = service.sampler.sample(size)
-        if now < end and now + duration > start:
-            self.busy_time += min(now + duration, end) - max(now, start)
+        finish = now + duration
+        if now < end and finish > start:
+            self.busy_time += (finish if finish < end else end) - (now if now > start else start)
             if now >= start:
                 service.batches += 1
                 service.batched_jobs += size

@@ -351,8 +351,9 @@ class _State:
 
     def schedule_next_arrival(self) -> None:
         if self.next_arrival < len(self.arrivals):
-            delay = self.arrivals.time[self.next_arrival] - self.env.now
-            self.env.timeout(max(0.0, delay)).callbacks.append(self._on_arrival)
+            # a Python float: a numpy scalar here would make the clock, and every time computed from it, one
+            delay = float(self.arrivals.time[self.next_arrival]) - self.env.now
+            self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self._on_arrival)
 
     def _on_arrival(self, _event) -> None:
         a, i = self.arrivals, self.next_arrival
