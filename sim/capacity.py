@@ -179,6 +179,9 @@ def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request
             occupancy[key] = occupancy.get(key, 0.0) + messages * hold
             if link.sharing == "shared":  # one channel per direction for every device behind it
                 channels[key] = 1.0
+            elif link.sharing == "per-port":  # the sender's port on the first hop, else the receiver's
+                ends = count.get(a, 1) if i == 0 and a != CLIENT else (count.get(b, 1) if i == len(hops) - 1 else 1)
+                channels[key] = max(channels.get(key, 1.0), float(ends))
             else:  # per-pair: keyed by the sending device on the first hop, the receiving one on the last
                 ends = (count.get(a, 1) if i == 0 else 1) * (count.get(b, 1) if i == len(hops) - 1 else 1)
                 channels[key] = max(channels.get(key, 1.0), float(ends))
@@ -290,10 +293,14 @@ def overload_warnings(plan: Plan) -> list[dict]:
 
 
 def _channels(plan: Plan, link: LinkPlan, a: str, b: str) -> float:
+    """Channels of ``link`` from ``a`` to ``b``: one (shared), one per sending instance (per-port; from the
+    client, per receiving instance) or one per pair of instances (per-pair)."""
     if link.sharing == "shared":
         return 1.0
     count = {CLIENT: 1}
     count.update({name: pool.count for name, pool in plan.pools.items()})
+    if link.sharing == "per-port":
+        return float(count.get(b, 1) if a == CLIENT else count.get(a, 1))
     return float(count.get(a, 1) * count.get(b, 1))
 
 

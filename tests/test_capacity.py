@@ -372,3 +372,24 @@ def test_rack_8_routes_load_the_network_only_when_requests_leave_their_server():
     assert loads["rack-wide"]["link", "srv[3].port"] > 0.05
     for v in loads:
         assert loads[v]["link", "srv[3].uplink"] > 0.0 and loads[v]["link", "srv[3].slot"] > 0.0
+
+
+def test_the_bound_counts_the_cpu_time_of_moving_data_and_per_port_channels(tmp_path):
+    """A core serves 1 ms per request and receives each 100 KB request at 20 us + 2 copies at 5 GB/s
+    (60 us of CPU): the core saturates at 1 / 1.06 ms, not 1 / 1 ms. The reply's send cost (10 us)
+    adds too. A per-port link from the client has one channel per receiving instance."""
+    from sim.explore.bound import saturation
+
+    path = write(tmp_path, name="host", servers=1, rate=300, service_ms=1, budget="p99: 50 ms", duration=1)
+    path.write_text(path.read_text().replace(
+        "    server: {profile: host-cpu, cores: 1}\n",
+        "    server: {profile: host-cpu, cores: 1, count: 2}\n  links:\n    - {name: net, between: [client, server], "
+        "kind: tcp, bandwidth: 1 GB/s, latency: {kind: deterministic, value: 10 us}, sharing: per-port, "
+        "receive_cost: {per_message: 20 us, copy_rate: 5 GB/s, copies: 2}, send_cost: {per_message: 10 us}}\n"
+    ).replace("payload: 0 B", "payload: 100 KB"))
+    plan = load_scenario_file(path).plan("base")
+    loads = {(load.kind, load.name): load for load in offered_loads(plan)}
+    per_request = 1e-3 + 20e-6 + 2 * 100e3 / 5e9 + 10e-6  # serve, receive the request, send the reply
+    assert loads["pool", "server"].offered == pytest.approx(300 * per_request)
+    assert loads["link", "net"].capacity == 2  # per-port: from the client, one channel per receiving instance
+    assert saturation(plan).rate == pytest.approx(2 / per_request)
