@@ -11,7 +11,7 @@ accounts utilisation, queue lengths and batch sizes.
 Reported, for each variant: simulated requests per CPU-second of each model
 (``time.process_time``, robust to other jobs on a shared machine; median of
 ``--repeat`` alternating runs in one process), the ratio of
-dgsim's time to the minimal model's (goal: <= 1.5), and both models' mean
+dgsim's CPU time to the minimal model's (issue 11's goal: <= 1.0), and both models' mean
 latency (they must agree: same semantics, different random streams).
 
     python benchmarks/sim_speed.py [--repeat 3] [--out reports/sim-speed.md]
