@@ -223,6 +223,9 @@ def test_search_starts_just_below_the_bound_and_stops_within_tolerance():
                      axis, 75.4, 0.02)
     assert [p.value for p in search.probes] == [75.0, 76.0]
     assert (search.low.value, search.high.value, search.status) == (75.0, 76.0, "bracketed")
+    # a pass just past the bound (a finite run's luck, or load shed): the next step is one tolerance again
+    past = search_(lambda v: Probe(v, Verdict.PASS if v <= 70 else Verdict.FAIL, 3, (), {}), axis, 69.99, 0.02)
+    assert [p.value for p in past.probes] == [69.0, 70.0, 71.0]
     continuous = LoadAxis("requests/s", 100.0, False, ())
     found = search_(lambda v: Probe(v, Verdict.PASS if v <= 500 else Verdict.FAIL, 3, (), {}), continuous, 800, 0.05)
     assert found.low.value <= 500 < found.high.value <= found.low.value * 1.05

@@ -8,7 +8,8 @@ at which a pool or link saturates, above which no steady state exists.
    stream count under it; on a continuous axis the bound less one
    tolerance). If it passes, loads above it are tried in steps that start
    at the tolerance and double (1x, 2x, 4x ... the tolerance, at most a
-   doubling of the load) until one does not pass; if it does not pass,
+   doubling of the load; the first step past the bound starts again from
+   the tolerance, since a pass there is rare) until one does not pass; if it does not pass,
    loads below it in the same growing steps (at most a halving) until one
    does. Capacity usually sits just under the bound, so the bracket is
    then often already within the tolerance;
@@ -185,7 +186,8 @@ def search_steps(measure: Callable[[float], Steps], axis: LoadAxis, bound: float
             if not (yield from passes(value)):
                 hi = value
                 break
-            lo, step = value, min(2 * step, MAX_STEP_UP)
+            crossed = lo <= bound < value  # past the bound the steps start again from the tolerance
+            lo, step = value, tolerance if crossed else min(2 * step, MAX_STEP_UP)
         if hi is None:
             return done("above", lo, None)
     else:
