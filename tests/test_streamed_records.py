@@ -58,3 +58,41 @@ def test_with_a_sink_every_request_is_handed_over_once_and_none_is_kept() -> Non
     output = System(p, arrivals, run.seed, 0, sink=sink).run()
     assert output.requests == []  # nothing kept beyond the run
     assert sink.ended == len(arrivals)  # every arrival handed over exactly once
+
+
+ZERO_TIME_LINKS = """
+name: zero-time-links
+hardware:
+  pools:
+    first: {profile: bluefield-3, cores: 1}
+    second: {profile: a100, streams: 1}
+  links:
+    - {name: ideal, between: [first, second], kind: pcie, bandwidth: 1e9 GB/s, latency: 0 s}
+    - {name: front, between: [client, first], kind: tcp, bandwidth: 1e9 GB/s, latency: 0 s}
+    - {name: back, between: [client, second], kind: tcp, bandwidth: 1e9 GB/s, latency: 0 s}
+workload:
+  sources:
+    - {name: arrivals, kind: poisson, rate: 200/s, payload: 0 B}
+pipeline:
+  stages:
+    - name: one
+      costs: {dpu: {kind: exponential, mean: 1 ms}}
+    - name: two
+      costs: {gpu: {kind: exponential, mean: 1.25 ms}}
+run: {duration: 0.5 s, warmup: 0.1 s, drain: 0.5 s, seed: 1, replications: 1}
+"""
+
+
+def test_a_reply_over_a_link_that_takes_no_time_keeps_its_link_in_streamed_rows(tmp_path: Path) -> None:
+    # a message that takes no time must not be delivered (and the request ended and handed to the
+    # sink) before the sender has recorded which link it took
+    path = tmp_path / "zero.yaml"
+    path.write_text(ZERO_TIME_LINKS)
+    p = load_scenario_file(path).plan("base")
+    memory = simulate_replication(p, 0)
+    streamed = simulate_replication(p, 0, records=RecordsTarget(RecordsChoice.parse("all"), tmp_path), variant="v")
+    rows = pd.read_parquet(streamed.records).sort_values("id").reset_index(drop=True)
+    expected = memory.frame.reset_index(drop=True)
+    assert (expected["reply_link"] == "back").all()
+    for name in ("reply_link", "one__link", "two__link"):
+        pd.testing.assert_series_equal(rows[name], expected[name], check_categorical=False, check_names=False)

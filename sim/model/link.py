@@ -72,14 +72,16 @@ class Channel(ABC):
     def send(self, size: float, deliver: Delivery) -> None:
         """Carry ``size`` bytes; call ``deliver`` when they have arrived."""
 
-    def _arrive(self, size: float, deliver: Delivery) -> None:
+    def _arrive(self, size: float, deliver: Delivery, later: bool = False) -> None:
+        """The message has left the channel; ``deliver`` after the link's latency (``later``: never
+        within the caller's call, even when that is zero: the sender records the link it used first)."""
         now = self.env.now
         if self.window.start <= now < self.window.end:
             self.bytes_moved += size
         delay = self._fixed_latency
         if delay is None:
             delay = self.latency.sample_bytes(size)
-        if delay > 0:
+        if delay > 0 or later:
             self.env.timeout(delay).callbacks.append(partial(_call, deliver))
         else:
             deliver()
@@ -87,7 +89,7 @@ class Channel(ABC):
 
 class FifoChannel(Channel):
     """One message at a time, in order of sending. A message that takes no time on an idle channel
-    (no overhead, no bytes or unbounded bandwidth) goes straight through, without an event."""
+    (no overhead, no bytes or unbounded bandwidth) skips the queue: one event, its latency (even zero)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -96,7 +98,7 @@ class FifoChannel(Channel):
     def send(self, size: float, deliver: Delivery) -> None:
         queue = self._queue
         if not queue and self.overhead + size / self.bandwidth == 0:
-            self._arrive(size, deliver)
+            self._arrive(size, deliver, later=True)
             return
         queue.append((size, deliver))
         if len(queue) == 1:
