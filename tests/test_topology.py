@@ -457,3 +457,22 @@ def test_a_model_split_across_two_gpus_sends_its_activations_over_nvlink_not_pci
     assert moved["nvlink"] == pytest.approx(13e6 * len(served), rel=0.05)
     assert moved["slot-a"] == pytest.approx(2.46e6 * len(served), rel=0.05)
     assert moved["slot-b"] == pytest.approx(2.82e6 * len(served), rel=0.05)
+
+
+def test_a_per_port_link_in_the_middle_of_a_route_carries_messages():
+    # edge-cloud's cloud-only frames cross port -> wan -> ingress; the WAN hop has no sending or
+    # receiving instance of its own (it is neither the first nor the last hop)
+    from pathlib import Path
+
+    from sim.scenario.load import load_scenario_file
+
+    scenario_file = load_scenario_file(Path(__file__).resolve().parents[1] / "scenarios" / "edge-cloud.yaml",
+                                       ["run.duration=1 s", "run.warmup=0.2 s", "run.drain=1 s",
+                                        "topology.wan.wan.sharing=per-port"])
+    plan = compile_plan(scenario_file.resolve("cloud-only"), base_dir=scenario_file.path.parent)
+    run = plan.scenario.run
+    out = System(plan, generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir),
+                 run.seed, 0).run()
+    served = [r for r in out.requests if r.outcome in (Outcome.COMPLETED, Outcome.DEADLINE_MISSED)]
+    assert len(served) > 0.95 * len(out.requests) > 0
+    assert all(plan.links[r.link[1]].name == "cloud.dc.ingress" for r in served)

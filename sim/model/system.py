@@ -1070,7 +1070,9 @@ class _State:
         if link.sharing == "shared":
             key = (link.name, direction)
         elif link.sharing == "per-port":  # the sender's port; from the client, the receiver's
-            key = (link.name, source.uid, -1) if source is not None else (link.name, -1, target.uid)
+            # (a route's middle hop has neither: one channel, as per-pair's)
+            key = (link.name, source.uid, -1) if source is not None else \
+                (link.name, -1, target.uid if target is not None else -1)
         else:
             key = (link.name, source.uid if source else -1, target.uid if target else -1)
         channel = self._channels.get(key)
