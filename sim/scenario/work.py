@@ -32,11 +32,15 @@ from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, Poisson
 
 # Measured (benchmark-free, with time.process_time and tracemalloc around run_replication on
 # the shipped recsys-ctr and video-analytics-64, on the project's shared 2-core machine):
-# ~2e4 request-stages per CPU second, and a peak of ~2,000 bytes per arrival with 4-5 stages.
-# The shipped scenarios ask for 3e5-6e5 request-stages per run.
+# ~2e4 request-stages per CPU second. The shipped scenarios ask for 3e5-6e5 request-stages per run.
 DEFAULT_WORK_LIMIT = 20_000_000  # request-stages: ~1,000 CPU seconds (~17 min on one core), 30x a shipped run
-BYTES_PER_ARRIVAL = 1400  # arrival arrays (~36 B) and the request's Python object while the run holds it
-BYTES_PER_REQUEST_STAGE = 120  # per-stage times, device and batch of each request (model and results table)
+# Memory that grows with the run when records stream (`dgsim run`; reports/streamed-records.md,
+# "memory against duration"): arrivals as time + source (10 B), the summary's columns
+# (19 B + 17 B per stage, sim.metrics.sink) and what the run still holds per request (prefilter
+# draws, sink buffers): 103-232 B per request were measured for a 4-stage pipeline, so these
+# constants give the upper end. A fixed ~0.4 GB (interpreter, libraries, buffers) comes on top.
+BYTES_PER_ARRIVAL = 160
+BYTES_PER_REQUEST_STAGE = 17
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class WorkEstimate:
 
     @property
     def bytes(self) -> float:
-        """Rough peak memory of one replication (replications running in parallel each hold this)."""
+        """Rough memory that one replication adds as it runs, records streamed (parallel replications each add this)."""
         return self.arrivals * (BYTES_PER_ARRIVAL + BYTES_PER_REQUEST_STAGE * self.stages)
 
     def exceeds(self, limit: float = DEFAULT_WORK_LIMIT) -> bool:
