@@ -162,6 +162,8 @@ def compile_plan(scenario: Scenario, label: str = "", base_dir: Path = Path(".")
     if topology is None and not problems:
         _check_hops(scenario, stages, pools, links, problem, entries)
     _check_references(scenario, stages, pools, links, base_dir, problem)
+    if topology is not None and not problems:
+        _check_enters(scenario, stages, entries, topology, problem)
     resilience = _resilience(scenario, pools, links, stages, problem, topology) if not problems else None
     if problems:
         raise ScenarioError(problems)
@@ -632,6 +634,23 @@ def _check_hops(scenario, stages: list[StagePlan], pools, links: list[LinkPlan],
         if not stage.succs:
             for src in stage.pools:
                 needs(src, CLIENT, f"the reply from '{stage.name}'")
+
+
+def _check_enters(scenario: Scenario, stages: list[StagePlan], entries, topology: TopologyPlan, problem) -> None:
+    """A source wired to a site enters each of the site's instances: each must serve its class's entry stages."""
+    for i, source in enumerate(scenario.workload.sources):
+        if source.enters is None or source.enters not in topology.instances:
+            continue
+        roots = tuple(s.index for s in stages if not s.preds)
+        firsts = entries.get(source.class_, roots) if entries is not None else roots
+        for index in firsts:
+            stage = stages[index]
+            lacking = [site for site in topology.instances[source.enters]
+                       if not any(topology.site_of.get(pool) == site for pool in stage.pools)]
+            if lacking:
+                problem(f"workload.sources[{i}].enters", f"site '{source.enters}' has no pool placed for stage "
+                        f"'{stage.name}', where class '{source.class_}' enters; expected a site whose nodes serve it")
+                break
 
 
 def _check_trace(source: TraceSource, file: Path, path: str, problem) -> None:

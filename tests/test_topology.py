@@ -476,3 +476,17 @@ def test_a_per_port_link_in_the_middle_of_a_route_carries_messages():
     served = [r for r in out.requests if r.outcome in (Outcome.COMPLETED, Outcome.DEADLINE_MISSED)]
     assert len(served) > 0.95 * len(out.requests) > 0
     assert all(plan.links[r.link[1]].name == "cloud.dc.ingress" for r in served)
+
+
+def test_a_source_wired_to_a_site_that_cannot_serve_its_entry_stage_names_the_field():
+    # the cloud site has GPUs only: frames entering there would find no device for 'preprocess'
+    from pathlib import Path
+
+    from sim.scenario.load import load_scenario_file
+
+    with pytest.raises(ScenarioError) as caught:  # every variant is compiled while the file is read
+        load_scenario_file(Path(__file__).resolve().parents[1] / "scenarios" / "edge-cloud.yaml",
+                           ["workload.sources.cameras.enters=cloud"])
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1
+    assert "workload.sources[0].enters" in lines[0] and "'preprocess'" in lines[0]
