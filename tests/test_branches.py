@@ -463,3 +463,40 @@ def test_a_model_stage_branches_on_its_real_argmax_class(tmp_path):
     finally:
         op.close()
         os.sched_setaffinity(0, cores)
+
+
+def test_an_arrival_on_a_path_reads_its_own_fields_not_whole_arrays():
+    # Arrivals' klass/priority/deadline/size are whole arrays built on demand: built per arrival, a
+    # run with classes or branches costs time quadratic in its arrivals
+    from dataclasses import fields
+
+    from sim.model.system import System
+    from sim.workload import Arrivals, generate_arrivals
+
+    class Counting(Arrivals):
+        built = 0
+
+        @property
+        def klass(self):
+            Counting.built += 1
+            return super().klass
+
+        @property
+        def deadline(self):
+            Counting.built += 1
+            return super().deadline
+
+        @property
+        def size(self):
+            Counting.built += 1
+            return super().size
+
+    scenario_file = load_scenario_file(MIXED, ["run.duration=1 s", "run.warmup=0.2 s", "run.drain=0.5 s"])
+    plan = scenario_file.plan(scenario_file.variant_names[0])
+    assert plan.branched
+    run = plan.scenario.run
+    drawn = generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir)
+    arrivals = Counting(**{f.name: getattr(drawn, f.name) for f in fields(drawn)})
+    out = System(plan, arrivals, run.seed, 0).run()
+    assert len(out.requests) == len(arrivals) > 100
+    assert Counting.built < 10

@@ -473,11 +473,9 @@ class _State:
     def _arrival_on_path(self, _event) -> None:
         a, i = self.arrivals, self.next_arrival
         self.next_arrival += 1
-        klass = int(a.klass[i])
-        request = Request.blank(
-            i, int(a.source[i]), klass, int(a.priority[i]), float(a.time[i]),
-            float(a.deadline[i]), float(a.size[i]), self._class_preds[klass], len(self._class_sinks[klass]),
-        )
+        fields = a.request(i)  # (not a.klass[i]: each of those builds the whole array)
+        klass = fields[1]
+        request = Request.blank(i, *fields, self._class_preds[klass], len(self._class_sinks[klass]))
         request.reached = [False] * len(self.plan.stages)
         self.latest = request
         if self.sink is None:
