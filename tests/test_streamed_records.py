@@ -96,3 +96,20 @@ def test_a_reply_over_a_link_that_takes_no_time_keeps_its_link_in_streamed_rows(
     assert (expected["reply_link"] == "back").all()
     for name in ("reply_link", "one__link", "two__link"):
         pd.testing.assert_series_equal(rows[name], expected[name], check_categorical=False, check_names=False)
+
+
+def test_requests_that_end_while_their_merged_message_leaves_are_recorded(tmp_path: Path) -> None:
+    # video-analytics-64 merges the jobs of a batch into one message; with every DPU-GPU link down, the
+    # merged message fails as it leaves and its requests end there, before it has picked a link
+    down = "{at: 0.5 s, for: 0.3 s}"
+    overrides = ["run.replications=1", "run.duration=1.2 s", "run.warmup=0.2 s", "run.drain=0.5 s",
+                 "failures=[" + ", ".join("{target: %s, %s" % (link, down[1:])
+                                          for link in ("rdma", "dpu-shm", "dpu-grpc")) + "]"]
+    scenario = load_scenario_file(scenario_path(None), overrides)
+    p = scenario.plan("dpu-offload")
+    assert p.scenario.policies.channel.merge
+    streamed = simulate_replication(p, 0, records=RecordsTarget(RecordsChoice.parse("all"), tmp_path),
+                                    variant="dpu-offload")
+    rows = pd.read_parquet(streamed.records)
+    assert (rows["outcome"] == "failed").any()
+    assert len(rows) > 0 and streamed.metrics

@@ -988,16 +988,18 @@ class _State:
 
     def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int], _event) -> None:
         size, delivers, fails, request, senders = self._pending.pop(key)
+        # a request may end inside send (a down link fails the message at once): no marker in its row then
+        marked = [(sender.link, k) for sender in senders for k, link in enumerate(sender.link) if link == _MERGING]
+        for links, k in marked:
+            links[k] = -1
         if len(delivers) == 1:
             index = send(source, target, size, delivers[0], fails[0], request)
         else:
             index = send(source, target, size, lambda: [deliver() for deliver in delivers],
                          (lambda: [f() for f in fails if f is not None]) if any(fails) else None, request)
-        for sender in senders:  # the hop's link, in each request's record, is the merged message's
-            links = sender.link
-            for k, link in enumerate(links):
-                if link == _MERGING:
-                    links[k] = index
+        for links, k in marked:  # the hop's link, in each request's record, is the merged message's
+            if links[k] == -1:  # (not a retry's, sent meanwhile)
+                links[k] = index
 
     # --- other work on a device: host costs of moving data, background load ---
 
