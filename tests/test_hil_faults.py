@@ -255,3 +255,18 @@ def test_a_stage_made_to_raise_on_the_gpu_side_falls_back_with_reason_failed(tmp
     served = frame[frame["outcome"].isin(["completed", "deadline_missed"])]
     assert (served["infer__device"] == "gpu[0]").all() and len(served)
     assert not ((served["infer__start"] >= 1.0) & (served["infer__start"] < 2.0)).any()
+
+
+def test_a_fresh_gpu_worker_that_dies_while_starting_is_not_an_injected_death() -> None:
+    # after a kill fault's restart the fresh worker opens its models; nothing injected kills it then
+    from types import SimpleNamespace
+
+    from hil.runner.faults import Outage
+    from hil.runner.run import _Supervisor
+
+    injector = Injector((Fault("kill", 1.0, 2.0, "hil.faults[0]"),))
+    supervisor = SimpleNamespace(injector=injector, starting=True)
+    injector.outages.append(Outage(injector.pending.pop(0), 1.0))
+    assert not _Supervisor._expected_death(supervisor)  # restarted at 2 s: its death is the worker's own
+    injector.current = injector.outages[-1]
+    assert _Supervisor._expected_death(supervisor)  # while the kill lasts, the death is the fault's

@@ -344,7 +344,7 @@ class _Supervisor:
     def _expected_death(self) -> bool:
         """The GPU side died because a kill fault killed it (then it is restarted, or stays dead by design)."""
         current = self.injector.current
-        return self.starting or (current is not None and current.fault.kind == "kill") or any(
+        return (current is not None and current.fault.kind == "kill") or any(
             o.fault.kind == "kill" and math.isinf(o.fault.until) for o in self.injector.outages)
 
     def write_outages(self) -> None:
