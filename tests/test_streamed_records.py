@@ -113,3 +113,39 @@ def test_requests_that_end_while_their_merged_message_leaves_are_recorded(tmp_pa
     rows = pd.read_parquet(streamed.records)
     assert (rows["outcome"] == "failed").any()
     assert len(rows) > 0 and streamed.metrics
+
+
+TIMEOUT_MEETS_MERGE = """
+name: timeout-meets-merge
+hardware:
+  pools:
+    first: {profile: bluefield-3, cores: 1}
+    second: {profile: a100, streams: 1}
+  links:
+    - {name: wire, between: [first, second], kind: pcie, bandwidth: 10 GB/s, latency: 0 s}
+workload:
+  sources:
+    - {name: arrivals, kind: periodic, rate: 100/s, payload: 1 KB}
+pipeline:
+  stages:
+    - name: one
+      costs: {dpu: {kind: deterministic, value: 1 ms}}
+    - name: two
+      costs: {gpu: {kind: deterministic, value: 0.5 ms}}
+policies:
+  channel: {kind: fixed, use: pcie, merge: true}
+resilience:
+  timeout: 1 ms
+run: {duration: 0.5 s, warmup: 0.1 s, drain: 0.2 s, seed: 1, replications: 1}
+"""
+
+
+def test_a_client_timeout_while_a_merged_message_waits_to_leave_is_recorded(tmp_path: Path) -> None:
+    # stage one ends exactly when the client gives up: the request ends between the merge and the flush
+    path = tmp_path / "timeout.yaml"
+    path.write_text(TIMEOUT_MEETS_MERGE)
+    p = load_scenario_file(path).plan("base")
+    streamed = simulate_replication(p, 0, records=RecordsTarget(RecordsChoice.parse("all"), tmp_path), variant="v")
+    rows = pd.read_parquet(streamed.records)
+    assert (rows["outcome"] == "timed_out").all() and len(rows) > 10
+    assert rows["two__link"].isna().all()  # the message never left for them

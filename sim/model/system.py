@@ -339,6 +339,7 @@ class _State:
             self._install_topology(resilience)
         if plan.host_costs:
             self._install_host_costs()
+        self._merge = policies.channel.merge
         if policies.channel.merge:
             self._send = partial(self._send_merged, self._send)
             self._pending: dict[tuple[int, int], list] = {}
@@ -442,6 +443,8 @@ class _State:
     def ended(self, request: Request) -> None:
         """With a sink: hand over a request that has its outcome, and forget it."""
         del self.live[request.id]
+        if self._merge and _MERGING in request.link:  # ended (a client timeout) while its message waits to leave
+            request.link[:] = [-1 if link == _MERGING else link for link in request.link]
         if self.plan.resilience is not None:
             self._retries[request.id] = request.retries
             self._fallbacks[request.id] = request.fallback
