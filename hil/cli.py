@@ -166,14 +166,17 @@ def run(
         console.print(f"  metrics: http://{metrics_host}:{live.port}/metrics")
     folder = out or Path("results") / "hil" / layouts[0].scenario.name
     settings = Settings(mode.value, kinds, backend.value, min_requests, timeout, record, tuple(notes))
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Both handlers are ours, as in ``dgsim run``: a process started with SIGINT ignored (a background job of a
+    # script, some CI runners) would otherwise never see Ctrl-C and measure the whole duration.
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         measurement = measure(layouts, settings, folder, live, lambda text: console.print(f"  {text}"),
                               lambda variant_name, workers: _where(console, variant_name, workers))
     except (HarnessError, ResultsError) as error:
         fail_input([str(error)])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if live is not None:
             live.close()
     _report(console, measurement, folder)

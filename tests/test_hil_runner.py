@@ -216,6 +216,33 @@ def test_sigint_stops_cleanly_and_keeps_the_results(tmp_path: Path) -> None:
     assert not _session_members(process.pid), "processes of the run outlived it"
 
 
+def test_sigint_reaches_the_run_when_started_with_it_ignored(tmp_path: Path, monkeypatch) -> None:
+    """A CI runner or a script's background job starts dgsim with SIGINT ignored; Ctrl-C must still stop it.
+
+    Python installs no KeyboardInterrupt handler in a process that inherits SIGINT ignored, so the handler is
+    the command's own (as ``dgsim run``'s). ``measure`` is replaced by one that signals itself and says whether
+    the signal arrived: the signal plumbing is the question, the runs are the slow tests'.
+    """
+    import hil.runner.run as runner
+
+    def measure(*args, **kwargs) -> runner.Measurement:
+        try:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.01)  # the Python-level handler runs here at the latest
+        except KeyboardInterrupt:
+            return runner.Measurement(interrupted=True)
+        return runner.Measurement()
+
+    monkeypatch.setattr(runner, "measure", measure)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = hil("run", SCENARIO, *SMALL, "--duration", "1 s", "--out", tmp_path)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the command gave back what it found
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130 and "interrupted" in result.output, result.output
+
+
 def _session_members(sid: int) -> list[int]:
     """Live (non-zombie) processes in session ``sid``."""
     members = []
