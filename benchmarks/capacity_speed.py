@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from sim.explore.capacity_report import capacity_document, write_capacity  # noq
 from sim.explore.commands import CAPACITY_REPLICATION_CAP  # noqa: E402
 from sim.explore.executors import Serial  # noqa: E402
 from sim.scenario.load import load_scenario_file  # noqa: E402
+from provenance import commit  # noqa: E402  (benchmarks/, beside this script)
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-64.yaml"
 
@@ -42,18 +42,6 @@ def replace_section(path: Path, name: str, lines: list[str]) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def commit() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

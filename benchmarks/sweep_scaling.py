@@ -25,7 +25,6 @@ import hashlib
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sim.explore.executors import DaskCluster, Processes  # noqa: E402
 from sim.explore.grid import parse_grid  # noqa: E402
 from sim.explore.sweep import plan_cells, run_cells, sweep_table, write_table  # noqa: E402
+from provenance import commit  # noqa: E402  (benchmarks/, beside this script)
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "video-analytics-64.yaml"
 OVERRIDES = ["run.duration=0.6 s", "run.warmup=0.1 s", "run.drain=0.3 s", "run.replications=2"]
@@ -90,18 +90,6 @@ def started_processes() -> Processes:
     executor = Processes(2)
     executor.run(abs, [0, 0])
     return executor
-
-
-def commit() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
