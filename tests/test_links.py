@@ -20,6 +20,7 @@ import simpy
 
 from sim.costs import Deterministic, make_sampler
 from sim.model.device import Window
+from sim.model.engine import Engine
 from sim.model.link import CONTENTION, FifoChannel, SharedChannel, make_channel
 
 BW = 1e6  # bytes per second: 1000 bytes take 1 ms
@@ -31,7 +32,7 @@ def latency(text: str):
 
 
 def setup(cls, overhead=0.0, lat="0 s", window=EVERYTHING, bandwidth=BW):
-    env = simpy.Environment()
+    env = Engine()
     channel = cls(env, "link", bandwidth, latency(lat), overhead, window)
     return env, channel
 
@@ -186,13 +187,13 @@ def test_shared_accounts_busy_time_and_bytes_only_inside_the_window():
 
 
 def test_make_channel_picks_the_contention_model():
-    env = simpy.Environment()
+    env = Engine()
     assert isinstance(make_channel("fifo", env, "x", BW, latency("0 s"), 0.0, EVERYTHING), FifoChannel)
     assert isinstance(make_channel("shared", env, "x", BW, latency("0 s"), 0.0, EVERYTHING), SharedChannel)
 
 
 def test_make_channel_refuses_an_unknown_contention_kind_and_names_the_known_ones():
-    env = simpy.Environment()
+    env = Engine()
     with pytest.raises(ValueError, match=r"'rr'.*fifo, shared"):
         make_channel("rr", env, "x", BW, latency("0 s"), 0.0, EVERYTHING)
 

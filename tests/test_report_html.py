@@ -148,10 +148,9 @@ def test_screenshot_shows_a_page(rendered):
 
 def test_recorded_time_series_agree_with_the_runs_own_accounting(tmp_path):
     """The sampler, attached as system.py attaches it, against the devices' exact busy-time integrals."""
-    import simpy
-
     from sim.model import timeseries
     from sim.model.device import Window
+    from sim.model.engine import Engine
     from sim.model.system import _State
     from sim.plan import compile_plan
     from sim.scenario.builtin import scenario_path
@@ -162,7 +161,7 @@ def test_recorded_time_series_agree_with_the_runs_own_accounting(tmp_path):
     scenario = scenario_file.resolve("cpu-path")
     plan = compile_plan(scenario, base_dir=scenario_file.path.parent)
     run = scenario.run
-    env = simpy.Environment()
+    env = Engine()
     window = Window(run.warmup, run.duration)
     state = _State(plan, generate_arrivals(scenario.workload, run.duration, run.seed, 0, plan.base_dir), env, window,
                    run.seed, 0)

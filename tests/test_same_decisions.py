@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import simpy
 
 from hil.runner.layout import StageRun
 from hil.runner.station import Job as HarnessJob
 from hil.runner.station import MeasuredEstimates, ProcessStation
 from sim.costs import Affine, make_sampler
 from sim.model.device import DeviceInstance, StageService, Window
+from sim.model.engine import Engine
 from sim.model.request import Job as SimJob
 from sim.model.request import Request
 from sim.policies.admission import ADMISSION
@@ -81,7 +81,7 @@ def stage_runs(spec: Policies) -> list[StageRun]:
 
 def simulated(spec: Policies, arrivals: list[Arrival]) -> list[tuple]:
     """Decisions of the simulator's device (SimPy, one server)."""
-    env = simpy.Environment()
+    env = Engine()
     samplers = {i: make_sampler(COSTS[i], np.random.default_rng(0)) for i in range(STAGES)}
     means = [samplers[i].mean(1) for i in range(STAGES)]
     remaining = [sum(means[i:]) for i in range(STAGES)]

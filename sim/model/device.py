@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional, Sequence
 
-import simpy
-
 from sim.costs import Sampler
+from sim.model.engine import Engine
 from sim.model.request import Job
 from sim.station import Launch, Station
 
@@ -60,7 +59,7 @@ class DeviceInstance:
     node = ""  # the node and site it belongs to, when the scenario has a topology (sim.topology)
     site = ""
 
-    def __init__(self, env: simpy.Environment, uid: int, name: str, pool: str, servers: int, window: Window,
+    def __init__(self, env: Engine, uid: int, name: str, pool: str, servers: int, window: Window,
                  station: Station, services: dict[int, StageService], batch_ids: list[int],
                  columns: Optional[Sequence[int]] = None, track: bool = False):
         self.env = env
@@ -143,7 +142,7 @@ class DeviceInstance:
             if decision.__class__ is not Launch:
                 if decision < self._wake_at:
                     self._wake_at = decision
-                    env.timeout(_delay_until(now, decision)).callbacks.append(self._wake)
+                    env.call_after(_delay_until(now, decision), self._wake)
                 break
             self._launch(now, decision.stage, decision.jobs)
         if _event is not None and self.on_load is not None:
@@ -177,7 +176,7 @@ class DeviceInstance:
             request.instance[stage] = uid
             request.batch[stage] = batch
             request.batch_size[stage] = size
-        self.env.timeout(duration).callbacks.append(partial(self._finish, jobs))
+        self.env.call_after(duration, partial(self._finish, jobs))
 
     def _finish(self, jobs: list, _event=None) -> None:
         self.free += 1
@@ -220,7 +219,7 @@ class DeviceInstance:
         finish = _TrackedFinish(self, jobs, now + duration)
         if self._running is not None:
             self._running[finish] = None
-        self.env.timeout(duration).callbacks.append(finish)
+        self.env.call_after(duration, finish)
 
     def _finish_general(self, finish: "_TrackedFinish") -> None:
         if finish.cancelled:

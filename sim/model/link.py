@@ -33,10 +33,9 @@ from functools import partial
 from itertools import count
 from typing import Callable, Optional
 
-import simpy
-
 from sim.costs import Deterministic, Sampler
 from sim.model.device import Window
+from sim.model.engine import Engine
 from sim.registry import Registry
 
 Delivery = Callable[[], None]
@@ -56,7 +55,7 @@ def _call(deliver: Delivery, _event) -> None:
 class Channel(ABC):
     """Common accounting; subclasses decide how messages share the wire."""
 
-    def __init__(self, env: simpy.Environment, name: str, bandwidth: float, latency: Sampler,
+    def __init__(self, env: Engine, name: str, bandwidth: float, latency: Sampler,
                  overhead: float, window: Window):
         self.env = env
         self.name = name
@@ -82,7 +81,7 @@ class Channel(ABC):
         if delay is None:
             delay = self.latency.sample_bytes(size)
         if delay > 0 or later:
-            self.env.timeout(delay).callbacks.append(partial(_call, deliver))
+            self.env.call_after(delay, partial(_call, deliver))
         else:
             deliver()
 
@@ -108,7 +107,7 @@ class FifoChannel(Channel):
         now = self.env.now
         hold = self.overhead + self._queue[0][0] / self.bandwidth
         self.busy_time += self.window.overlap(now, now + hold)
-        self.env.timeout(hold).callbacks.append(self._done)
+        self.env.call_after(hold, self._done)
 
     def _done(self, _event) -> None:
         size, deliver = self._queue.popleft()
@@ -138,7 +137,7 @@ class SharedChannel(Channel):
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
-            self.env.timeout(self.overhead).callbacks.append(partial(self._join, size, deliver))
+            self.env.call_after(self.overhead, partial(self._join, size, deliver))
         else:
             self._join(size, deliver)
 
@@ -163,7 +162,7 @@ class SharedChannel(Channel):
             self._virtual = 0.0
             return
         delay = max(0.0, self._tags[0][0] - self._virtual) * len(self._tags)
-        self.env.timeout(delay).callbacks.append(partial(self._complete, self._version))
+        self.env.call_after(delay, partial(self._complete, self._version))
 
     def _complete(self, version: int, _event) -> None:
         if version != self._version:
@@ -188,7 +187,7 @@ CONTENTION.register("fifo")(FifoChannel)
 CONTENTION.register("shared")(SharedChannel)
 
 
-def make_channel(contention: str, env: simpy.Environment, name: str, bandwidth: float, latency: Sampler,
+def make_channel(contention: str, env: Engine, name: str, bandwidth: float, latency: Sampler,
                  overhead: float, window: Window) -> Channel:
     """A channel of the registered kind ``contention`` (``UnknownKind`` names the known ones)."""
     return CONTENTION[contention](env, name, bandwidth, latency, overhead, window)

@@ -48,7 +48,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from sim.contract import streams
 from sim.contract.outcomes import Outcome
@@ -57,6 +56,7 @@ from sim.metrics.resilience import ResilienceRecord
 from sim.metrics.sink import RequestSink
 from sim.model import timeseries
 from sim.model.device import Candidate, DeviceInstance, StageService, Window
+from sim.model.engine import Engine
 from sim.model.failures import Failures
 from sim.model.link import Channel, make_channel
 from sim.model.request import Job, Request
@@ -173,7 +173,7 @@ class System:
 
     def run(self, progress: Optional[Progress] = None) -> RunOutput:
         run = self.plan.scenario.run
-        env = simpy.Environment()
+        env = Engine()
         window = Window(run.warmup, run.duration)
         state = _State(self.plan, self.arrivals, env, window, self.seed, self.replication, self.sink)
         state.schedule_next_arrival()
@@ -199,7 +199,7 @@ class System:
 class _State:
     """The live model of one run; all callbacks live here."""
 
-    def __init__(self, plan: Plan, arrivals: Arrivals, env: simpy.Environment, window: Window,
+    def __init__(self, plan: Plan, arrivals: Arrivals, env: Engine, window: Window,
                  seed: int, replication: int, sink: Optional[RequestSink] = None):
         self.plan = plan
         self.arrivals = arrivals
@@ -354,7 +354,7 @@ class _State:
         if self.next_arrival < len(self.arrivals):
             # a Python float: a numpy scalar here would make the clock, and every time computed from it, one
             delay = float(self.arrivals.time[self.next_arrival]) - self.env.now
-            self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self._on_arrival)
+            self.env.call_after(delay if delay > 0.0 else 0.0, self._on_arrival)
 
     def _on_arrival(self, _event) -> None:
         a, i = self.arrivals, self.next_arrival
@@ -605,13 +605,13 @@ class _State:
             return
         timeout = self.stage_timeouts[stage]
         if timeout is not None:
-            self.env.timeout(timeout).callbacks.append(partial(self._stage_timed_out, job, request))
+            self.env.call_after(timeout, partial(self._stage_timed_out, job, request))
         self._go(job, source, device, size, stage)
 
     def _arrival_with_timeout(self, event) -> None:
         self._arrive(event)
         request = self.latest
-        self.env.timeout(self.client_timeout).callbacks.append(partial(self._client_gives_up, request))
+        self.env.call_after(self.client_timeout, partial(self._client_gives_up, request))
 
     def _fallback(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
         """Run ``stage``'s fallback instead of its main path."""
@@ -735,7 +735,7 @@ class _State:
             exclude, same = (uid, -1) if decision.other else (-1, uid)
             retry = partial(self._retry, request, stage, source, size, exclude, same)
             if decision.delay > 0:
-                self.env.timeout(decision.delay).callbacks.append(retry)
+                self.env.call_after(decision.delay, retry)
             else:
                 retry(None)
         elif isinstance(decision, Fallback):
@@ -981,7 +981,7 @@ class _State:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = [0.0, [], [], request, []]
-            self.env.timeout(0).callbacks.append(partial(self._flush, send, source, target, key))
+            self.env.call_after(0, partial(self._flush, send, source, target, key))
         pending[0] += size
         pending[1].append(deliver)
         pending[2].append(fail)
@@ -1017,9 +1017,9 @@ class _State:
                           float(draws.exponential(mean)), nothing)
             if device.healthy:  # a down device does no other work either
                 device.offer(job)  # a refused piece of background work is simply not done
-            self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
+            self.env.call_after(float(draws.exponential(1 / rate)), arrive)
 
-        self.env.timeout(float(draws.exponential(1 / rate))).callbacks.append(arrive)
+        self.env.call_after(float(draws.exponential(1 / rate)), arrive)
 
 
     def _install_host_costs(self) -> None:

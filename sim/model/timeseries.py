@@ -33,9 +33,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import simpy
-
 from sim.model.device import DeviceInstance, Window
+from sim.model.engine import Engine
 
 DEFAULT_INTERVAL = 0.02  # s of simulated time between samples
 COLUMNS = ("replication", "time", "kind", "resource", "busy", "capacity", "queue", "in_flight", "bytes")
@@ -64,7 +63,7 @@ class Sampler:
     aggregates them per pool and link afterwards, with numpy and pandas.
     """
 
-    def __init__(self, env: simpy.Environment, devices: Sequence[DeviceInstance], channels: ChannelsProvider,
+    def __init__(self, env: Engine, devices: Sequence[DeviceInstance], channels: ChannelsProvider,
                  window: Window, interval: float = DEFAULT_INTERVAL, until: Optional[float] = None):
         if not interval > 0:
             raise ValueError(f"time-series interval must be > 0 s, got {interval!r}")
@@ -84,7 +83,7 @@ class Sampler:
         self._readers: dict[int, tuple] = {}  # id(channel) -> (in-flight reader, channel kept alive)
 
     def start(self) -> "Sampler":
-        self.env.timeout(0).callbacks.append(self._tick)
+        self.env.call_after(0, self._tick)
         return self
 
     def _tick(self, _event) -> None:
@@ -109,7 +108,7 @@ class Sampler:
                 rows.append((sample, name, reader[0](), channel.bytes_moved))
         following = now + self.interval
         if self.until is None or following <= self.until:
-            self.env.timeout(self.interval).callbacks.append(self._tick)
+            self.env.call_after(self.interval, self._tick)
 
     def table(self, replication: int = 0) -> pd.DataFrame:
         """The samples as a long frame (see ``COLUMNS``): each pool's samples in time order, then each link's."""
@@ -180,7 +179,7 @@ def empty_table() -> pd.DataFrame:
     return _typed(pd.DataFrame({c: [] for c in COLUMNS}))
 
 
-def attach(env: simpy.Environment, devices: Sequence[DeviceInstance], channels_provider: ChannelsProvider,
+def attach(env: Engine, devices: Sequence[DeviceInstance], channels_provider: ChannelsProvider,
            window: Window, interval: float = DEFAULT_INTERVAL, until: Optional[float] = None) -> Sampler:
     """Start sampling ``devices`` and the channels ``channels_provider()`` returns (a mapping link name ->
     channels, or channels with a ``name``; called at every sample since channels open on demand)."""

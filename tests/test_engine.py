@@ -1,0 +1,105 @@
+"""The event engine (sim.model.engine.Engine) against SimPy's own Environment.
+
+Engine's timers and loop must leave events in exactly the order SimPy would
+(the model's results depend on that order at equal times), stop a run where
+SimPy's ``run(until=t)`` stops, and still run SimPy processes and crash on a
+failed event.
+"""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.model.engine import Engine
+
+# a delay drawn from few values, so many events share a time (ties are where order matters)
+delays = st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 1.5])
+
+
+def _trace(env: simpy.Environment, plan: list[tuple[float, list[float]]], stops: list[float], timer) -> list:
+    """Run ``plan`` (each entry: a first delay, then the delays of the timers its callback sets) and a
+    process, in ``env``, with ``run(until=...)`` at each of ``stops``; the (time, label) of every callback."""
+    seen: list = []
+
+    def fire(label: str, follow: list[float]):
+        def callback(_event) -> None:
+            seen.append((env.now, label))
+            for k, delay in enumerate(follow):
+                timer(env, delay, fire(f"{label}.{k}", []))
+        return callback
+
+    def process():
+        for k in range(4):
+            yield env.timeout(0.5)
+            seen.append((env.now, f"process {k}"))
+            if k == 1:
+                env.process(child())
+
+    def child():
+        seen.append((env.now, "child"))
+        yield env.timeout(0.0)
+        seen.append((env.now, "child done"))
+
+    for i, (first, follow) in enumerate(plan):
+        timer(env, first, fire(str(i), follow))
+    env.process(process())
+    for stop in stops:
+        if stop > env.now:
+            env.run(until=stop)
+            seen.append((env.now, "stopped"))
+    env.run()
+    seen.append((env.now, "end"))
+    return seen
+
+
+def _simpy_timer(env, delay, callback):
+    env.timeout(delay).callbacks.append(callback)
+
+
+def _engine_timer(env, delay, callback):
+    env.call_after(delay, callback)
+
+
+@settings(max_examples=60, deadline=None)
+@given(plan=st.lists(st.tuples(delays, st.lists(delays, max_size=3)), max_size=12),
+       stops=st.lists(st.sampled_from([0.25, 0.5, 1.0, 1.2, 2.0, 2.5]), max_size=3).map(sorted))
+def test_events_come_in_simpys_order_and_runs_stop_where_simpys_do(plan, stops):
+    expected = _trace(simpy.Environment(), plan, stops, _simpy_timer)
+    assert _trace(Engine(), plan, stops, _engine_timer) == expected
+    # SimPy timeouts on an Engine interleave with its timers exactly as well
+    assert _trace(Engine(), plan, stops, _simpy_timer) == expected
+
+
+def test_the_clock_after_run_until_is_simpys_even_where_now_plus_delay_rounds():
+    engine, reference = Engine(), simpy.Environment()
+    for env in (engine, reference):
+        env.run(until=0.2)
+        env.run(until=0.7000000000000001)  # 0.2 + (0.7000000000000001 - 0.2) is 0.7
+    assert engine.now == reference.now and engine.now != 0.7000000000000001
+
+
+def test_a_failed_event_still_crashes_the_run():
+    env = Engine()
+
+    def broken():
+        yield env.timeout(1.0)
+        raise RuntimeError("device model bug")
+
+    env.process(broken())
+    with pytest.raises(RuntimeError, match="device model bug"):
+        env.run(until=5.0)
+
+
+def test_a_timer_cannot_be_set_in_the_past():
+    with pytest.raises(ValueError, match="negative delay"):
+        Engine().call_after(-1e-9, lambda _timer: None)
+
+
+def test_run_until_a_time_not_in_the_future_is_refused_as_simpy_refuses_it():
+    env = Engine()
+    env.run(until=1.0)
+    with pytest.raises(ValueError, match="must be greater"):
+        env.run(until=1.0)
