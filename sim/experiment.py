@@ -92,7 +92,7 @@ def simulate_replication(plan: Plan, replication: int, progress: Optional[Callab
     arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, replication, plan.base_dir)
     sink = None
     if records is not None:
-        sink = RequestSink(TableNames.of(plan, arrivals), replication, variant, records.choice,
+        sink = RequestSink(TableNames.of(plan, arrivals), arrivals, replication, variant, records.choice,
                            records.path(variant, replication), seed=run.seed)
     try:
         output = System(plan, arrivals, run.seed, replication, sample_every, sink).run(progress)
@@ -105,7 +105,7 @@ def simulate_replication(plan: Plan, replication: int, progress: Optional[Callab
         return Replication(frame, summarise(frame, usage, run.warmup, run.duration), output.timeseries)
     kept = sink.close()
     metrics = summarise(kept.columns, usage_of(output), run.warmup, run.duration)
-    return Replication(kept.columns.frame(replication).iloc[:0], metrics, output.timeseries, kept.path)
+    return Replication(kept.columns.rows(slice(0, 0)).frame(replication), metrics, output.timeseries, kept.path)
 
 
 def run_replication(plan: Plan, replication: int, progress: Optional[Callable[[float], None]] = None

@@ -22,7 +22,7 @@ from sim.model.collect import collect
 from sim.model.request import Request
 from sim.model.system import System
 from sim.scenario.load import load_scenario_file
-from sim.workload import generate_arrivals
+from sim.workload import Arrivals, generate_arrivals
 
 SCENARIO = """\
 name: bounded
@@ -60,7 +60,7 @@ def _peak_live(plan, tmp_path) -> tuple[int, int, int]:
     """Peak live Request objects during a streamed run, the arrivals, and the store's bytes at the end."""
     r = plan.scenario.run
     arrivals = generate_arrivals(plan.scenario.workload, r.duration, r.seed, 0)
-    sink = RequestSink(TableNames.of(plan, arrivals), 0, "base", RecordsChoice.parse("none"), None,
+    sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "base", RecordsChoice.parse("none"), None,
                        rows_per_group=256)
     peak, calls = [0], [0]
     gc.collect()
@@ -86,35 +86,55 @@ def test_live_requests_do_not_grow_with_the_simulated_duration(tmp_path):
 
 
 def test_the_column_store_holds_a_fixed_number_of_bytes_per_request():
-    stages, per_request = ("a", "b", "c"), 8 + 8 + 2 + 1 + 3 * (1 + 8 + 8)
-    store = _ColumnStore(stages, ("x",), chunk=100)
+    stages, per_request = ("a", "b", "c"), 8 + 1 + 3 * (1 + 8 + 8)
+    store = _ColumnStore(stages, 10_000)
     for n in (100, 1000, 10_000):
         store.put([_row(i, len(stages)) for i in range(store.top, n)])
-        assert store.nbytes == n * per_request  # whole chunks: exactly n bytes-per-request
+        assert store.nbytes == n * per_request
+    arrays = (store.latency, store.outcome, *store.started, *store.wait, *store.service)
+    assert sum(a.nbytes for a in arrays) == 10_000 * per_request  # nothing beyond the arrays
+
+
+def _arrivals(rows) -> Arrivals:
+    """The arrivals the rows came from (two sources, one class each)."""
+    return Arrivals(time=np.array([r.arrival for r in rows]), source=np.array([r.source for r in rows], np.int16),
+                    source_names=("s0", "s1"), class_names=("x", "y"), class_of=np.array([0, 1], np.int32),
+                    priority_of=np.zeros(2, np.int32), deadline_of=np.full(2, math.inf), payload_of=np.ones(2))
 
 
 def test_columns_come_out_in_id_order_whatever_order_requests_end_in():
     width = 2
     rows = [_row(i, width) for i in range(50)]
     order = np.random.default_rng(3).permutation(50)
-    store = _ColumnStore(("a", "b"), ("x", "y"), chunk=8)
-    for start in range(0, 50, 7):  # batches of 7, in a shuffled order, across chunk boundaries
+    store = _ColumnStore(("a", "b"), 50)
+    for start in range(0, 50, 7):  # batches of 7, in a shuffled order
         store.put([rows[i] for i in order[start:start + 7]])
-    columns = store.columns()
-    assert list(columns.id) == list(range(50))
+    arrivals = _arrivals(rows)
+    columns = store.columns(arrivals)
+    assert list(columns.ids) == list(range(50))
     assert list(columns.arrival) == [r.arrival for r in rows]
+    assert list(columns.klass) == [r.klass for r in rows] and columns.class_names == ("x", "y")
     assert list(columns.latency) == [r.done - r.arrival for r in rows]
     assert list(columns.outcome) == [r.outcome for r in rows]
     assert np.array_equal(columns.wait[1], [r.start[1] - r.enqueued[1] for r in rows], equal_nan=True)
     assert np.array_equal(columns.service[1], [r.end[1] - r.start[1] for r in rows], equal_nan=True)
     assert list(columns.started[1]) == [not math.isnan(r.start[1]) for r in rows]
+    # the end of the run copies nothing: the columns are the arrays written while it ran, and the arrivals'
+    assert np.shares_memory(columns.latency, store.latency) and np.shares_memory(columns.wait[1], store.wait[1])
+    assert np.shares_memory(columns.arrival, arrivals.time)
 
 
 def test_a_missing_request_is_an_error_not_a_gap():
-    store = _ColumnStore(("a",), ("x",), chunk=8)
+    store = _ColumnStore(("a",), 8)
     store.put([_row(i, 1) for i in (0, 1, 3)])
     with pytest.raises(ValueError, match="missing"):
-        store.columns()
+        store.columns(_arrivals([_row(i, 1) for i in range(8)]))
+
+
+def test_a_request_beyond_the_arrivals_is_an_error():
+    store = _ColumnStore(("a",), 8)
+    with pytest.raises(ValueError, match="0..7"):
+        store.put([_row(8, 1)])
 
 
 def test_summary_of_the_sink_columns_equals_the_summary_of_the_full_table(tmp_path):
@@ -123,7 +143,7 @@ def test_summary_of_the_sink_columns_equals_the_summary_of_the_full_table(tmp_pa
     arrivals = generate_arrivals(plan.scenario.workload, r.duration, r.seed, 0)
     output = System(plan, arrivals, r.seed, 0).run()
     frame, usage = collect(output, 0)
-    sink = RequestSink(TableNames.of(plan, arrivals), 0, "base", RecordsChoice.parse("none"), None,
+    sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "base", RecordsChoice.parse("none"), None,
                        rows_per_group=5)
     for request in reversed(output.requests):  # the opposite of arrival order
         sink.add(request)
@@ -139,7 +159,7 @@ def _row(i: int, width: int) -> _Row:
     """A request that ended: stage j started (except every fifth request's last stage)."""
     skipped = i % 5 == 0
     start = tuple(math.nan if skipped and j == width - 1 else i + 0.25 + j for j in range(width))
-    return _Row(i, 0, i % 2 if width == 2 else 0, 0, float(i), math.inf, 1.0, i + 1.5, i % 4,
+    return _Row(i, i % 2, i % 2 if width == 2 else 0, 0, float(i), math.inf, 1.0, i + 1.5, i % 4,
                 tuple(i + 0.125 + j for j in range(width)), start, tuple(s + 0.5 for s in start),
                 (0,) * width, None, None, None, -1)
 

@@ -60,7 +60,7 @@ def run(tmp_path_factory):
 
 def _feed(run, choice: str, path, rows_per_group: int = 7):
     plan, arrivals, output, _, _ = run
-    sink = RequestSink(TableNames.of(plan, arrivals), 0, "base", RecordsChoice.parse(choice), path, seed=11,
+    sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "base", RecordsChoice.parse(choice), path, seed=11,
                        rows_per_group=rows_per_group)
     for request in sorted(output.requests, key=lambda r: (r.done if not math.isnan(r.done) else math.inf, r.id)):
         sink.add(request)  # in the order requests end, as the model will call it

@@ -36,9 +36,13 @@ assert all(o.value == i for i, o in enumerate(ENDINGS))
 
 @dataclass(frozen=True)
 class RequestColumns:
-    """Per request (rows in one order): what the summary reads; per-stage arrays are (rows, stages)."""
+    """Per request (rows in one order): what the summary reads; per-stage columns are tuples by stage.
 
-    id: np.ndarray  # int64
+    ``id`` is an array, or a ``range`` when row i is request ``id[i]`` of a contiguous run of ids (the
+    sink's columns: no array of ids is held). ``arrival`` and ``klass`` may be views of the run's
+    arrivals (``sim.workload.Arrivals``): the columns hold no copy of what the arrivals already hold."""
+
+    id: np.ndarray | range  # int64 ids, or a range of them
     arrival: np.ndarray  # float64, seconds
     klass: np.ndarray  # codes into class_names
     class_names: tuple[str, ...]
@@ -46,11 +50,11 @@ class RequestColumns:
     latency: np.ndarray  # float64, done - arrival (NaN: no answer)
     stages: tuple[str, ...]
     started: tuple[np.ndarray, ...]  # per stage, bool: service of the stage started
-    wait: tuple[np.ndarray, ...]  # per stage, float64: start - enqueued
-    service: tuple[np.ndarray, ...]  # per stage, float64: end - start
+    wait: tuple[np.ndarray, ...]  # per stage, float64: start - enqueued (NaN where not started)
+    service: tuple[np.ndarray, ...]  # per stage, float64: end - start (NaN where not started)
 
     def __len__(self) -> int:
-        return len(self.id)
+        return len(self.arrival)
 
     @classmethod
     def of_frame(cls, frame: pd.DataFrame) -> "RequestColumns":
@@ -65,7 +69,7 @@ class RequestColumns:
 
         start = [values(s, "start") for s in stages]
         return cls(
-            id=frame["id"].to_numpy(np.int64) if "id" in frame else np.arange(n, dtype=np.int64),
+            id=frame["id"].to_numpy(np.int64) if "id" in frame else range(n),
             arrival=frame["arrival"].to_numpy(float),
             klass=klass.cat.codes.to_numpy(),
             class_names=tuple(klass.cat.categories),
@@ -77,26 +81,35 @@ class RequestColumns:
             service=tuple(values(s, "end") - t for s, t in zip(stages, start)),
         )
 
+    @property
+    def ids(self) -> np.ndarray:
+        """The request ids as an array (built here when ``id`` is a range)."""
+        if isinstance(self.id, range):
+            return np.arange(self.id.start, self.id.stop, self.id.step, dtype=np.int64)
+        return self.id
+
     def window(self, warmup: float, end: float) -> "RequestColumns":
-        """The rows that arrived in [warmup, end): a view when rows are in arrival order (no copy)."""
+        """The rows that arrived in [warmup, end): views when rows are in arrival order (no copy)."""
         arrival = self.arrival
         if len(arrival) < 2 or bool(np.all(arrival[1:] >= arrival[:-1])):
             low, high = np.searchsorted(arrival, [warmup, end], side="left")
-            return self._rows(slice(int(low), int(high)))
-        return self._rows((arrival >= warmup) & (arrival < end))
+            return self.rows(slice(int(low), int(high)))
+        return self.rows((arrival >= warmup) & (arrival < end))
 
-    def _rows(self, rows) -> "RequestColumns":
-        return RequestColumns(self.id[rows], self.arrival[rows], self.klass[rows], self.class_names,
+    def rows(self, rows: slice | np.ndarray) -> "RequestColumns":
+        """The rows a slice (views) or a boolean mask (copies) picks."""
+        ids = self.id[rows] if isinstance(rows, slice) or not isinstance(self.id, range) else self.ids[rows]
+        return RequestColumns(ids, self.arrival[rows], self.klass[rows], self.class_names,
                               self.outcome[rows], self.latency[rows], self.stages,
                               tuple(a[rows] for a in self.started), tuple(a[rows] for a in self.wait),
                               tuple(a[rows] for a in self.service))
 
     def frame(self, replication: Optional[int] = None) -> pd.DataFrame:
-        """id, arrival, class, outcome and latency as a table (what ``sim.metrics.resilience`` reads)."""
+        """id, arrival, class, outcome and latency as a table (with ``replication`` first when given)."""
         columns: dict[str, object] = {} if replication is None else {
             "replication": np.full(len(self), replication, dtype=np.int32)}
         columns |= {
-            "id": self.id,
+            "id": self.ids,
             "arrival": self.arrival,
             "class": pd.Categorical.from_codes(self.klass.astype(np.int64), categories=list(self.class_names)),
             "outcome": pd.Categorical.from_codes(self.outcome.astype(np.int64), categories=list(LABELS)),

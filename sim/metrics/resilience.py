@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import pandas as pd
 
 from sim.contract.metric_keys import ALL, Kind, MetricKey, Subject
-from sim.contract.outcomes import ANSWERED_LABELS, Outcome
+from sim.contract.outcomes import ENDINGS, Outcome
 from sim.policies.resilience import REASONS
 
-HURT = (Outcome.FAILED.label, Outcome.TIMED_OUT.label, Outcome.DROPPED.label, Outcome.DEGRADED.label)
+if TYPE_CHECKING:
+    from sim.metrics.columns import RequestColumns
+
+HURT = (Outcome.FAILED, Outcome.TIMED_OUT, Outcome.DROPPED, Outcome.DEGRADED)
+ANSWERED = tuple(o for o in ENDINGS if o.answered)
 
 
 @dataclass(frozen=True)
@@ -47,34 +50,40 @@ class ResilienceRecord:
     fallback: Optional[np.ndarray] = None  # sim.policies.resilience.Reason code per request id (0: none)
 
 
-def resilience_metrics(window: pd.DataFrame, record: Optional[ResilienceRecord], warmup: float,
+def resilience_metrics(window: "RequestColumns", record: Optional[ResilienceRecord], warmup: float,
                        end: float) -> dict[str, float]:
-    """The metrics above by name; {} when ``record`` is None (the run declares no failures)."""
+    """The metrics above by name, from the window's columns; {} when ``record`` is None (no failures)."""
     if record is None:
         return {}
-    metrics = _request_metrics(window, record, ALL)
-    for klass in window["class"].cat.categories:
-        metrics.update(_request_metrics(window[window["class"] == klass], record, Subject.of_class(klass)))
+    ids = window.ids
+    metrics = _request_metrics(window.outcome, window.latency, ids, record, ALL)
+    for code, klass in enumerate(window.class_names):
+        mine = window.klass == code
+        metrics.update(_request_metrics(window.outcome[mine], window.latency[mine], ids[mine], record,
+                                        Subject.of_class(klass)))
     recovery = recovery_times(window, record.outages, warmup, end)
     if recovery:
         metrics[MetricKey(Kind.RECOVERY)] = float(np.mean(recovery))
     return {key.name: value for key, value in metrics.items()}
 
 
-def _request_metrics(rows: pd.DataFrame, record: ResilienceRecord, subject: Subject) -> dict[MetricKey, float]:
+def _is(outcome: np.ndarray, outcomes) -> np.ndarray:
+    return np.isin(outcome, [o.value for o in outcomes])
+
+
+def _request_metrics(outcome: np.ndarray, latency: np.ndarray, ids: np.ndarray, record: ResilienceRecord,
+                     subject: Subject) -> dict[MetricKey, float]:
     def key(kind: Kind, statistic: Optional[str] = None) -> MetricKey:
         return MetricKey(kind, subject, statistic)
 
-    outcome = rows["outcome"]
-    arrived = len(rows)
+    arrived = len(outcome)
     share = (lambda n: n / arrived) if arrived else (lambda n: math.nan)
-    degraded = (outcome == Outcome.DEGRADED.label).to_numpy()
+    degraded = outcome == Outcome.DEGRADED.value
     out = {
-        key(Kind.AVAILABILITY): share(int(outcome.isin(ANSWERED_LABELS).sum())),
+        key(Kind.AVAILABILITY): share(int(_is(outcome, ANSWERED).sum())),
         key(Kind.DEGRADED_RATE): share(int(degraded.sum())),
-        key(Kind.TIMEOUT_RATE): share(int((outcome == Outcome.TIMED_OUT.label).sum())),
+        key(Kind.TIMEOUT_RATE): share(int((outcome == Outcome.TIMED_OUT.value).sum())),
     }
-    ids = rows["id"].to_numpy()
     if record.retries is not None:
         out[key(Kind.RETRIES)] = share(int(record.retries[ids].sum()))
     if record.fallback is not None:
@@ -83,16 +92,16 @@ def _request_metrics(rows: pd.DataFrame, record: ResilienceRecord, subject: Subj
             out[key(Kind.FALLBACKS, reason.label)] = float((reasons == int(reason)).sum())
     from sim.metrics.summary import latency_statistics  # here: summary imports this module
 
-    for statistic, value in latency_statistics(rows["latency"].to_numpy()[degraded]).items():
+    for statistic, value in latency_statistics(latency[degraded]).items():
         out[key(Kind.DEGRADED_LATENCY, statistic)] = value
     return out
 
 
-def recovery_times(window: pd.DataFrame, outages, warmup: float, end: float) -> list[float]:
+def recovery_times(window: "RequestColumns", outages, warmup: float, end: float) -> list[float]:
     """Per outage starting in [warmup, end): seconds from its start to the last request it hurt."""
     starts = sorted(start for _, start, _ in outages)
-    arrival = window["arrival"].to_numpy()
-    hurt = window["outcome"].isin(HURT).to_numpy()
+    arrival = window.arrival
+    hurt = _is(window.outcome, HURT)
     times = []
     for i, start in enumerate(starts):
         if not warmup <= start < end:

@@ -6,10 +6,12 @@ at most ``rows_per_group`` of them in a buffer, and writes each full buffer
 as one Parquet row group of the per-request table (``sim.metrics.records``,
 the same columns ``request_frame`` builds). What the summary needs is kept
 as compact columns stored by request id (``sim.metrics.columns.RequestColumns``:
-arrival, class, outcome, latency and each stage's wait and service time,
-about 19 + 17 x stages bytes per request), so ``close`` returns columns that
-``sim.metrics.summary.summarise`` reads exactly as it reads the full table:
-percentiles and means stay exact, to the last bit.
+outcome, latency and each stage's wait and service time, 9 + 17 x stages
+bytes per request, written in place into arrays as long as the run's
+arrivals, whose time and source give arrival and class), so ``close``
+returns, without copying, columns that ``sim.metrics.summary.summarise``
+reads exactly as it reads the full table: percentiles and means stay exact,
+to the last bit.
 
 What is written is a ``RecordsChoice``: ``all`` (every request), ``sample:N``
 (N requests chosen uniformly by reservoir sampling from a generator seeded
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,9 @@ import pandas as pd
 from sim.contract.outcomes import Outcome
 from sim.metrics.columns import RequestColumns
 from sim.metrics.records import column, request_frame
+
+if TYPE_CHECKING:
+    from sim.workload import Arrivals
 
 DEFAULT_ROWS_PER_GROUP = 65_536
 
@@ -95,9 +100,12 @@ class SinkResult:
 class RequestSink:
     """Receives finished requests; streams the chosen rows to ``path`` in row groups."""
 
-    def __init__(self, names: TableNames, replication: int, variant: str, choice: RecordsChoice,
-                 path: Optional[Path], seed: int = 0, rows_per_group: int = DEFAULT_ROWS_PER_GROUP):
+    def __init__(self, names: TableNames, arrivals: "Arrivals", replication: int, variant: str,
+                 choice: RecordsChoice, path: Optional[Path], seed: int = 0,
+                 rows_per_group: int = DEFAULT_ROWS_PER_GROUP):
+        """``arrivals``: the run's (``sim.workload.Arrivals``); request ids index them."""
         self.names, self.replication, self.variant, self.choice = names, replication, variant, choice
+        self.arrivals = arrivals
         self.path = path if choice.kind != "none" else None
         self.rows_per_group = rows_per_group
         self._buffer: list = []  # requests waiting to be written (at most rows_per_group)
@@ -106,7 +114,7 @@ class RequestSink:
         self._rng = np.random.default_rng([seed, replication, 0x5A3])
         self._writer = None
         self._written = 0
-        self._columns = _ColumnStore(names.stages, names.classes)  # what the summary reads, every request
+        self._columns = _ColumnStore(names.stages, len(arrivals))  # what the summary reads, every request
         self._pending: list = []  # requests whose summary columns are not yet packed
 
     # -- the model's side -----------------------------------------------------
@@ -141,7 +149,7 @@ class RequestSink:
         self._buffer, self._sample = [], []
         if self._writer is not None:
             self._writer.close()
-        return SinkResult(self._columns.columns(), self._written, self.path)
+        return SinkResult(self._columns.columns(self.arrivals), self._written, self.path)
 
     def abort(self) -> None:
         """The run failed: close the file and delete it (a Parquet file without its footer is no table)."""
@@ -205,85 +213,63 @@ class RequestSink:
 
 
 class _ColumnStore:
-    """The summary's columns of every request, by request id, in chunks allocated as ids come.
+    """The summary's columns of every request, each one array as long as the run's arrivals, by request id.
 
-    Requests end in any order; each is stored at its id, so the columns come out in arrival
-    order (as the in-memory table has them: the same means to the last bit) without a sort.
-    Per request: arrival, latency (float64), class (int16), outcome (int8) and per stage a
-    started flag and wait and service times (float64)."""
+    Requests end in any order; each is stored at its id, so the columns come out in arrival order
+    (as the in-memory table has them: the same means to the last bit) without a sort, and the arrays
+    written during the run are the columns returned at the end: nothing is concatenated or copied
+    when the run ends. The arrays are allocated empty (``numpy.empty``: the operating system gives
+    a page memory only when it is first written), so memory grows with the requests stored, not
+    with the arrivals still to come. Per request: latency (float64), outcome (int8) and per stage a
+    started flag and the wait and service times (float64); arrival and class are the arrivals'
+    own (``sim.workload.Arrivals``)."""
 
-    def __init__(self, stages: Sequence[str], class_names: Sequence[str], chunk: int = 1 << 16):
-        self.stages, self.class_names, self.chunk = tuple(stages), tuple(class_names), chunk
-        self._chunks: list[Optional[dict[str, np.ndarray]]] = []
+    def __init__(self, stages: Sequence[str], size: int):
+        self.stages, self.size = tuple(stages), size
+        self.latency = np.empty(size)
+        self.outcome = np.empty(size, dtype=np.int8)
+        self.started = tuple(np.empty(size, dtype=bool) for _ in self.stages)
+        self.wait = tuple(np.empty(size) for _ in self.stages)
+        self.service = tuple(np.empty(size) for _ in self.stages)
         self.count = 0  # requests stored
         self.top = 0  # 1 + the highest id stored
-
-    def _chunk(self, k: int) -> dict[str, np.ndarray]:
-        while len(self._chunks) <= k:
-            self._chunks.append(None)
-        chunk = self._chunks[k]
-        if chunk is None:
-            n, width = self.chunk, len(self.stages)
-            chunk = self._chunks[k] = {
-                "arrival": np.full(n, np.nan), "latency": np.full(n, np.nan),
-                "class": np.full(n, -1, dtype=np.int16), "outcome": np.full(n, -1, dtype=np.int8),
-                "started": np.zeros((width, n), dtype=bool),
-                "wait": np.full((width, n), np.nan), "service": np.full((width, n), np.nan),
-            }
-        return chunk
 
     def put(self, rows: Sequence["_Row"]) -> None:
         n, width = len(rows), len(self.stages)
         ids = np.array([r.id for r in rows], dtype=np.int64)
+        if n and (int(ids.min()) < 0 or int(ids.max()) >= self.size):
+            raise ValueError(f"request ids must be 0..{self.size - 1} (the run's arrivals), got "
+                             f"{int(ids.min())}..{int(ids.max())}")
         arrival = np.array([r.arrival for r in rows], dtype=float)
-        latency = np.array([r.done for r in rows], dtype=float) - arrival  # as the table's done - arrival
-        klass = np.array([r.klass for r in rows], dtype=np.int16)
-        outcome = np.array([int(r.outcome) for r in rows], dtype=np.int8)
+        self.latency[ids] = np.array([r.done for r in rows], dtype=float) - arrival  # as the table's done - arrival
+        self.outcome[ids] = np.array([int(r.outcome) for r in rows], dtype=np.int8)
         start = np.array([r.start for r in rows], dtype=float).reshape(n, width).T
         wait = start - np.array([r.enqueued for r in rows], dtype=float).reshape(n, width).T
         service = np.array([r.end for r in rows], dtype=float).reshape(n, width).T - start
-        started = ~np.isnan(start)
-        for k in np.unique(ids // self.chunk):
-            mine = (ids // self.chunk) == k
-            at = ids[mine] - int(k) * self.chunk
-            chunk = self._chunk(int(k))
-            chunk["arrival"][at], chunk["latency"][at] = arrival[mine], latency[mine]
-            chunk["class"][at], chunk["outcome"][at] = klass[mine], outcome[mine]
-            chunk["started"][:, at], chunk["wait"][:, at] = started[:, mine], wait[:, mine]
-            chunk["service"][:, at] = service[:, mine]
+        for j in range(width):
+            self.started[j][ids] = ~np.isnan(start[j])
+            self.wait[j][ids], self.service[j][ids] = wait[j], service[j]
         self.count += n
-        self.top = max(self.top, int(ids.max()) + 1)
+        if n:
+            self.top = max(self.top, int(ids.max()) + 1)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the stored columns."""
-        return sum(a.nbytes for c in self._chunks if c is not None for a in c.values() if a is not None)
+        """Bytes of the stored requests' columns (what the arrays hold in memory once written)."""
+        return self.count * (self.latency.itemsize + self.outcome.itemsize
+                             + sum(a.itemsize for a in (*self.started, *self.wait, *self.service)))
 
-    def columns(self) -> RequestColumns:
-        """Every stored request in id order; the store is emptied one column at a time (no second copy)."""
+    def columns(self, arrivals) -> RequestColumns:
+        """Every stored request in id order: views of the stored arrays and of ``arrivals`` (no copy)."""
         if self.count != self.top:
             raise ValueError(f"request ids are not 0..{self.count - 1}: {self.top - self.count} missing")
-        n, width, chunks = self.top, len(self.stages), self._chunks
-        blank = self._chunk  # a missing chunk (no request ended in it) cannot happen when count == top
-
-        def take(key: str, row: Optional[int] = None) -> np.ndarray:
-            parts = [(c if c is not None else blank(k))[key] for k, c in enumerate(chunks)]
-            parts = [p if row is None else p[row] for p in parts]
-            out = np.concatenate(parts)[:n] if parts else np.zeros(0, dtype=float)
-            if row is None or row == width - 1:
-                for c in chunks:
-                    if c is not None:
-                        c[key] = None
-            return out
-
-        arrival, latency = take("arrival"), take("latency")
-        klass, outcome = take("class"), take("outcome")
-        started = tuple(take("started", j) for j in range(width))
-        wait = tuple(take("wait", j) for j in range(width))
-        service = tuple(take("service", j) for j in range(width))
-        self._chunks = []
-        return RequestColumns(np.arange(n, dtype=np.int64), arrival, klass, self.class_names, outcome, latency,
-                              self.stages, started, wait, service)
+        n = self.top
+        cut = (lambda arrays: tuple(a[:n] for a in arrays))
+        klass = arrivals.class_of.astype(np.int16 if len(arrivals.class_names) < 2**15 else np.int32)[
+            arrivals.source[:n]]
+        return RequestColumns(range(n), arrivals.time[:n], klass, tuple(arrivals.class_names),
+                              self.outcome[:n], self.latency[:n], self.stages, cut(self.started),
+                              cut(self.wait), cut(self.service))
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def summarise(frame: pd.DataFrame | RequestColumns, usage: ResourceUsage, warmup
     named = {key.name: value for key, value in metrics.items()}
     if usage.resilience is None:
         return named
-    return named | resilience_metrics(window.frame(), usage.resilience, warmup, end)
+    return named | resilience_metrics(window, usage.resilience, warmup, end)
 
 
 def _request_metrics(outcome: np.ndarray, latency: np.ndarray, length: float,
