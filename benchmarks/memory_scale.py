@@ -3,12 +3,15 @@
 Runs ``dgsim run`` (one variant, one replication, one process, records streamed) once per
 simulated duration under ``/usr/bin/time`` and reports, per run: peak RSS of the process,
 CPU time (user + system), the requests that arrived in the measurement window and the
-bytes per request that memory grew by against the shortest run. With streamed records
-memory should grow only by the compact columns the summary keeps (about 27 + 17 x stages
-bytes per request, ``sim.metrics.columns``) and the arrivals (drawn before the run).
+bytes per request that peak memory grew by against the previous (shorter) run. With streamed
+records memory should grow only by the compact columns the summary keeps (9 + 17 x stages
+bytes per request, ``sim.metrics.sink``), the arrivals (time and source, 10 bytes per request)
+and the draws made up front per request (8 bytes per prefilter stage), all held until the run
+ends. ``--extrapolate T`` adds the peak expected at T simulated seconds from the slope of the
+last two runs (peak per simulated second).
 
     python benchmarks/memory_scale.py --durations 60 300 900 [--scenario video-analytics-64]
-        [--variant dpu-offload] [--set field=value ...] [--records all]
+        [--variant dpu-offload] [--set field=value ...] [--records all] [--extrapolate 3600]
 
 Prints a markdown table with the commit and the machine load (``uptime``) before and after;
 figures are in reports/streamed-records.md. ``measure`` is shared with benchmarks/city_scale.py.
@@ -73,20 +76,28 @@ def main() -> None:
     parser.add_argument("--variant", default="dpu-offload")
     parser.add_argument("--set", dest="settings", action="append", default=[])
     parser.add_argument("--records", default="all")
+    parser.add_argument("--extrapolate", type=float, default=None,
+                        help="also print the peak RSS extrapolated to this many simulated seconds")
     args = parser.parse_args()
     print(f"before: {context()}")
     print("\n| simulated s | requests in window | peak RSS MiB | CPU s | CPU s per simulated s | "
-          "growth vs first, bytes/request |")
+          "peak growth vs previous, bytes/request |")
     print("|---|---|---|---|---|---|")
-    first = None
+    runs: list[tuple[float, Measured]] = []
     for duration in args.durations:
         m = measure(args.scenario, args.variant, duration, args.settings, args.records)
         growth = ""
-        if first is not None and m.arrived > first[1].arrived:
-            growth = f"{(m.peak_rss_mib - first[1].peak_rss_mib) * 2**20 / (m.arrived - first[1].arrived):.0f}"
-        first = first or (duration, m)
+        if runs and m.arrived > runs[-1][1].arrived:
+            growth = f"{(m.peak_rss_mib - runs[-1][1].peak_rss_mib) * 2**20 / (m.arrived - runs[-1][1].arrived):.0f}"
+        runs.append((duration, m))
         print(f"| {duration:g} | {m.arrived:,.0f} | {m.peak_rss_mib:,.0f} | {m.cpu_s:.1f} | "
               f"{m.cpu_s / duration:.2f} | {growth} |", flush=True)
+    if args.extrapolate and len(runs) >= 2:
+        (d1, m1), (d2, m2) = runs[-2:]
+        slope = (m2.peak_rss_mib - m1.peak_rss_mib) / (d2 - d1)
+        print(f"\nextrapolated peak RSS at {args.extrapolate:g} simulated s: "
+              f"{m2.peak_rss_mib + slope * (args.extrapolate - d2):,.0f} MiB "
+              f"({slope:.3f} MiB per simulated s, from the last two runs)")
     print(f"\nafter: {context()}")
 
 
