@@ -857,6 +857,7 @@ class _State:
         self._local = {}
         self._stage_pools = [frozenset(stage.pools) for stage in self.plan.stages]
         self._routes: dict[tuple[str, str], tuple] = {}
+        self._legs: dict[tuple[int, int], tuple] = {}  # (source uid, target uid; -1: the client) -> _leg's
         self._links_fail = resilience is not None and any(f.link is not None for f in resilience.failures)
         self._ingress_stage = self.plan.roots[0]
         # sources wired to a site: request i (in arrival order) enters the site's instance i mod count
@@ -919,7 +920,7 @@ class _State:
             reply(request, device, size)
             return
         self._send(device, ingress, size, lambda: reply(request, ingress, size),
-                   partial(self._finish, request, Outcome.FAILED), request)
+                   partial(self._finish, request, Outcome.FAILED) if self._links_fail else None, request)
 
     def _send_routed(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance], size: float,
                      deliver: Callable[[], None], fail: Optional[Callable[[], None]] = None,
@@ -927,8 +928,28 @@ class _State:
         """``_send`` over a route of several hops: store and forward, each hop on its own channel,
         with the host costs of the first link's sender and the last link's receiver; the index of
         the link of the last hop, or -1."""
-        a = source.pool if source else CLIENT
-        b = target.pool if target else CLIENT
+        key = (source.uid if source is not None else -1, target.uid if target is not None else -1)
+        leg = self._legs.get(key)
+        if leg is None:
+            leg = self._legs[key] = self._leg(source, target)
+        route, chosen, channels, index = leg
+        if not route:
+            deliver()
+            return -1
+        if chosen is None:  # a hop with several links: the channel policy picks one per message, by size
+            chosen = [hop.links[0] if len(hop.links) == 1 else next(
+                link for link in hop.links if link.kind == self.channel_policy.choose(size, [l.kind for l in hop.links]))
+                for hop in route]
+            index = self._link_index[chosen[-1].name]
+        self._cross(route, chosen, channels, 0, source, target, size, deliver, fail, request)
+        return index
+
+    def _leg(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance]) -> tuple:
+        """What a message between two endpoints (None: the client) goes over, found on the pair's first
+        message: the route; when each hop has one link, those links, the hops' channels (each made when
+        a message first reaches it, as ``_channel`` would) and the last link's index; else None, None, -1."""
+        a = source.pool if source is not None else CLIENT
+        b = target.pool if target is not None else CLIENT
         route = self._routes.get((a, b))
         if route is None:
             if self.plan.topology is not None:
@@ -936,20 +957,18 @@ class _State:
             else:
                 route = (Hop(a, b, tuple(self._hops[a, b])),) if self._hops[a, b] else ()
             self._routes[a, b] = route
-        if not route:
-            deliver()
-            return -1
-        chosen = [hop.links[0] if len(hop.links) == 1 else next(
-            link for link in hop.links if link.kind == self.channel_policy.choose(size, [l.kind for l in hop.links]))
-            for hop in route]
-        self._cross(route, chosen, 0, source, target, size, deliver, fail, request)
-        return self._link_index[chosen[-1].name]
+        if route and all(len(hop.links) == 1 for hop in route):
+            chosen = tuple(hop.links[0] for hop in route)
+            return route, chosen, [None] * len(route), self._link_index[chosen[-1].name]
+        return route, None, None, -1
 
-    def _cross(self, route, chosen, i: int, source, target, size: float, deliver, fail, request) -> None:
+    def _cross(self, route, chosen, channels: Optional[list], i: int, source, target, size: float, deliver, fail,
+               request) -> None:
         hop, link = route[i], chosen[i]
         last = i == len(route) - 1
         if not last:
-            onward = lambda: self._cross(route, chosen, i + 1, source, target, size, deliver, fail, request)  # noqa: E731
+            onward = lambda: self._cross(route, chosen, channels, i + 1, source, target, size, deliver, fail,  # noqa: E731
+                                         request)
         elif target is not None and link.receive_cost is not None and self._pays[target.uid]:
             onward = partial(self._copy, target, link.receive_cost, size, deliver, request)
         else:
@@ -966,7 +985,11 @@ class _State:
                     fail()
                 else:
                     forward()
-        channel = self._channel(link, source if i == 0 else None, target if last else None, hop.frm)
+        channel = channels[i] if channels is not None else None
+        if channel is None:
+            channel = self._channel(link, source if i == 0 else None, target if last else None, hop.frm)
+            if channels is not None:
+                channels[i] = channel
         if i == 0 and source is not None and link.send_cost is not None and self._pays[source.uid]:
             self._copy(source, link.send_cost, size, partial(channel.send, size, onward), request)
         else:
@@ -1026,6 +1049,7 @@ class _State:
 
     def _install_host_costs(self) -> None:
         self._routes = getattr(self, "_routes", {})
+        self._legs = getattr(self, "_legs", {})
         self._links_fail = getattr(self, "_links_fail", False) or (
             self.plan.resilience is not None and any(f.link is not None for f in self.plan.resilience.failures))
         self._send = self._send_routed
