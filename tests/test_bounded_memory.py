@@ -86,13 +86,24 @@ def test_live_requests_do_not_grow_with_the_simulated_duration(tmp_path):
 
 
 def test_the_column_store_holds_a_fixed_number_of_bytes_per_request():
-    stages, per_request = ("a", "b", "c"), 8 + 1 + 3 * (1 + 8 + 8)
-    store = _ColumnStore(stages, 10_000)
+    """9 + stages bytes per request, and 16 per stage a request started (every fifth skips the last)."""
+    stages = ("a", "b", "c")
+    store = _ColumnStore(stages, 10_000, block=100)
     for n in (100, 1000, 10_000):
         store.put([_row(i, len(stages)) for i in range(store.top, n)])
-        assert store.nbytes == n * per_request
-    arrays = (store.latency, store.outcome, *store.started, *store.wait, *store.service)
-    assert sum(a.nbytes for a in arrays) == 10_000 * per_request  # nothing beyond the arrays
+        started = 3 * n - n // 5
+        assert store.nbytes == n * (8 + 1 + 3) + started * 16  # whole blocks: none left open
+        assert store.packed == [n, n, n - n // 5]
+
+
+def test_a_block_is_packed_once_every_request_before_its_end_has_ended():
+    store = _ColumnStore(("a", "b"), 30, block=10)
+    store.put([_row(i, 2) for i in range(1, 20)])  # request 0 is still in flight: nothing packed
+    assert store.packed == [0, 0] and len(store._open) == 2
+    store.put([_row(0, 2)])  # both blocks pack, in id order
+    assert store.packed == [20, 20 - 4] and not store._open
+    with pytest.raises(ValueError, match="each stored once"):
+        store.put([_row(5, 2)])
 
 
 def _arrivals(rows) -> Arrivals:
@@ -106,8 +117,8 @@ def test_columns_come_out_in_id_order_whatever_order_requests_end_in():
     width = 2
     rows = [_row(i, width) for i in range(50)]
     order = np.random.default_rng(3).permutation(50)
-    store = _ColumnStore(("a", "b"), 50)
-    for start in range(0, 50, 7):  # batches of 7, in a shuffled order
+    store = _ColumnStore(("a", "b"), 50, block=8)
+    for start in range(0, 50, 7):  # batches of 7, in a shuffled order, across blocks
         store.put([rows[i] for i in order[start:start + 7]])
     arrivals = _arrivals(rows)
     columns = store.columns(arrivals)
@@ -116,9 +127,19 @@ def test_columns_come_out_in_id_order_whatever_order_requests_end_in():
     assert list(columns.klass) == [r.klass for r in rows] and columns.class_names == ("x", "y")
     assert list(columns.latency) == [r.done - r.arrival for r in rows]
     assert list(columns.outcome) == [r.outcome for r in rows]
-    assert np.array_equal(columns.wait[1], [r.start[1] - r.enqueued[1] for r in rows], equal_nan=True)
-    assert np.array_equal(columns.service[1], [r.end[1] - r.start[1] for r in rows], equal_nan=True)
     assert list(columns.started[1]) == [not math.isnan(r.start[1]) for r in rows]
+    started = [r for r in rows if not math.isnan(r.start[1])]  # wait and service: of these, in id order
+    assert list(columns.wait[1]) == [r.start[1] - r.enqueued[1] for r in started]
+    assert list(columns.service[1]) == [r.end[1] - r.start[1] for r in started]
+    assert list(columns.wait[0]) == [r.start[0] - r.enqueued[0] for r in rows]
+    window = columns.window(10, 30)  # views; the packed values of rows 10..29
+    assert list(window.wait[1]) == [r.start[1] - r.enqueued[1] for r in started if 10 <= r.arrival < 30]
+    assert np.shares_memory(window.wait[1], columns.wait[1])
+    picked = columns.rows((columns.arrival >= 10) & (columns.arrival < 30))  # a mask (rows in any order) ...
+    for mine, theirs in zip((*picked.wait, *picked.service, *picked.started), (*window.wait, *window.service,
+                                                                              *window.started)):
+        assert list(mine) == list(theirs)  # ... picks the same rows and packed values
+    assert list(picked.ids) == list(window.ids) == list(range(10, 30))
     # the end of the run copies nothing: the columns are the arrays written while it ran, and the arrivals'
     assert np.shares_memory(columns.latency, store.latency) and np.shares_memory(columns.wait[1], store.wait[1])
     assert np.shares_memory(columns.arrival, arrivals.time)

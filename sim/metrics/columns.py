@@ -4,19 +4,24 @@
 measurement window), class, outcome and latency, and per stage whether
 service started, the wait (``start - enqueued``) and the service time
 (``end - start``). A ``RequestColumns`` holds exactly these, in one row
-order, as numpy arrays: about ``27 + 17 x stages`` bytes per request
-(id, arrival and latency as 64-bit numbers, class and outcome as small integers, per
-stage a flag and two float64s). Built from a full per-request table
-(``of_frame``) or filled as a run goes (``sim.metrics.sink.RequestSink``),
-it gives the same metrics, bit for bit: the values are the same float64
-differences, in the same row order, and the means and percentiles are
-computed over the same arrays.
+order, as numpy arrays: per request latency (float64), outcome (int8) and
+per stage a started flag; per stage, wait and service (float64) only for the
+rows whose service of the stage started, packed in row order (after a
+prefilter most requests start no later stage, and only those the metrics
+read); arrival and class may be views of the run's arrivals. Built from a
+full per-request table (``of_frame``) or filled as a run goes
+(``sim.metrics.sink.RequestSink``), it gives the same metrics, bit for bit:
+the values are the same float64 differences, in the same row order, and the
+means and percentiles are computed over the same arrays. A window of rows
+in arrival order is a set of views (``rows`` with a slice): the packed values
+of a window are a slice of the packed arrays.
 
 Why float64 per-stage columns rather than running sums: ``numpy.mean``
-sums pairwise over the whole array, so only the values themselves, in
-row order, reproduce its result to the last bit (a running sum would
-differ in the last digits and change summary.json). Wait and service
-keep 16 bytes per stage instead of the 24 of enqueue/start/end.
+sums pairwise over the whole (contiguous) array, so only the values
+themselves, in row order, reproduce its result to the last bit (a running
+sum would differ in the last digits and change summary.json). Wait and
+service keep 16 bytes per started stage instead of the 24 of
+enqueue/start/end.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ class RequestColumns:
     outcome: np.ndarray  # int8 Outcome values; -1: none
     latency: np.ndarray  # float64, done - arrival (NaN: no answer)
     stages: tuple[str, ...]
-    started: tuple[np.ndarray, ...]  # per stage, bool: service of the stage started
-    wait: tuple[np.ndarray, ...]  # per stage, float64: start - enqueued (NaN where not started)
-    service: tuple[np.ndarray, ...]  # per stage, float64: end - start (NaN where not started)
+    started: tuple[np.ndarray, ...]  # per stage, bool per row: service of the stage started
+    wait: tuple[np.ndarray, ...]  # per stage, float64 start - enqueued of the rows that started it, in row order
+    service: tuple[np.ndarray, ...]  # per stage, float64 end - start of the same rows
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -68,6 +73,7 @@ class RequestColumns:
             return frame[column(stage, field)].to_numpy(float)
 
         start = [values(s, "start") for s in stages]
+        started = tuple(~np.isnan(t) for t in start)
         return cls(
             id=frame["id"].to_numpy(np.int64) if "id" in frame else range(n),
             arrival=frame["arrival"].to_numpy(float),
@@ -76,9 +82,9 @@ class RequestColumns:
             outcome=pd.Categorical(frame["outcome"], categories=list(LABELS)).codes.astype(np.int8),
             latency=frame["latency"].to_numpy(float),
             stages=stages,
-            started=tuple(~np.isnan(t) for t in start),
-            wait=tuple(t - values(s, "enqueued") for s, t in zip(stages, start)),
-            service=tuple(values(s, "end") - t for s, t in zip(stages, start)),
+            started=started,
+            wait=tuple((t - values(s, "enqueued"))[m] for s, t, m in zip(stages, start, started)),
+            service=tuple((values(s, "end") - t)[m] for s, t, m in zip(stages, start, started)),
         )
 
     @property
@@ -97,12 +103,22 @@ class RequestColumns:
         return self.rows((arrival >= warmup) & (arrival < end))
 
     def rows(self, rows: slice | np.ndarray) -> "RequestColumns":
-        """The rows a slice (views) or a boolean mask (copies) picks."""
-        ids = self.id[rows] if isinstance(rows, slice) or not isinstance(self.id, range) else self.ids[rows]
+        """The rows a slice (step 1: views) or a boolean mask (copies) picks."""
+        if isinstance(rows, slice):
+            low, high, _ = rows.indices(len(self))
+            high = max(low, high)
+            ids = self.id[low:high]
+            # per stage, the packed values of the started rows in [low, high): a slice of them
+            first = [int(np.count_nonzero(s[:low])) for s in self.started]
+            picks = [slice(a, a + int(np.count_nonzero(s[low:high]))) for a, s in zip(first, self.started)]
+            rows = slice(low, high)
+        else:
+            ids = self.ids[rows]
+            picks = [rows[s] for s in self.started]  # the mask restricted to the started rows
         return RequestColumns(ids, self.arrival[rows], self.klass[rows], self.class_names,
                               self.outcome[rows], self.latency[rows], self.stages,
-                              tuple(a[rows] for a in self.started), tuple(a[rows] for a in self.wait),
-                              tuple(a[rows] for a in self.service))
+                              tuple(a[rows] for a in self.started), tuple(a[p] for a, p in zip(self.wait, picks)),
+                              tuple(a[p] for a, p in zip(self.service, picks)))
 
     def frame(self, replication: Optional[int] = None) -> pd.DataFrame:
         """id, arrival, class, outcome and latency as a table (with ``replication`` first when given)."""

@@ -6,7 +6,8 @@ at most ``rows_per_group`` of them in a buffer, and writes each full buffer
 as one Parquet row group of the per-request table (``sim.metrics.records``,
 the same columns ``request_frame`` builds). What the summary needs is kept
 as compact columns stored by request id (``sim.metrics.columns.RequestColumns``:
-outcome, latency and each stage's wait and service time, 9 + 17 x stages
+outcome, latency, per stage whether it started and, for the requests that
+started it, its wait and service times: 9 + stages + 16 x stages started
 bytes per request, written in place into arrays as long as the run's
 arrivals, whose time and source give arrival and class), so ``close``
 returns, without copying, columns that ``sim.metrics.summary.summarise``
@@ -213,33 +214,44 @@ class RequestSink:
 
 
 class _ColumnStore:
-    """The summary's columns of every request, each one array as long as the run's arrivals, by request id.
+    """The summary's columns of every request, in arrays as long as the run's arrivals, by request id.
 
     Requests end in any order; each is stored at its id, so the columns come out in arrival order
     (as the in-memory table has them: the same means to the last bit) without a sort, and the arrays
     written during the run are the columns returned at the end: nothing is concatenated or copied
     when the run ends. The arrays are allocated empty (``numpy.empty``: the operating system gives
     a page memory only when it is first written), so memory grows with the requests stored, not
-    with the arrivals still to come. Per request: latency (float64), outcome (int8) and per stage a
-    started flag and the wait and service times (float64); arrival and class are the arrivals'
-    own (``sim.workload.Arrivals``)."""
+    with the arrivals still to come.
 
-    def __init__(self, stages: Sequence[str], size: int):
-        self.stages, self.size = tuple(stages), size
+    Per request: latency (float64), outcome (int8) and per stage a started flag, stored at the id;
+    arrival and class are the arrivals' own (``sim.workload.Arrivals``). A stage's wait and service
+    times (float64) are kept only for the requests whose service of the stage started (after a
+    prefilter most requests start no later stage), packed in id order: they are gathered per block
+    of ``block`` ids in an open block, and appended to the stage's packed arrays when every request
+    of the block and of the blocks before it has ended. Open blocks are the ids still in flight (a
+    request that never ends until the run stops keeps the blocks after it open)."""
+
+    def __init__(self, stages: Sequence[str], size: int, block: int = 1 << 16):
+        self.stages, self.size, self.block = tuple(stages), size, block
         self.latency = np.empty(size)
         self.outcome = np.empty(size, dtype=np.int8)
         self.started = tuple(np.empty(size, dtype=bool) for _ in self.stages)
-        self.wait = tuple(np.empty(size) for _ in self.stages)
+        self.wait = tuple(np.empty(size) for _ in self.stages)  # packed: the started requests' values
         self.service = tuple(np.empty(size) for _ in self.stages)
+        self.packed = [0] * len(self.stages)  # per stage, values in wait/service
+        self._open: dict[int, list] = {}  # block -> [requests stored, wait (stages, block), service (stages, block)]
+        self._next = 0  # the first block not yet packed
         self.count = 0  # requests stored
         self.top = 0  # 1 + the highest id stored
 
     def put(self, rows: Sequence["_Row"]) -> None:
         n, width = len(rows), len(self.stages)
+        if not n:
+            return
         ids = np.array([r.id for r in rows], dtype=np.int64)
-        if n and (int(ids.min()) < 0 or int(ids.max()) >= self.size):
-            raise ValueError(f"request ids must be 0..{self.size - 1} (the run's arrivals), got "
-                             f"{int(ids.min())}..{int(ids.max())}")
+        if int(ids.min()) < self._next * self.block or int(ids.max()) >= self.size:
+            raise ValueError(f"request ids must be 0..{self.size - 1} (the run's arrivals), each stored once; "
+                             f"got {int(ids.min())}..{int(ids.max())}")
         arrival = np.array([r.arrival for r in rows], dtype=float)
         self.latency[ids] = np.array([r.done for r in rows], dtype=float) - arrival  # as the table's done - arrival
         self.outcome[ids] = np.array([int(r.outcome) for r in rows], dtype=np.int8)
@@ -248,28 +260,56 @@ class _ColumnStore:
         service = np.array([r.end for r in rows], dtype=float).reshape(n, width).T - start
         for j in range(width):
             self.started[j][ids] = ~np.isnan(start[j])
-            self.wait[j][ids], self.service[j][ids] = wait[j], service[j]
+        blocks = ids // self.block
+        for k in np.unique(blocks).tolist():
+            mine = blocks == k
+            at = ids[mine] - k * self.block
+            entry = self._open.get(k)
+            if entry is None:
+                entry = self._open[k] = [0, np.empty((width, self.block)), np.empty((width, self.block))]
+            entry[0] += len(at)
+            entry[1][:, at], entry[2][:, at] = wait[:, mine], service[:, mine]
         self.count += n
-        if n:
-            self.top = max(self.top, int(ids.max()) + 1)
+        self.top = max(self.top, int(ids.max()) + 1)
+        self._pack(self.size)
+
+    def _pack(self, end: int) -> None:
+        """Append, in id order, the blocks whose every request below ``end`` has ended."""
+        while self._next in self._open:
+            k, first = self._next, self._next * self.block
+            length = min(self.block, end - first)
+            stored, wait, service = self._open[k]
+            if stored < length:
+                return
+            for j in range(len(self.stages)):
+                mask = self.started[j][first:first + length]
+                values, at = wait[j, :length][mask], self.packed[j]
+                self.wait[j][at:at + len(values)] = values
+                self.service[j][at:at + len(values)] = service[j, :length][mask]
+                self.packed[j] = at + len(values)
+            del self._open[k]
+            self._next += 1
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the stored requests' columns (what the arrays hold in memory once written)."""
-        return self.count * (self.latency.itemsize + self.outcome.itemsize
-                             + sum(a.itemsize for a in (*self.started, *self.wait, *self.service)))
+        """Bytes of the stored requests' columns and of the open blocks (what is in memory once written)."""
+        per_request = self.latency.itemsize + self.outcome.itemsize + len(self.stages)
+        packed = sum(self.packed) * (self.latency.itemsize * 2)
+        return self.count * per_request + packed + sum(e[1].nbytes + e[2].nbytes for e in self._open.values())
 
     def columns(self, arrivals) -> RequestColumns:
         """Every stored request in id order: views of the stored arrays and of ``arrivals`` (no copy)."""
         if self.count != self.top:
             raise ValueError(f"request ids are not 0..{self.count - 1}: {self.top - self.count} missing")
         n = self.top
-        cut = (lambda arrays: tuple(a[:n] for a in arrays))
+        self._pack(n)
         klass = arrivals.class_of.astype(np.int16 if len(arrivals.class_names) < 2**15 else np.int32)[
             arrivals.source[:n]]
         return RequestColumns(range(n), arrivals.time[:n], klass, tuple(arrivals.class_names),
-                              self.outcome[:n], self.latency[:n], self.stages, cut(self.started),
-                              cut(self.wait), cut(self.service))
+                              self.outcome[:n], self.latency[:n], self.stages,
+                              tuple(a[:n] for a in self.started),
+                              tuple(a[:c] for a, c in zip(self.wait, self.packed)),
+                              tuple(a[:c] for a, c in zip(self.service, self.packed)))
 
 
 @dataclass(frozen=True, slots=True)

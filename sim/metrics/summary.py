@@ -44,11 +44,10 @@ def summarise(frame: pd.DataFrame | RequestColumns, usage: ResourceUsage, warmup
         mine = window.klass == code
         metrics.update(_request_metrics(window.outcome[mine], window.latency[mine], length, Subject.of_class(klass)))
     for j, stage in enumerate(window.stages):
-        mask = window.started[j]
-        if mask.any():
+        if len(window.wait[j]):  # the rows that started the stage (packed: a view, no copy)
             subject = Subject.stage(stage)
-            metrics[MetricKey(Kind.WAIT, subject)] = float(np.mean(window.wait[j][mask]))
-            metrics[MetricKey(Kind.SERVICE, subject)] = float(np.mean(window.service[j][mask]))
+            metrics[MetricKey(Kind.WAIT, subject)] = float(np.mean(window.wait[j]))
+            metrics[MetricKey(Kind.SERVICE, subject)] = float(np.mean(window.service[j]))
     resources = (
         (Kind.UTILISATION, Subject.pool, usage.pool_utilisation),
         (Kind.UTILISATION, Subject.link, usage.link_utilisation),
