@@ -141,44 +141,50 @@ class SharedChannel(Channel):
         else:
             self._join(size, deliver)
 
-    def _advance(self) -> None:
-        """Move the virtual clock (and the busy time) up to now."""
-        now = self.env.now
-        if self._tags:
-            self.busy_time += self.window.overlap(self._updated, now)
-            self._virtual += (now - self._updated) / len(self._tags)
-        self._updated = now
-
     def _join(self, size: float, deliver: Delivery, _event=None) -> None:
-        self._advance()
-        tag = self._virtual + size / self.bandwidth
-        heapq.heappush(self._tags, (tag, next(self._order), size, deliver))
-        self._schedule()
+        now = self.env.now
+        tags = self._tags
+        if tags:  # move the virtual clock (and the busy time) up to now
+            self.busy_time += self.window.overlap(self._updated, now)
+            self._virtual += (now - self._updated) / len(tags)
+        self._updated = now
+        heapq.heappush(tags, (self._virtual + size / self.bandwidth, next(self._order), size, deliver))
+        self._version = version = self._version + 1  # (_schedule, with a message certainly in flight)
+        self.env.call_after(max(0.0, tags[0][0] - self._virtual) * len(tags), partial(self._complete, version))
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
         self._version += 1
-        if not self._tags:
+        tags = self._tags
+        if not tags:
             self._virtual = 0.0
             return
-        delay = max(0.0, self._tags[0][0] - self._virtual) * len(self._tags)
+        delay = max(0.0, tags[0][0] - self._virtual) * len(tags)
         self.env.call_after(delay, partial(self._complete, self._version))
 
     def _complete(self, version: int, _event) -> None:
         if version != self._version:
             return
-        self._advance()
-        # The head's tag is reached by construction; taking it as the clock
-        # drops the rounding of the real-time arithmetic.
+        # A timer of the current version: messages are in flight and none joined or left since it was
+        # set. The head's tag is reached by construction; taking it as the clock (rather than
+        # advancing it by the elapsed time) drops the rounding of the real-time arithmetic.
+        now = self.env.now
+        self.busy_time += self.window.overlap(self._updated, now)
+        self._updated = now
         tags = self._tags
         tag = tags[0][0]
         self._virtual = tag
-        finished = []
-        while tags and tags[0][0] <= tag:
-            finished.append(heapq.heappop(tags))
+        _tag, _order, size, deliver = heapq.heappop(tags)
+        if tags and tags[0][0] <= tag:  # ties finish together, in order of joining
+            finished = [(_tag, _order, size, deliver)]
+            while tags and tags[0][0] <= tag:
+                finished.append(heapq.heappop(tags))
+            self._schedule()
+            for _tag, _order, size, deliver in finished:
+                self._arrive(size, deliver)
+            return
         self._schedule()
-        for _tag, _order, size, deliver in finished:
-            self._arrive(size, deliver)
+        self._arrive(size, deliver)
 
 
 CONTENTION: Registry[type[Channel]] = Registry("link contention")
