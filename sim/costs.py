@@ -112,9 +112,10 @@ class _Draws:
     _block: list[float] = field(default_factory=list)
 
     def next(self) -> float:
-        if not self._block:
-            self._block = self.draw(self.rng, _BLOCK)[::-1].tolist()
-        return self._block.pop()
+        block = self._block
+        if not block:
+            block.extend(self.draw(self.rng, _BLOCK)[::-1].tolist())  # refilled in place (Sampler holds it)
+        return block.pop()
 
 
 def _lognormal_params(cv: float) -> tuple[float, float]:
@@ -130,6 +131,18 @@ class Sampler:
     spec: Union[Deterministic, Exponential, Lognormal, Empirical, Affine]
     scale: float
     _draws: _Draws | None
+
+    def __post_init__(self) -> None:
+        # ``sample`` as one of its cases, chosen once (it runs once per batch): the same arithmetic
+        if not isinstance(self.spec, Affine):
+            self.sample = self._fixed if self._draws is None else self._drawn
+
+    def _fixed(self, batch: int = 1) -> float:
+        return self.spec.value * batch * self.scale
+
+    def _drawn(self, batch: int = 1) -> float:
+        block = self._draws._block
+        return (block.pop() if block else self._draws.next()) * batch * self.scale
 
     def sample(self, batch: int = 1) -> float:
         spec = self.spec

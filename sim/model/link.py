@@ -71,6 +71,11 @@ class Channel(ABC):
     def send(self, size: float, deliver: Delivery) -> None:
         """Carry ``size`` bytes; call ``deliver`` when they have arrived."""
 
+    def passes_through(self, size: float) -> bool:
+        """Whether ``size`` bytes would arrive the instant they are sent, waiting for nothing; if so they
+        are counted as moved and the sender delivers them itself, with no event (``send`` is not called)."""
+        return False
+
     def _arrive(self, size: float, deliver: Delivery, later: bool = False) -> None:
         """The message has left the channel; ``deliver`` after the link's latency (``later``: never
         within the caller's call, even when that is zero: the sender records the link it used first)."""
@@ -93,6 +98,13 @@ class FifoChannel(Channel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._queue: deque[tuple[float, Delivery]] = deque()
+
+    def passes_through(self, size: float) -> bool:
+        if self._queue or self._fixed_latency != 0 or self.overhead + size / self.bandwidth != 0:
+            return False
+        if self.window.start <= self.env.now < self.window.end:
+            self.bytes_moved += size
+        return True
 
     def send(self, size: float, deliver: Delivery) -> None:
         queue = self._queue

@@ -51,7 +51,7 @@ import pandas as pd
 
 from sim.contract import streams
 from sim.contract.outcomes import Outcome
-from sim.costs import Sampler, make_sampler
+from sim.costs import Deterministic, Sampler, make_sampler
 from sim.metrics.resilience import ResilienceRecord
 from sim.metrics.sink import RequestSink
 from sim.model import timeseries
@@ -124,12 +124,22 @@ def _refresh_all(entries: tuple, _device) -> None:
 class _Hop:
     """The links between two pools (or a pool and the client), looked up once per pair of pools."""
 
-    __slots__ = ("links", "kinds", "link")
+    __slots__ = ("links", "kinds", "link", "index", "ideal")
 
     def __init__(self, links: list[LinkPlan], index: dict[str, int]):
         self.links = tuple(links)
         self.kinds = [link.kind for link in links]
-        self.link = links[0] if len(links) == 1 else None  # the only one: no channel policy to ask
+        self.link = link = links[0] if len(links) == 1 else None  # the only one: no channel policy to ask
+        self.index = index[link.name] if link is not None else -1
+        # one FIFO link with no overhead and no latency: a message its bandwidth moves in no time passes
+        # through an idle channel at once (sim.model.link.Channel.passes_through)
+        self.ideal = link is not None and _ideal(link)
+
+
+def _ideal(link: LinkPlan) -> bool:
+    latency = link.latency
+    return link.contention == "fifo" and link.overhead == 0 and isinstance(latency, Deterministic) \
+        and latency.value == 0
 
 
 @dataclass(frozen=True)
@@ -345,6 +355,9 @@ class _State:
         if policies.channel.merge:
             self._send = partial(self._send_merged, self._send)
             self._pending: dict[tuple[int, int], list] = {}
+        # messages take the plain ``_send`` (no failures, routes, host costs or merging): ``_enter`` and
+        # ``_reply`` look the hop up themselves and deliver at once where no link or an ideal one is crossed
+        self._plain_send = getattr(self._send, "__func__", None) is _State._send
         for device in self.devices:
             background = plan.pools[device.pool].background
             if background is not None:
@@ -383,6 +396,18 @@ class _State:
             else candidates[0].device
         if device is source:
             self._queue(job, device)
+            return
+        if self._plain_send:  # (inline: no client link, or an ideal link, takes no event and no closure)
+            a = source.pool if source is not None else CLIENT
+            hop = self._hop[a, device.pool]
+            if not hop.links:
+                self._queue(job, device)
+                return
+            if hop.ideal and self._channel(hop.link, source, device, a).passes_through(size):
+                request.link[stage] = hop.index
+                self._queue(job, device)
+                return
+            request.link[stage] = self._send_over(hop, a, source, device, size, partial(self._queue, job, device))
             return
         request.link[stage] = self._send(source, device, size, partial(self._queue, job, device), None, request)
 
@@ -425,6 +450,13 @@ class _State:
             self._reply(request, device, reply)
 
     def _reply(self, request: Request, device: DeviceInstance, size: float) -> None:
+        if self._plain_send:
+            hop = self._hop[device.pool, CLIENT]
+            if not hop.links:  # no client links: answered where it is
+                self._answer(request)
+                return
+            request.reply_link = self._send_over(hop, device.pool, device, None, size, partial(self._answer, request))
+            return
         request.reply_link = self._send(device, None, size, partial(self._answer, request), None, request)
 
     def _answer(self, request: Request) -> None:
@@ -1082,7 +1114,12 @@ class _State:
         ``fail`` is called instead of ``deliver`` when the link is down (only where links fail).
         """
         a = source.pool if source is not None else CLIENT
-        hop = self._hop[a, target.pool if target is not None else CLIENT]
+        return self._send_over(self._hop[a, target.pool if target is not None else CLIENT], a, source, target, size,
+                               deliver)
+
+    def _send_over(self, hop: _Hop, a: str, source: Optional[DeviceInstance], target: Optional[DeviceInstance],
+                   size: float, deliver: Callable[[], None]) -> int:
+        """``_send`` over ``hop`` (from pool ``a``)."""
         link = hop.link
         if link is None:
             if not hop.links:  # a client hop with no client links declared, or a same-pool hop
