@@ -33,7 +33,7 @@ from typing import Any, Generic, Mapping, Protocol, Sequence, TypeVar, Union
 
 from sim.policies.admission import AdmissionPolicy, AdmitAll
 from sim.policies.batching import BATCHING, BatchingPolicy, BatchingSettings, Dispatch, NoBatching
-from sim.policies.queueing import PolicyQueue, QueueDiscipline, queue_for
+from sim.policies.queueing import ArrivalOrderQueue, PolicyQueue, QueueDiscipline, queue_for
 
 
 class StationJob(Protocol):
@@ -103,6 +103,7 @@ class Station(Generic[Job]):
             (self.queues[s], self.batchers[s], s) for s in self.queues
         ]
         self._only = self._order[0] if len(self._order) == 1 else None  # one stage: its queue holds every job
+        self._in_arrival_order = all(isinstance(queue, ArrivalOrderQueue) for queue in self.queues.values())
         # one stage without batching: the next batch is always the queue's head alone (no batcher to ask)
         self._alone = (self._only[0].pop, self._only[2]) \
             if self._only is not None and isinstance(self._only[1], NoBatching) else None
@@ -155,10 +156,17 @@ class Station(Generic[Job]):
         first = self._only
         if first is None:
             # the stage whose head comes first; usually its batcher says go, and no sort is needed
-            first = None
-            for entry in order:
-                if entry[0] and (first is None or entry[0].head_key() < first[0].head_key()):
-                    first = entry
+            if self._in_arrival_order:  # FIFO queues: a head's key is its seq alone (no tuple per queue)
+                head = math.inf
+                for entry in order:
+                    queue = entry[0]
+                    if queue and queue[0].seq < head:
+                        head = queue[0].seq
+                        first = entry
+            else:
+                for entry in order:
+                    if entry[0] and (first is None or entry[0].head_key() < first[0].head_key()):
+                        first = entry
         queue, batcher, stage = first
         decision = batcher.decide(now, queue)
         if isinstance(decision, Dispatch):

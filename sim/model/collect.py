@@ -6,6 +6,9 @@ devices, links and batchers into a ``ResourceUsage``.
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import attrgetter
+
 import numpy as np
 import pandas as pd
 
@@ -21,8 +24,8 @@ def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, Resource
     width = len(stages)
 
     def matrix(attr: str, dtype=float) -> np.ndarray:
-        values = [getattr(r, attr) for r in requests]
-        return np.array(values, dtype=dtype).reshape(len(requests), width)
+        values = chain.from_iterable(map(attrgetter(attr), requests))  # no list per request
+        return np.fromiter(values, dtype=dtype, count=len(requests) * width).reshape(len(requests), width)
 
     arrivals = output.arrivals
     n = len(requests)

@@ -195,19 +195,27 @@ class DeviceInstance:
     # --- the general launch and finish: copy jobs, fallback stages' columns, failures ---
 
     def _launch_general(self, now: float, stage: int, jobs: list) -> None:
-        self._account(now, self.station.waiting + len(jobs))  # up to now, the batch was still waiting
+        """``_launch`` for copy jobs (their duration is their cost), fallback stages (recorded in their
+        stage's columns) and devices that may fail (the batch is kept, to cancel)."""
+        size = len(jobs)
+        start, end = self._start, self._end
+        since = self._queue_changed  # the queue integral up to now, while the batch was still waiting
+        lo = since if since > start else start
+        hi = now if now < end else end
+        if hi > lo:
+            self.queue_area += (self.station.waiting + size) * (hi - lo)
+        self._queue_changed = now
         self.free -= 1
         service = self._services[stage]
-        duration = service.sampler.sample(len(jobs)) if service.cost_of is None else service.cost_of(jobs)
-        window = self.window
-        if now < window.end and now + duration > window.start:
-            self.busy_time += min(now + duration, window.end) - max(now, window.start)
-            if now >= window.start:
+        duration = service.sampler.sample(size) if service.cost_of is None else service.cost_of(jobs)
+        finish = now + duration
+        if now < end and finish > start:
+            self.busy_time += (finish if finish < end else end) - (now if now > start else start)
+            if now >= start:
                 service.batches += 1
-                service.batched_jobs += len(jobs)
-        self._batch_ids[0] += 1
-        batch = self._batch_ids[0]
-        uid, size = self.uid, len(jobs)
+                service.batched_jobs += size
+        self._batch_ids[0] = batch = self._batch_ids[0] + 1
+        uid = self.uid
         if self._columns is not None:
             stage = self._columns[stage]
         for job in jobs:
@@ -216,24 +224,19 @@ class DeviceInstance:
             request.instance[stage] = uid
             request.batch[stage] = batch
             request.batch_size[stage] = size
-        finish = _TrackedFinish(self, jobs, now + duration)
-        if self._running is not None:
-            self._running[finish] = None
-        self.env.call_after(duration, finish)
-
-    def _finish_general(self, finish: "_TrackedFinish") -> None:
-        if finish.cancelled:
+        if self._running is None:
+            self.env.call_after(duration, partial(self._finish_in, stage, jobs))
             return
-        if self._running is not None:
-            del self._running[finish]
-        jobs = finish.jobs
+        tracked = _TrackedFinish(self, jobs, finish, stage)
+        self._running[tracked] = None
+        self.env.call_after(duration, tracked)
+
+    def _finish_in(self, stage: int, jobs: list, _event=None) -> None:
+        """``_finish``, recording in the request column ``stage``."""
         self.free += 1
         if self.on_load is not None:
             self.on_load(self)
         now = self.env.now
-        stage = jobs[0].stage
-        if self._columns is not None:
-            stage = self._columns[stage]
         for job in jobs:
             job.request.end[stage] = now
             job.on_done(job)
@@ -241,6 +244,12 @@ class DeviceInstance:
             self._dispatch()
             if self.on_load is not None:
                 self.on_load(self)
+
+    def _finish_tracked(self, finish: "_TrackedFinish") -> None:
+        if finish.cancelled:
+            return
+        del self._running[finish]
+        self._finish_in(finish.column, finish.jobs)
 
     # --- failure ----------------------------------------------------------
 
@@ -285,15 +294,16 @@ def _delay_until(now: float, when: float) -> float:
 
 @dataclass(slots=True, eq=False)
 class _TrackedFinish:
-    """A batch in service on a device that may fail (or whose stages record in other columns)."""
+    """A batch in service on a device that may fail: cancelled if it does."""
 
     device: DeviceInstance
     jobs: list
-    end: float = 0.0
+    end: float
+    column: int  # the request column its stage records in
     cancelled: bool = False
 
     def __call__(self, _event) -> None:
-        self.device._finish_general(self)
+        self.device._finish_tracked(self)
 
 
 @dataclass(slots=True)
