@@ -33,6 +33,7 @@ import simpy
 
 from sim.model import timeseries
 from sim.model.device import Window
+from sim.model.engine import Engine
 from sim.model.request import Outcome
 from sim.model.system import _State
 from sim.plan import compile_plan
@@ -46,9 +47,9 @@ class _TimedSampler(timeseries.Sampler):
 
     spent = 0.0
 
-    def _tick(self, event) -> None:
+    def _tick(self) -> None:
         t0 = time.process_time()
-        super()._tick(event)
+        super()._tick()
         self.spent += time.process_time() - t0
 
 
@@ -56,7 +57,7 @@ def prepared(plan, arrivals, seed: int, replication: int, interval: float | None
     """The model of ``System.run`` before it runs, with a sampler attached when ``interval`` is given
     (the lines system.py gains when it records time series)."""
     run = plan.scenario.run
-    env = simpy.Environment()
+    env = Engine()
     window = Window(run.warmup, run.duration)
     state = _State(plan, arrivals, env, window, seed, replication)
     state.schedule_next_arrival()

@@ -60,7 +60,7 @@ def _simpy_timer(env, delay, callback):
 
 
 def _engine_timer(env, delay, callback):
-    env.call_after(delay, callback)
+    env.call_after(delay, callback, "no event: the timer's argument")
 
 
 @settings(max_examples=60, deadline=None)
@@ -95,7 +95,7 @@ def test_a_failed_event_still_crashes_the_run():
 
 def test_a_timer_cannot_be_set_in_the_past():
     with pytest.raises(ValueError, match="negative delay"):
-        Engine().call_after(-1e-9, lambda _timer: None)
+        Engine().call_after(-1e-9, print)
 
 
 def test_run_until_a_time_not_in_the_future_is_refused_as_simpy_refuses_it():
@@ -103,3 +103,11 @@ def test_run_until_a_time_not_in_the_future_is_refused_as_simpy_refuses_it():
     env.run(until=1.0)
     with pytest.raises(ValueError, match="must be greater"):
         env.run(until=1.0)
+
+
+def test_a_timer_calls_its_function_with_its_arguments_at_its_time():
+    env, calls = Engine(), []
+    env.call_after(2.0, lambda *args: calls.append((env.now, args)), "b", 2)
+    env.call_after(1.0, lambda *args: calls.append((env.now, args)))
+    env.run()
+    assert calls == [(1.0, ()), (2.0, ("b", 2))]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable, Optional, Sequence
 
 from sim.costs import Sampler
@@ -83,7 +82,6 @@ class DeviceInstance:
         self.healthy = True
         self.on_load: Optional[Callable[["DeviceInstance"], None]] = None  # told when waiting + busy changes
         self._running: Optional[dict[_TrackedFinish, None]] = None
-        self._wake = self._dispatch  # the timer callback of a batcher's "not before t"
         if track or columns is not None:
             # failures (batches in service kept, to cancel) or stage columns: the general launch and finish
             self._running = {} if track else None
@@ -131,10 +129,12 @@ class DeviceInstance:
             self.queue_area += waiting * self.window.overlap(self._queue_changed, now)
         self._queue_changed = now
 
-    def _dispatch(self, _event=None) -> None:
+    def _dispatch(self, woken: bool = False) -> None:
+        """Start batches while a server is free and the station has one to start (``woken``: by the
+        timer of a batcher's "not before t")."""
         env = self.env
         now = env.now
-        if _event is not None and now >= self._wake_at:
+        if woken and now >= self._wake_at:
             self._wake_at = math.inf
         station = self.station
         while self.free and station.waiting:
@@ -142,10 +142,10 @@ class DeviceInstance:
             if decision.__class__ is not Launch:
                 if decision < self._wake_at:
                     self._wake_at = decision
-                    env.call_after(_delay_until(now, decision), self._wake)
+                    env.call_after(_delay_until(now, decision), self._dispatch, True)
                 break
             self._launch(now, decision.stage, decision.jobs)
-        if _event is not None and self.on_load is not None:
+        if woken and self.on_load is not None:
             self.on_load(self)
 
     def _launch(self, now: float, stage: int, jobs: list) -> None:
@@ -176,9 +176,9 @@ class DeviceInstance:
             request.instance[stage] = uid
             request.batch[stage] = batch
             request.batch_size[stage] = size
-        self.env.call_after(duration, partial(self._finish, jobs))
+        self.env.call_after(duration, self._finish, jobs)
 
-    def _finish(self, jobs: list, _event=None) -> None:
+    def _finish(self, jobs: list) -> None:
         self.free += 1
         if self.on_load is not None:
             self.on_load(self)
@@ -225,13 +225,13 @@ class DeviceInstance:
             request.batch[stage] = batch
             request.batch_size[stage] = size
         if self._running is None:
-            self.env.call_after(duration, partial(self._finish_in, stage, jobs))
+            self.env.call_after(duration, self._finish_in, stage, jobs)
             return
         tracked = _TrackedFinish(self, jobs, finish, stage)
         self._running[tracked] = None
-        self.env.call_after(duration, tracked)
+        self.env.call_after(duration, self._finish_tracked, tracked)
 
-    def _finish_in(self, stage: int, jobs: list, _event=None) -> None:
+    def _finish_in(self, stage: int, jobs: list) -> None:
         """``_finish``, recording in the request column ``stage``."""
         self.free += 1
         if self.on_load is not None:
@@ -301,9 +301,6 @@ class _TrackedFinish:
     end: float
     column: int  # the request column its stage records in
     cancelled: bool = False
-
-    def __call__(self, _event) -> None:
-        self.device._finish_tracked(self)
 
 
 @dataclass(slots=True)

@@ -7,11 +7,12 @@ injector's) and SimPy events work as usual. What this subclass takes away is
 per-event overhead the model does not need, in the way SimPy's own
 ``RealtimeEnvironment`` subclasses ``Environment`` and replaces ``step``:
 
-- ``call_after(delay, callback)``: a timer that calls ``callback(timer)`` at
-  ``now + delay``. It takes the same place in the heap as
-  ``env.call_after(delay, callback)`` (same time, priority
+- ``call_after(delay, function, *args)``: a timer that calls
+  ``function(*args)`` at ``now + delay``. It takes the same place in the
+  heap as ``env.timeout(delay).callbacks.append(...)`` (same time, priority
   and id sequence, so runs are event-for-event the same) without building a
-  ``Timeout`` (an ``Event`` with a value, a delay and checks) for it;
+  ``Timeout`` (an ``Event`` with a value, a delay and checks) for it, nor a
+  closure for its arguments;
 - ``now`` is a plain attribute, set by the loop, instead of a property the
   model reads a few times per event;
 - ``run(until=t)`` pops and dispatches events in one loop rather than one
@@ -23,23 +24,20 @@ per-event overhead the model does not need, in the way SimPy's own
 from __future__ import annotations
 
 from heapq import heappop, heappush
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import simpy
 from simpy.core import EmptySchedule
 from simpy.events import NORMAL, URGENT
 
-Callback = Callable[[Any], None]
-
-
 class Timer:
-    """A scheduled callback: what SimPy's loop needs of an event (its callbacks, and that it did not fail)."""
+    """A scheduled call: ``function(*args)``."""
 
-    __slots__ = ("callbacks",)
-    _ok = True  # a timer never fails
+    __slots__ = ("function", "args")
 
-    def __init__(self, callback: Callback):
-        self.callbacks: Optional[list[Callback]] = [callback]
+    def __init__(self, function: Callable[..., None], args: tuple):
+        self.function = function
+        self.args = args
 
 
 class Engine(simpy.Environment):
@@ -51,12 +49,12 @@ class Engine(simpy.Environment):
         super().__init__(initial_time)
         self.now = self._now
 
-    def call_after(self, delay: float, callback: Callback) -> None:
-        """Call ``callback(timer)`` ``delay`` seconds from now (``delay >= 0``), in the event order a
+    def call_after(self, delay: float, function: Callable[..., None], *args) -> None:
+        """Call ``function(*args)`` ``delay`` seconds from now (``delay >= 0``), in the event order a
         ``Timeout`` of that delay would have."""
         if delay < 0:
             raise ValueError(f"negative delay {delay}")
-        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), Timer(callback)))
+        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), Timer(function, args)))
 
     def step(self) -> None:
         """SimPy's step, keeping ``now`` in step with ``_now``."""
@@ -65,13 +63,10 @@ class Engine(simpy.Environment):
         except IndexError:
             raise EmptySchedule from None
         self._now = self.now = when
-        callbacks, event.callbacks = event.callbacks, None
-        for callback in callbacks:
-            callback(event)
-        if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
+        if event.__class__ is Timer:
+            event.function(*event.args)
+        else:
+            _dispatch(event)
 
     def run(self, until: Optional[float] = None) -> None:
         """Dispatch events until the clock reaches ``until`` (a number), or until none are left (None)."""
@@ -97,11 +92,20 @@ class Engine(simpy.Environment):
             heappop(queue)
             self._now = self.now = when
             event = head[3]
-            callbacks, event.callbacks = event.callbacks, None
-            for callback in callbacks:
-                callback(event)
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
-                raise exc
+            if event.__class__ is Timer:
+                event.function(*event.args)
+            else:
+                _dispatch(event)
         self._now = self.now = stop
+
+
+def _dispatch(event: simpy.Event) -> None:
+    """A SimPy event's callbacks, as ``simpy.Environment.step`` runs them; a failed event not defused
+    crashes the run."""
+    callbacks, event.callbacks = event.callbacks, None
+    for callback in callbacks:
+        callback(event)
+    if not event._ok and not hasattr(event, "_defused"):
+        exc = type(event._value)(*event._value.args)
+        exc.__cause__ = event._value
+        raise exc

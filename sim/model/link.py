@@ -29,7 +29,6 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
-from functools import partial
 from itertools import count
 from typing import Callable, Optional
 
@@ -46,10 +45,6 @@ def _constant(latency: Sampler) -> Optional[float]:
     if type(latency) is Sampler and isinstance(latency.spec, Deterministic):
         return latency.sample_bytes(0.0)
     return None
-
-
-def _call(deliver: Delivery, _event) -> None:
-    deliver()
 
 
 class Channel(ABC):
@@ -86,7 +81,7 @@ class Channel(ABC):
         if delay is None:
             delay = self.latency.sample_bytes(size)
         if delay > 0 or later:
-            self.env.call_after(delay, partial(_call, deliver))
+            self.env.call_after(delay, deliver)
         else:
             deliver()
 
@@ -121,7 +116,7 @@ class FifoChannel(Channel):
         self.busy_time += self.window.overlap(now, now + hold)
         self.env.call_after(hold, self._done)
 
-    def _done(self, _event) -> None:
+    def _done(self) -> None:
         size, deliver = self._queue.popleft()
         if self._queue:
             self._start()
@@ -149,11 +144,11 @@ class SharedChannel(Channel):
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
-            self.env.call_after(self.overhead, partial(self._join, size, deliver))
+            self.env.call_after(self.overhead, self._join, size, deliver)
         else:
             self._join(size, deliver)
 
-    def _join(self, size: float, deliver: Delivery, _event=None) -> None:
+    def _join(self, size: float, deliver: Delivery) -> None:
         now = self.env.now
         tags = self._tags
         if tags:  # move the virtual clock (and the busy time) up to now
@@ -162,7 +157,7 @@ class SharedChannel(Channel):
         self._updated = now
         heapq.heappush(tags, (self._virtual + size / self.bandwidth, next(self._order), size, deliver))
         self._version = version = self._version + 1  # (_schedule, with a message certainly in flight)
-        self.env.call_after(max(0.0, tags[0][0] - self._virtual) * len(tags), partial(self._complete, version))
+        self.env.call_after(max(0.0, tags[0][0] - self._virtual) * len(tags), self._complete, version)
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
@@ -172,9 +167,9 @@ class SharedChannel(Channel):
             self._virtual = 0.0
             return
         delay = max(0.0, tags[0][0] - self._virtual) * len(tags)
-        self.env.call_after(delay, partial(self._complete, self._version))
+        self.env.call_after(delay, self._complete, self._version)
 
-    def _complete(self, version: int, _event) -> None:
+    def _complete(self, version: int) -> None:
         if version != self._version:
             return
         # A timer of the current version: messages are in flight and none joined or left since it was

@@ -371,7 +371,7 @@ class _State:
             delay = float(self.arrivals.time[self.next_arrival]) - self.env.now
             self.env.call_after(delay if delay > 0.0 else 0.0, self._on_arrival)
 
-    def _on_arrival(self, _event) -> None:
+    def _on_arrival(self) -> None:
         a, i = self.arrivals, self.next_arrival
         self.next_arrival += 1
         request = Request.blank(i, *a.request(i), self._preds, self._sinks)
@@ -507,7 +507,7 @@ class _State:
         self._on_arrival = self._arrival_on_path
         self._stage_done = self._stage_done_on_path
 
-    def _arrival_on_path(self, _event) -> None:
+    def _arrival_on_path(self) -> None:
         a, i = self.arrivals, self.next_arrival
         self.next_arrival += 1
         fields = a.request(i)  # (not a.klass[i]: each of those builds the whole array)
@@ -639,13 +639,13 @@ class _State:
             return
         timeout = self.stage_timeouts[stage]
         if timeout is not None:
-            self.env.call_after(timeout, partial(self._stage_timed_out, job, request))
+            self.env.call_after(timeout, self._stage_timed_out, job, request)
         self._go(job, source, device, size, stage)
 
-    def _arrival_with_timeout(self, event) -> None:
-        self._arrive(event)
+    def _arrival_with_timeout(self) -> None:
+        self._arrive()
         request = self.latest
-        self.env.call_after(self.client_timeout, partial(self._client_gives_up, request))
+        self.env.call_after(self.client_timeout, self._client_gives_up, request)
 
     def _fallback(self, request: Request, stage: int, source: Optional[DeviceInstance], size: float) -> None:
         """Run ``stage``'s fallback instead of its main path."""
@@ -727,13 +727,13 @@ class _State:
         job.stage = self._origin[shadow]
         self._stage_done(job, self._fallback_output[shadow])
 
-    def _stage_timed_out(self, job: Job, request: Request, _event) -> None:
+    def _stage_timed_out(self, job: Job, request: Request) -> None:
         if job.ended or request.outcome != Outcome.PENDING:
             return
         job.request = self._void  # the attempt may still run; what it writes goes nowhere
         self._end_attempt(job, request, Reason.TIMED_OUT, -1)
 
-    def _client_gives_up(self, request: Request, _event) -> None:
+    def _client_gives_up(self, request: Request) -> None:
         self._finish(request, Outcome.TIMED_OUT)
 
     def _attempt_failed(self, job: Job, reason: Reason, uid: int) -> None:
@@ -767,11 +767,10 @@ class _State:
         if isinstance(decision, Retry):
             request.retries += 1
             exclude, same = (uid, -1) if decision.other else (-1, uid)
-            retry = partial(self._retry, request, stage, source, size, exclude, same)
             if decision.delay > 0:
-                self.env.call_after(decision.delay, retry)
+                self.env.call_after(decision.delay, self._attempt, request, stage, source, size, exclude, same)
             else:
-                retry(None)
+                self._attempt(request, stage, source, size, exclude, same)
         elif isinstance(decision, Fallback):
             if request.fallback == 0:
                 request.fallback = int(decision.reason)
@@ -779,9 +778,6 @@ class _State:
         else:
             assert isinstance(decision, GiveUp)
             self._finish(request, decision.outcome)
-
-    def _retry(self, request, stage, source, size, exclude, same, _event) -> None:
-        self._attempt(request, stage, source, size, exclude, same)
 
     def _input_of(self, request: Request, stage: int) -> tuple[Optional[DeviceInstance], float]:
         """Where ``stage``'s input comes from (None: the client) and how many bytes it is."""
@@ -1038,7 +1034,7 @@ class _State:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = [0.0, [], [], request, []]
-            self.env.call_after(0, partial(self._flush, send, source, target, key))
+            self.env.call_after(0, self._flush, send, source, target, key)
         pending[0] += size
         pending[1].append(deliver)
         pending[2].append(fail)
@@ -1046,7 +1042,7 @@ class _State:
             pending[4].append(request)
         return _MERGING  # the merged message picks its link when it leaves; _flush records it
 
-    def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int], _event) -> None:
+    def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int]) -> None:
         size, delivers, fails, request, senders = self._pending.pop(key)
         # a request may end inside send (a down link fails the message at once): no marker in its row then
         marked = [(sender.link, k) for sender in senders for k, link in enumerate(sender.link) if link == _MERGING]
@@ -1068,7 +1064,7 @@ class _State:
         rate = load * device.servers / mean
         nothing = _nothing
 
-        def arrive(_event=None) -> None:
+        def arrive() -> None:
             now = self.env.now
             job = CopyJob(self._scratch, self._copy_stage, 0, now, math.inf, 0, _copied, now, False,
                           float(draws.exponential(mean)), nothing)

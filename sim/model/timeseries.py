@@ -86,7 +86,7 @@ class Sampler:
         self.env.call_after(0, self._tick)
         return self
 
-    def _tick(self, _event) -> None:
+    def _tick(self) -> None:
         now = self.env.now
         sample = len(self.times)
         self.times.append(now)
