@@ -168,6 +168,9 @@ class Station(Generic[Job]):
                     if entry[0] and (first is None or entry[0].head_key() < first[0].head_key()):
                         first = entry
         queue, batcher, stage = first
+        if batcher.__class__ is NoBatching:  # (what it decides: the head, alone)
+            self.waiting -= 1
+            return Launch(stage, [queue.pop()])
         decision = batcher.decide(now, queue)
         if isinstance(decision, Dispatch):
             jobs = queue.pop_many(decision.count)

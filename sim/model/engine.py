@@ -12,7 +12,9 @@ per-event overhead the model does not need, in the way SimPy's own
   heap as ``env.timeout(delay).callbacks.append(...)`` (same time, priority
   and id sequence, so runs are event-for-event the same) without building a
   ``Timeout`` (an ``Event`` with a value, a delay and checks) for it, nor a
-  closure for its arguments;
+  closure for its arguments: its heap entry is ``(time, priority, id,
+  function, args)``, where a SimPy event's is ``(time, priority, id, event)``
+  (the id is unique, so entries never compare beyond it);
 - ``now`` is a plain attribute, set by the loop, instead of a property the
   model reads a few times per event;
 - ``run(until=t)`` pops and dispatches events in one loop rather than one
@@ -30,15 +32,6 @@ import simpy
 from simpy.core import EmptySchedule
 from simpy.events import NORMAL, URGENT
 
-class Timer:
-    """A scheduled call: ``function(*args)``."""
-
-    __slots__ = ("function", "args")
-
-    def __init__(self, function: Callable[..., None], args: tuple):
-        self.function = function
-        self.args = args
-
 
 class Engine(simpy.Environment):
     """A ``simpy.Environment`` whose clock is an attribute and whose timers are plain callbacks."""
@@ -54,19 +47,19 @@ class Engine(simpy.Environment):
         ``Timeout`` of that delay would have."""
         if delay < 0:
             raise ValueError(f"negative delay {delay}")
-        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), Timer(function, args)))
+        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), function, args))
 
     def step(self) -> None:
         """SimPy's step, keeping ``now`` in step with ``_now``."""
         try:
-            when, _, _, event = heappop(self._queue)
+            entry = heappop(self._queue)
         except IndexError:
             raise EmptySchedule from None
-        self._now = self.now = when
-        if event.__class__ is Timer:
-            event.function(*event.args)
+        self._now = self.now = entry[0]
+        if entry[-1].__class__ is tuple:  # a timer: its args last (an event's entry ends with the event)
+            entry[3](*entry[4])
         else:
-            _dispatch(event)
+            _dispatch(entry[3])
 
     def run(self, until: Optional[float] = None) -> None:
         """Dispatch events until the clock reaches ``until`` (a number), or until none are left (None)."""
@@ -91,11 +84,10 @@ class Engine(simpy.Environment):
                 break
             heappop(queue)
             self._now = self.now = when
-            event = head[3]
-            if event.__class__ is Timer:
-                event.function(*event.args)
+            if head[-1].__class__ is tuple:  # a timer
+                head[3](*head[4])
             else:
-                _dispatch(event)
+                _dispatch(head[3])
         self._now = self.now = stop
 
 

@@ -136,6 +136,10 @@ class _Hop:
         self.ideal = link is not None and _ideal(link)
 
 
+def _link_of_kind(links: tuple[LinkPlan, ...], kind: str) -> LinkPlan:
+    return next(link for link in links if link.kind == kind)
+
+
 def _ideal(link: LinkPlan) -> bool:
     latency = link.latency
     return link.contention == "fifo" and link.overhead == 0 and isinstance(latency, Deterministic) \
@@ -965,9 +969,9 @@ class _State:
             deliver()
             return -1
         if chosen is None:  # a hop with several links: the channel policy picks one per message, by size
-            chosen = [hop.links[0] if len(hop.links) == 1 else next(
-                link for link in hop.links if link.kind == self.channel_policy.choose(size, [l.kind for l in hop.links]))
-                for hop in route]
+            choose = self.channel_policy.choose  # (a pure function of size and kinds: asked once per hop)
+            chosen = [hop.links[0] if len(hop.links) == 1 else _link_of_kind(
+                hop.links, choose(size, [link.kind for link in hop.links])) for hop in route]
             index = self._link_index[chosen[-1].name]
         self._cross(route, chosen, channels, 0, source, target, size, deliver, fail, request)
         return index
