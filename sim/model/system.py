@@ -85,6 +85,8 @@ class CopyJob(Job):
     owner: Optional[Request] = None  # the request whose message this copies (None: background work)
 
 
+_ARRIVAL_BLOCK = 4096  # arrivals read from the arrays at a time
+
 _MERGING = -2  # a request's link column while its message waits to leave merged (sim.model.system._flush)
 
 
@@ -230,6 +232,12 @@ class _State:
             self._fallbacks = np.zeros(len(arrivals), dtype=np.int32)
         self.finished = 0
         self.next_arrival = 0
+        self._arrival_count = len(arrivals)
+        # the next arrivals' times and sources as Python numbers, a block at a time (not a numpy scalar
+        # per read), and each source's class, priority, relative deadline and payload
+        self._block_start, self._block_times, self._block_sources = 0, [], []
+        self._of_source = [(int(arrivals.class_of[s]), int(arrivals.priority_of[s]), float(arrivals.deadline_of[s]),
+                            float(arrivals.payload_of[s])) for s in range(len(arrivals.source_names))]
         policies = plan.scenario.policies
         rng = lambda name: streams.stream_rng(seed, replication, name)  # noqa: E731
         stages = plan.stages
@@ -342,6 +350,7 @@ class _State:
             link.name: make_sampler(link.latency, rng(streams.latency(link.name))) for link in plan.links
         }
         self._preds = [len(s.preds) for s in stages]
+        self._sole_pred = [s.preds[0] if len(s.preds) == 1 else -1 for s in stages]  # -1: none or several
         self._sinks = len(plan.sinks)
         self.failures: Optional[Failures] = None
         self._local: Optional[dict[tuple[int, str], list[Candidate]]] = None  # topology: (stage, pool) -> candidates
@@ -370,15 +379,29 @@ class _State:
     # --- arrivals -------------------------------------------------------
 
     def schedule_next_arrival(self) -> None:
-        if self.next_arrival < len(self.arrivals):
-            # a Python float: a numpy scalar here would make the clock, and every time computed from it, one
-            delay = float(self.arrivals.time[self.next_arrival]) - self.env.now
+        i = self.next_arrival
+        if i < self._arrival_count:
+            k = i - self._block_start
+            if k >= len(self._block_times):
+                self._block_start, k = i, 0
+                # Python floats: a numpy scalar would make the clock, and every time computed from it, one
+                self._block_times = self.arrivals.time[i:i + _ARRIVAL_BLOCK].tolist()
+                self._block_sources = self.arrivals.source[i:i + _ARRIVAL_BLOCK].tolist()
+            delay = self._block_times[k] - self.env.now
             self.env.call_after(delay if delay > 0.0 else 0.0, self._on_arrival)
 
+    def _fields(self, i: int) -> tuple[int, int, int, float, float, float]:
+        """Arrival ``i`` (the next one, in its block): ``Arrivals.request(i)``, from Python numbers."""
+        k = i - self._block_start
+        source, time = self._block_sources[k], self._block_times[k]
+        klass, priority, due, payload = self._of_source[source]
+        sizes = self.arrivals.sizes
+        return source, klass, priority, time, time + due, float(sizes[i]) if sizes is not None else payload
+
     def _on_arrival(self) -> None:
-        a, i = self.arrivals, self.next_arrival
+        i = self.next_arrival
         self.next_arrival += 1
-        request = Request.blank(i, *a.request(i), self._preds, self._sinks)
+        request = Request.blank(i, *self._fields(i), self._preds, self._sinks)
         self.latest = request
         if self.sink is None:
             self.requests.append(request)
@@ -442,11 +465,12 @@ class _State:
         device = self.devices[request.instance[index]]
         succs = stage.succs
         if succs:
-            waiting = request.waiting_preds
+            waiting, sole = request.waiting_preds, self._sole_pred
             for succ in succs:
                 waiting[succ] -= 1
-                if waiting[succ] == 0:
-                    self._enter(request, succ, device, _received(request, self._stages[succ].preds))
+                if waiting[succ] == 0:  # what it receives: this stage's output, when it has no other input
+                    self._enter(request, succ, device,
+                                out if sole[succ] == index else _received(request, self._stages[succ].preds))
             return
         request.sinks_left -= 1
         if request.sinks_left == 0:
@@ -512,9 +536,9 @@ class _State:
         self._stage_done = self._stage_done_on_path
 
     def _arrival_on_path(self) -> None:
-        a, i = self.arrivals, self.next_arrival
+        i = self.next_arrival
         self.next_arrival += 1
-        fields = a.request(i)  # (not a.klass[i]: each of those builds the whole array)
+        fields = self._fields(i)
         klass = fields[1]
         request = Request.blank(i, *fields, self._class_preds[klass], len(self._class_sinks[klass]))
         request.reached = [False] * len(self.plan.stages)
