@@ -459,13 +459,14 @@ class _State:
             self._finish(request, Outcome.FILTERED)
             return
         out = output if output is not None else stage.output
-        if out is None:
-            out = _received(request, stage.preds)
+        sole = self._sole_pred
+        if out is None:  # passes on what it received
+            out = request.out_bytes[sole[index]] if sole[index] >= 0 else _received(request, stage.preds)
         request.out_bytes[index] = out
         device = self.devices[request.instance[index]]
         succs = stage.succs
         if succs:
-            waiting, sole = request.waiting_preds, self._sole_pred
+            waiting = request.waiting_preds
             for succ in succs:
                 waiting[succ] -= 1
                 if waiting[succ] == 0:  # what it receives: this stage's output, when it has no other input
