@@ -7,8 +7,10 @@ objects. Requests then flow:
     arrival -> [hop over a link] -> admission -> device queue -> batch ->
     service -> pass/filter -> successors ... -> reply over a link -> outcome
 
-Everything is driven by callbacks on SimPy timeouts (no process per
-request), which keeps the model fast. Rules a user should know:
+Everything is driven by timers in one SimPy environment
+(``sim.model.engine.Engine``: a timer calls a function, in SimPy's event
+order), with no process per request, which keeps the model fast. Rules a
+user should know:
 
 - a request stays on the device instance it is on when the next stage is
   placed on the same pool (its data is there); otherwise the router picks
