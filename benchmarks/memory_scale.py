@@ -4,7 +4,7 @@ Runs ``dgsim run`` (one variant, one replication, one process, records streamed)
 simulated duration under ``/usr/bin/time`` and reports, per run: peak RSS of the process,
 CPU time (user + system), the requests that arrived in the measurement window and the
 bytes per request that peak memory grew by against the previous (shorter) run. With streamed
-records memory should grow only by the compact columns the summary keeps (9 + 17 x stages
+records memory should grow only by the compact columns the summary keeps (9 + stages + 16 x stages started
 bytes per request, ``sim.metrics.sink``), the arrivals (time and source, 10 bytes per request)
 and the draws made up front per request (8 bytes per prefilter stage), all held until the run
 ends. ``--extrapolate T`` adds the peak expected at T simulated seconds from the slope of the
