@@ -111,3 +111,33 @@ def test_a_timer_calls_its_function_with_its_arguments_at_its_time():
     env.call_after(1.0, lambda *args: calls.append((env.now, args)))
     env.run()
     assert calls == [(1.0, ()), (2.0, ("b", 2))]
+
+
+def test_an_ideal_link_passes_a_message_through_at_once_and_records_it(tmp_path):
+    """tests/scenarios/tandem.yaml joins its stations by an ideal link (FIFO, no overhead, no latency) and
+    sends 0 B: each request reaches the second station the instant the first ends, and its row names the
+    link it crossed, the same in memory and streamed (the link is recorded before the message arrives)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sim.experiment import RecordsTarget, run_replication, simulate_replication
+    from sim.metrics.records import column
+    from sim.metrics.sink import RecordsChoice
+    from sim.plan import compile_plan
+    from sim.scenario.load import load_scenario_file
+
+    path = Path(__file__).parent / "scenarios" / "tandem.yaml"
+    plan = compile_plan(load_scenario_file(path, ["run.duration=2 s"]).resolve("base"), str(path), path.parent)
+    frame, _ = run_replication(plan, 0)
+    served = frame[frame["outcome"] == "completed"]
+    assert len(served) > 500
+    assert (served[column("two", "enqueued")] == served[column("one", "end")]).all()
+    assert (served[column("two", "link")] == "ideal").all()
+    assert served[column("one", "link")].isna().all()  # from the client: no client link declared
+    streamed = simulate_replication(plan, 0, records=RecordsTarget(RecordsChoice.parse("all"), tmp_path), variant="v")
+    rows = pd.read_parquet(streamed.records)
+    def links(table):
+        return list(table[column("two", "link")].astype(object).fillna("none"))
+
+    assert links(rows) == links(frame)
