@@ -100,3 +100,23 @@ def test_the_streamed_replication_keeps_an_empty_table_with_the_columns(failing_
     assert len(streamed.frame) == 0
     assert list(streamed.frame.columns) == ["replication", "id", "arrival", "class", "outcome", "latency"]
     assert list(streamed.frame["class"].cat.categories) == list(arrivals.class_names)
+
+
+def test_a_run_streamed_as_it_goes_summarises_as_the_same_run_kept_in_memory(failing_run, tmp_path):
+    """The sink takes each request's row when it ends; a request whose client gave up may still be served
+    later (its jobs were queued), and that service must not reach its row in memory either, or the two
+    paths' stage waits and service times differ."""
+    plan, arrivals, output = failing_run
+    r = plan.scenario.run
+    frame, usage = collect(output, 0)
+    sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "base", RecordsChoice.parse("all"),
+                       tmp_path / "rows.parquet", rows_per_group=37)
+    System(plan, arrivals, r.seed, 0, sink=sink).run()
+    streamed = summarise(sink.close().columns, usage, r.warmup, r.duration)
+    in_memory = summarise(frame, usage, r.warmup, r.duration)
+    assert _nan_as_none(streamed) == _nan_as_none(in_memory)
+    timed_out = frame[frame["outcome"] == "timed_out"]
+    assert len(timed_out) > 0
+    # no stage of a timed-out request started after its client gave up
+    starts = timed_out[[c for c in frame.columns if c.endswith("__start")]]
+    assert (starts.max(axis=1).fillna(-1.0) <= timed_out["done"]).all()

@@ -17,6 +17,11 @@ jobs in service (their batches are cancelled, busy time after the failure
 is not counted) and the waiting ones (``Station.drain``), and takes no
 work until ``recover``. Only a device built with ``track=True`` keeps the
 list of batches in service, so a run without failures does no extra work.
+
+A request that has already ended (its client gave up) is still served if
+its job was waiting, but its row is final: the batch's times are not written
+into it, so a row kept in memory says what a row streamed when the request
+ended says.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import Callable, Optional, Sequence
 
 from sim.costs import Sampler
 from sim.model.engine import Engine
-from sim.model.request import Job
+from sim.model.request import Job, Outcome
 from sim.station import Launch, Station
+
+_PENDING = Outcome.PENDING
 
 
 @dataclass(frozen=True)
@@ -172,10 +179,11 @@ class DeviceInstance:
         uid = self.uid
         for job in jobs:
             request = job.request
-            request.start[stage] = now
-            request.instance[stage] = uid
-            request.batch[stage] = batch
-            request.batch_size[stage] = size
+            if request.outcome is _PENDING:  # an ended request's row is final (a client that gave up)
+                request.start[stage] = now
+                request.instance[stage] = uid
+                request.batch[stage] = batch
+                request.batch_size[stage] = size
         self.env.call_after(duration, self._finish, jobs)
 
     def _finish(self, jobs: list) -> None:
@@ -185,7 +193,9 @@ class DeviceInstance:
         now = self.env.now
         stage = jobs[0].stage
         for job in jobs:
-            job.request.end[stage] = now
+            request = job.request
+            if request.outcome is _PENDING:
+                request.end[stage] = now
             job.on_done(job)
         if self.station.waiting and self.free:
             self._dispatch()
@@ -220,10 +230,11 @@ class DeviceInstance:
             stage = self._columns[stage]
         for job in jobs:
             request = job.request
-            request.start[stage] = now
-            request.instance[stage] = uid
-            request.batch[stage] = batch
-            request.batch_size[stage] = size
+            if request.outcome is _PENDING:  # an ended request's row is final (a client that gave up)
+                request.start[stage] = now
+                request.instance[stage] = uid
+                request.batch[stage] = batch
+                request.batch_size[stage] = size
         if self._running is None:
             self.env.call_after(duration, self._finish_in, stage, jobs)
             return
@@ -238,7 +249,9 @@ class DeviceInstance:
             self.on_load(self)
         now = self.env.now
         for job in jobs:
-            job.request.end[stage] = now
+            request = job.request
+            if request.outcome is _PENDING:
+                request.end[stage] = now
             job.on_done(job)
         if self.station.waiting and self.free:
             self._dispatch()
