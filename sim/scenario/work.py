@@ -30,16 +30,19 @@ from typing import Iterable
 
 from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, PoissonSource, Scenario, TraceSource
 
-# Measured (benchmark-free, with time.process_time and tracemalloc around run_replication on
-# the shipped recsys-ctr and video-analytics-64, on the project's shared 2-core machine):
-# ~2e4 request-stages per CPU second. The shipped scenarios ask for 3e5-6e5 request-stages per run.
-DEFAULT_WORK_LIMIT = 20_000_000  # request-stages: ~1,000 CPU seconds (~17 min on one core), 30x a shipped run
+# Measured (time.process_time around whole runs on the project's shared 2-core machine,
+# reports/streamed-records.md): an hour of video-analytics-64 dpu-offload (6.3e6 arrivals x 5
+# stages = 3.2e7 request-stages) costs ~1,000 CPU seconds, ~3e4 request-stages per CPU second.
+# The shipped scenarios ask for 3e5-6e5 request-stages per run; the limit lets an hour of the
+# shipped video pipeline through and stops what would take more than about half an hour.
+DEFAULT_WORK_LIMIT = 50_000_000  # request-stages: ~1,700 CPU seconds (~28 min on one core)
 # Memory that grows with the run when records stream (`dgsim run`; reports/streamed-records.md,
-# "memory against duration"): arrivals as time + source (10 B), the summary's columns
-# (19 B + 17 B per stage, sim.metrics.sink) and what the run still holds per request (prefilter
-# draws, sink buffers): 103-232 B per request were measured for a 4-stage pipeline, so these
-# constants give the upper end. A fixed ~0.4 GB (interpreter, libraries, buffers) comes on top.
-BYTES_PER_ARRIVAL = 160
+# "session 4"): arrivals as time + source (10 B), prefilter draws (8 B per filtering stage), the
+# summary's columns (id, outcome, latency: 9 B + 1 B per stage, and a stage's wait and service,
+# 16 B, for each request that started it; sim.metrics.columns). These constants give the upper
+# end (every stage started, a filtering stage). A fixed ~0.4 GB (interpreter, libraries, the
+# Parquet writer's buffers) comes on top.
+BYTES_PER_ARRIVAL = 27
 BYTES_PER_REQUEST_STAGE = 17
 
 
