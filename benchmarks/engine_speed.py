@@ -28,7 +28,8 @@ any interval misses the closed form or any two engines' difference
 excludes 0 at 95%.
 
 A second mode profiles a mid-size dgsim run with cProfile and splits its
-time between SimPy's own code, the model (sim/model, sim/costs), the
+time between the event loop (SimPy's environment and heap, and
+sim/model/engine.py's subclass of it), the model (sim/model, sim/costs), the
 policies (sim/policies), the metrics (sim/metrics, sim/model/collect.py)
 and arrivals (sim/workload); time in libraries (numpy, pandas, heapq,
 builtins) is charged to the dgsim or SimPy code that called them.
@@ -303,11 +304,12 @@ def compare_engines(customers: int, repeat: int, seed: int) -> tuple[str, bool]:
 # --- profile split --------------------------------------------------------------------------------
 
 CATEGORIES = (
+    # the event loop: SimPy's environment and heap, and sim/model/engine.py's subclass of it
+    ("event loop (SimPy, sim/model/engine.py)", ("simpy", "sim/model/engine.py")),
     ("metrics (sim/metrics, sim/model/collect.py)", ("sim/metrics/", "sim/model/collect.py")),
     ("policies (sim/policies)", ("sim/policies/",)),
     ("model (sim/model, sim/station.py, sim/costs.py)", ("sim/model/", "sim/station.py", "sim/costs.py")),
     ("arrivals (sim/workload)", ("sim/workload",)),
-    ("SimPy's own code", ("simpy",)),
 )
 OTHER_DGSIM = "other dgsim (sim/*)"
 
