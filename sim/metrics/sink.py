@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -44,6 +46,8 @@ from sim.metrics.records import column, request_frame
 
 if TYPE_CHECKING:
     from sim.workload import Arrivals
+
+_LABEL_OF = {o.value: o.label for o in Outcome}  # a row's outcome (its int value) -> its label
 
 DEFAULT_ROWS_PER_GROUP = 65_536
 
@@ -166,25 +170,26 @@ class RequestSink:
         names, n, width = self.names, len(rows), len(self.names.stages)
 
         def matrix(attr: str, dtype=float, missing=math.nan) -> np.ndarray:
-            return np.array([getattr(r, attr) if getattr(r, attr) is not None else [missing] * width
-                             for r in rows], dtype=dtype).reshape(n, width)
+            values = list(map(attrgetter(attr), rows))
+            if None in values:  # a field this row's model does not record
+                filler = (missing,) * width
+                values = [v if v is not None else filler for v in values]
+            return np.fromiter(chain.from_iterable(values), dtype=dtype, count=n * width).reshape(n, width)
+
+        def each(attr: str, dtype) -> np.ndarray:
+            return np.fromiter(map(attrgetter(attr), rows), dtype=dtype, count=n)
 
         frame = request_frame(
-            replication=self.replication, ids=np.array([r.id for r in rows], dtype=np.int64),
-            source=np.array([r.source for r in rows], dtype=np.int64),
-            klass=np.array([r.klass for r in rows], dtype=np.int64),
-            priority=np.array([r.priority for r in rows], dtype=np.int32),
-            arrival=np.array([r.arrival for r in rows], dtype=float),
-            deadline=np.array([r.deadline for r in rows], dtype=float),
-            size=np.array([r.size for r in rows], dtype=float),
-            done=np.array([r.done for r in rows], dtype=float),
-            outcome=[Outcome(r.outcome).label for r in rows],
+            replication=self.replication, ids=each("id", np.int64), source=each("source", np.int64),
+            klass=each("klass", np.int64), priority=each("priority", np.int32), arrival=each("arrival", float),
+            deadline=each("deadline", float), size=each("size", float), done=each("done", float),
+            outcome=[_LABEL_OF[r.outcome] for r in rows],
             source_names=names.sources, class_names=names.classes, stage_names=names.stages,
             enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
             device=matrix("instance", np.int64, -1), device_names=names.devices,
             batch=matrix("batch", np.int64, -1) if any(r.batch is not None for r in rows) else None,
             link=matrix("link", np.int64, -1) if any(r.link is not None for r in rows) else None,
-            reply_link=np.array([r.reply_link for r in rows], dtype=np.int64), link_names=names.links,
+            reply_link=each("reply_link", np.int64), link_names=names.links,
             variant=self.variant,
         )
         sizes = matrix("batch_size", np.int64, -1)
@@ -336,7 +341,9 @@ class _Row:
 
     @classmethod
     def of(cls, r) -> "_Row":
-        optional = (lambda name: tuple(getattr(r, name)) if getattr(r, name, None) is not None else None)
+        batch, batch_size, link = getattr(r, "batch", None), getattr(r, "batch_size", None), getattr(r, "link", None)
         return cls(r.id, r.source, r.klass, r.priority, r.arrival, r.deadline, r.size, r.done, int(r.outcome),
-                   tuple(r.enqueued), tuple(r.start), tuple(r.end), tuple(r.instance), optional("batch"),
-                   optional("batch_size"), optional("link"), int(getattr(r, "reply_link", -1)))
+                   tuple(r.enqueued), tuple(r.start), tuple(r.end), tuple(r.instance),
+                   tuple(batch) if batch is not None else None,
+                   tuple(batch_size) if batch_size is not None else None,
+                   tuple(link) if link is not None else None, int(getattr(r, "reply_link", -1)))
