@@ -89,10 +89,8 @@ class DeviceInstance:
         self.healthy = True
         self.on_load: Optional[Callable[["DeviceInstance"], None]] = None  # told when waiting + busy changes
         self._running: Optional[dict[_TrackedFinish, None]] = None
-        if track or columns is not None:
-            # failures (batches in service kept, to cancel) or stage columns: the general launch and finish
-            self._running = {} if track else None
-            self._launch = self._launch_general
+        if track:  # the device may fail: batches in service are kept, to cancel
+            self._running = {}
 
     @property
     def waiting(self) -> int:
@@ -156,60 +154,13 @@ class DeviceInstance:
             self.on_load(self)
 
     def _launch(self, now: float, stage: int, jobs: list) -> None:
-        """Start a batch: draw its duration, count it, stamp its requests, set its completion timer."""
+        """Start a batch: its duration (drawn, or for copy jobs their cost), its accounting, its requests'
+        stamps (a fallback stage records in its stage's columns), its completion timer (kept, to cancel,
+        on a device that may fail)."""
         size = len(jobs)
         start, end = self._start, self._end
         # the queue integral up to now, while the batch was still waiting (Window.overlap, inlined)
         since = self._queue_changed
-        lo = since if since > start else start
-        hi = now if now < end else end
-        if hi > lo:
-            self.queue_area += (self.station.waiting + size) * (hi - lo)
-        self._queue_changed = now
-        self.free -= 1
-        service = self._services[stage]
-        duration = service.sampler.sample(size)
-        finish = now + duration
-        if now < end and finish > start:
-            self.busy_time += (finish if finish < end else end) - (now if now > start else start)
-            if now >= start:
-                service.batches += 1
-                service.batched_jobs += size
-        self._batch_ids[0] = batch = self._batch_ids[0] + 1
-        uid = self.uid
-        for job in jobs:
-            request = job.request
-            if request.outcome is _PENDING:  # an ended request's row is final (a client that gave up)
-                request.start[stage] = now
-                request.instance[stage] = uid
-                request.batch[stage] = batch
-                request.batch_size[stage] = size
-        self.env.call_after(duration, self._finish, jobs)
-
-    def _finish(self, jobs: list) -> None:
-        self.free += 1
-        if self.on_load is not None:
-            self.on_load(self)
-        now = self.env.now
-        stage = jobs[0].stage
-        for job in jobs:
-            request = job.request
-            if request.outcome is _PENDING:
-                request.end[stage] = now
-            job.on_done(job)
-        if self.station.waiting and self.free:
-            self._dispatch()
-            if self.on_load is not None:
-                self.on_load(self)
-
-    # --- the general launch and finish: copy jobs, fallback stages' columns, failures ---
-
-    def _launch_general(self, now: float, stage: int, jobs: list) -> None:
-        """``_launch`` for copy jobs (their duration is their cost), fallback stages (recorded in their
-        stage's columns) and devices that may fail (the batch is kept, to cancel)."""
-        size = len(jobs)
-        start, end = self._start, self._end
-        since = self._queue_changed  # the queue integral up to now, while the batch was still waiting
         lo = since if since > start else start
         hi = now if now < end else end
         if hi > lo:
@@ -243,7 +194,7 @@ class DeviceInstance:
         self.env.call_after(duration, self._finish_tracked, tracked)
 
     def _finish_in(self, stage: int, jobs: list) -> None:
-        """``_finish``, recording in the request column ``stage``."""
+        """A batch has ended: its server is free, its jobs' requests record the end in column ``stage``."""
         self.free += 1
         if self.on_load is not None:
             self.on_load(self)
