@@ -104,9 +104,6 @@ class Station(Generic[Job]):
         ]
         self._only = self._order[0] if len(self._order) == 1 else None  # one stage: its queue holds every job
         self._in_arrival_order = all(isinstance(queue, ArrivalOrderQueue) for queue in self.queues.values())
-        # one stage without batching: the next batch is always the queue's head alone (no batcher to ask)
-        self._alone = (self._only[0].pop, self._only[2]) \
-            if self._only is not None and isinstance(self._only[1], NoBatching) else None
         self._push = {stage: queue.push for stage, queue in self.queues.items()}
         self.waiting = 0
         self._seq = 0
@@ -148,10 +145,6 @@ class Station(Generic[Job]):
         """
         if not self.waiting:
             return math.inf
-        alone = self._alone
-        if alone is not None:
-            self.waiting -= 1
-            return Launch(alone[1], [alone[0]()])
         order = self._order
         first = self._only
         if first is None:

@@ -534,7 +534,6 @@ class _State:
         self._branching = [None if s.branch is None else (
             build_branching(s.branch.kind, s.branch.branches), s.branch.targets,
             rng(streams.branches(s.name)).random(len(self.arrivals)).tolist()) for s in stages]
-        self._only_pred = [s.preds[0] if len(s.preds) == 1 else -1 for s in stages]
         self._on_arrival = self._arrival_on_path
         self._stage_done = self._stage_done_on_path
 
@@ -568,8 +567,8 @@ class _State:
             out = output if output is not None else stage.output
         elif self._class_preds[request.klass][index] == 0:  # fed by the client
             out = request.size
-        elif self._only_pred[index] >= 0:
-            out = request.out_bytes[self._only_pred[index]]
+        elif self._sole_pred[index] >= 0:
+            out = request.out_bytes[self._sole_pred[index]]
         else:
             out = sum(request.out_bytes[p] for p in stage.preds
                       if request.reached[p] and request.end[p] == request.end[p])
@@ -595,7 +594,7 @@ class _State:
         if request.waiting_preds[index]:
             return
         if request.reached[index]:
-            only = self._only_pred[index]
+            only = self._sole_pred[index]
             if only >= 0:
                 self._enter(request, index, device, request.out_bytes[only])
                 return
