@@ -183,7 +183,7 @@ def _write_into(result: ExperimentResult, folder: Path, base_dir: Path, keep: st
             frame = frame.assign(variant=_variant_column(name, len(frame)))[["variant"] + [c for c in frame.columns
                                                                                        if c != "variant"]]
             if choice.kind != "none":
-                _sample(frame, choice, result.seed).to_parquet(target, index=False)
+                records.write_parquet(_sample(frame, choice, result.seed), target)
         if variant.timeseries is not None:
             write_timeseries(folder, name, variant.timeseries)
         resolved = resolved_document(variant.scenario, base_dir, variant.plan)
@@ -203,7 +203,8 @@ def _sample(frame, choice, seed: int):
 def _merge_records(files, target: Path, choice, seed: int) -> None:
     """One variant's streamed per-replication files as ``requests/<variant>.parquet``.
 
-    Every row: the files' row groups are copied one at a time (memory stays at one row group).
+    Every row: one file is linked as it is; several are copied a row group at a time (memory stays at
+    one row group).
     A sample: each replication kept a uniform reservoir of N; N of those are chosen as above."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -213,8 +214,11 @@ def _merge_records(files, target: Path, choice, seed: int) -> None:
         return
     if choice.kind == "sample":
         frame = pd.concat([pd.read_parquet(f) for f in present], ignore_index=True)
-        _sample(frame.sort_values(["replication", "id"], kind="stable").reset_index(drop=True),
-                choice, seed).to_parquet(target, index=False)
+        frame = frame.sort_values(["replication", "id"], kind="stable").reset_index(drop=True)
+        records.write_parquet(_sample(frame, choice, seed), target)
+        return
+    if len(present) == 1:  # one replication's file is the variant's table as it is: linked, not rewritten
+        _place(Path(present[0]), target)
         return
     writer = None
     try:
@@ -223,11 +227,19 @@ def _merge_records(files, target: Path, choice, seed: int) -> None:
             for group in range(source.num_row_groups):
                 table = source.read_row_group(group)
                 if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema)
+                    writer = pq.ParquetWriter(target, table.schema, **records.parquet_options(table.schema))
                 writer.write_table(table)
     finally:
         if writer is not None:
             writer.close()
+
+
+def _place(file: Path, target: Path) -> None:
+    """``file``'s bytes at ``target``: a hard link where the file system allows one, else a copy."""
+    try:
+        os.link(file, target)
+    except OSError:
+        shutil.copyfile(file, target)
 
 
 def _variant_column(name: str, n: int):

@@ -106,6 +106,25 @@ def request_frame(
     return pd.DataFrame(columns)
 
 
+def parquet_options(schema) -> dict:
+    """How the table is written to Parquet (``pyarrow.parquet.ParquetWriter`` / ``write_table`` keywords, for
+    a ``pyarrow.Schema``): dictionary encoding for the categorical columns (device, link, outcome and other
+    names) only. Times and ids are almost all distinct: pyarrow would try a dictionary for each column of
+    each row group and give it up, which was three quarters of the write time (reports/sim-speed.md)."""
+    import pyarrow as pa
+
+    return {"use_dictionary": [field.name for field in schema if pa.types.is_dictionary(field.type)]}
+
+
+def write_parquet(frame: pd.DataFrame, path) -> None:
+    """Write a request table (or part of one) to ``path`` as ``parquet_options`` says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, path, **parquet_options(table.schema))
+
+
 def _named(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
     """Indices into ``names`` (unique: device or link names) as a categorical; -1 is null."""
     return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), categories=list(names))

@@ -42,7 +42,7 @@ import pandas as pd
 
 from sim.contract.outcomes import Outcome
 from sim.metrics.columns import RequestColumns
-from sim.metrics.records import column, request_frame
+from sim.metrics.records import column, parquet_options, request_frame
 
 if TYPE_CHECKING:
     from sim.workload import Arrivals
@@ -207,7 +207,7 @@ class RequestSink:
         table = pa.Table.from_pandas(self._frame(rows), preserve_index=False)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
         self._writer.write_table(table, row_group_size=max(len(rows), 1))
         self._written += len(rows)
 
