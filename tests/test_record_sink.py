@@ -107,3 +107,14 @@ def test_sample_keeps_n_distinct_requests_the_same_each_time_and_none_writes_not
 def test_bad_records_choices_are_refused(text):
     with pytest.raises(RecordsError, match="expected all, sample:N"):
         RecordsChoice.parse(text)
+
+
+def test_only_the_categorical_columns_are_dictionary_encoded(run, tmp_path):
+    _feed(run, "all", tmp_path / "r.parquet", rows_per_group=1000)
+    meta = pq.ParquetFile(tmp_path / "r.parquet").metadata
+    group = meta.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    dictionary = {name for name, used in encodings.items() if "RLE_DICTIONARY" in used or "PLAIN_DICTIONARY" in used}
+    # names (outcome, devices, links) are; times and ids, nearly all distinct, are written plain
+    assert {"outcome", column("pre", "device"), column("infer", "link")} <= dictionary
+    assert not {"arrival", "done", "id", column("infer", "start"), column("infer", "batch")} & dictionary
