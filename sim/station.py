@@ -103,6 +103,8 @@ class Station(Generic[Job]):
             (self.queues[s], self.batchers[s], s) for s in self.queues
         ]
         self._only = self._order[0] if len(self._order) == 1 else None  # one stage: its queue holds every job
+        self._entry_of = {entry[2]: entry for entry in self._order}
+        self._last_stage = -1  # the stage of the job offered last: with one job waiting, usually where it is
         self._in_arrival_order = all(isinstance(queue, ArrivalOrderQueue) for queue in self.queues.values())
         self._push = {stage: queue.push for stage, queue in self.queues.items()}
         self.waiting = 0
@@ -123,6 +125,7 @@ class Station(Generic[Job]):
         self._seq = seq = self._seq + 1
         job.seq = seq
         self._push[job.stage](job)
+        self._last_stage = job.stage
         self.waiting += 1
         return True
 
@@ -147,6 +150,10 @@ class Station(Generic[Job]):
             return math.inf
         order = self._order
         first = self._only
+        if first is None and self.waiting == 1:  # the one job waiting is the head, in any discipline
+            entry = self._entry_of.get(self._last_stage)
+            if entry is not None and entry[0]:
+                first = entry
         if first is None:
             # the stage whose head comes first; usually its batcher says go, and no sort is needed
             if self._in_arrival_order:  # FIFO queues: a head's key is its seq alone (no tuple per queue)
