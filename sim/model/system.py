@@ -533,7 +533,7 @@ class _State:
             self._class_sinks.append(tuple(s.index for s in stages if s.index in reach and not s.succs))
         self._branching = [None if s.branch is None else (
             build_branching(s.branch.kind, s.branch.branches), s.branch.targets,
-            rng(streams.branches(s.name)).random(len(self.arrivals)).tolist()) for s in stages]
+            rng(streams.branches(s.name)).random(len(self.arrivals))) for s in stages]  # 8 bytes a request
         self._on_arrival = self._arrival_on_path
         self._stage_done = self._stage_done_on_path
 
@@ -580,7 +580,7 @@ class _State:
                 self._pass_on(request, succ, True, device)
         else:
             policy, targets, signals = branching
-            taken = targets[policy.choose(policy.simulated_signal(signals[request.id]))]
+            taken = targets[policy.choose(policy.simulated_signal(float(signals[request.id])))]
             for succ in stage.succs:
                 self._pass_on(request, succ, succ == taken, device)
         if not stage.succs:
