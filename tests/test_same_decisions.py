@@ -90,7 +90,7 @@ def simulated(spec: Policies, arrivals: list[Arrival]) -> list[tuple]:
                       ADMISSION[spec.admission.kind](spec.admission),
                       ModelEstimates({i: s.mean for i, s in samplers.items()}, remaining, after), servers=1)
     device = DeviceInstance(env, 0, "dev[0]", "dev", 1, Window(0.0, math.inf), station,
-                            {i: StageService(s) for i, s in samplers.items()}, [0])
+                            {i: StageService(s) for i, s in samplers.items()}, itertools.count(1))
     decisions: list[tuple] = []
     requests: list[Request] = []
 

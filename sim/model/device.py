@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from sim.costs import Sampler
 from sim.model.engine import Engine
@@ -66,7 +66,7 @@ class DeviceInstance:
     site = ""
 
     def __init__(self, env: Engine, uid: int, name: str, pool: str, servers: int, window: Window,
-                 station: Station, services: dict[int, StageService], batch_ids: list[int],
+                 station: Station, services: dict[int, StageService], batch_ids: Iterator[int],
                  columns: Optional[Sequence[int]] = None, track: bool = False):
         self.env = env
         self.uid = uid
@@ -175,7 +175,7 @@ class DeviceInstance:
             if now >= start:
                 service.batches += 1
                 service.batched_jobs += size
-        self._batch_ids[0] = batch = self._batch_ids[0] + 1
+        batch = next(self._batch_ids)
         uid = self.uid
         if self._columns is not None:
             stage = self._columns[stage]

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from itertools import count
 from typing import Callable, Optional
 
 import numpy as np
@@ -299,7 +300,7 @@ class _State:
         columns = self._origin if fallbacks or other_work else None
         self.devices: list[DeviceInstance] = []
         pool_devices: dict[str, list[DeviceInstance]] = {}
-        batch_ids = [0]
+        batch_ids = count(1)  # batch ids, unique in the run: one counter for every device
         for pool in plan.pools.values():
             samplers = pool_stages[pool.name]
             means = {i: smp.mean for i, smp in samplers.items()}
