@@ -282,3 +282,18 @@ def test_records_option_keeps_a_sample_or_no_rows(scenario, tmp_path):
     result = run(scenario, "--out", tmp_path / "bad", "--records", "half")
     assert result.exit_code == 2 and errors(result) == ["error: --records: expected all, sample:N (N > 0) or none, "
                                                         "got 'half'"]
+
+
+def test_one_replication_s_streamed_file_is_the_table_several_are_concatenated(scenario, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(scenario, "--replications", "1", "--out", one).exit_code == 0
+    assert run(scenario, "--replications", "2", "--out", two).exit_code == 0
+    for variant in ("slow", "fast"):
+        single = pd.read_parquet(one / "requests" / f"{variant}.parquet")
+        both = pd.read_parquet(two / "requests" / f"{variant}.parquet")
+        assert set(single["replication"]) == {0} and set(both["replication"]) == {0, 1}
+        # replication 0 is the same run either way: its rows, as the linked file holds them
+        first = both[both["replication"] == 0].reset_index(drop=True)
+        pd.testing.assert_frame_equal(single, first)
+        assert len(both) > len(single) > 20
+    assert not leftovers(one) and not leftovers(two)  # the spool (and its linked files) went
