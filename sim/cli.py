@@ -185,9 +185,10 @@ class _progress:
     """A progress bar on stderr while variants and replications run."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                             TextColumn("left"), TimeRemainingColumn(),
                              console=Console(stderr=True), transient=True,
                              disable=not sys.stderr.isatty())
         self._bar.__enter__()
