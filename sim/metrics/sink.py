@@ -113,14 +113,13 @@ class RequestSink:
         self.arrivals = arrivals
         self.path = path if choice.kind != "none" else None
         self.rows_per_group = rows_per_group
-        self._buffer: list = []  # requests waiting to be written (at most rows_per_group)
         self._sample: list = []  # reservoir (sample:N); row snapshots
         self._seen = 0
         self._rng = np.random.default_rng([seed, replication, 0x5A3])
         self._writer = None
         self._written = 0
         self._columns = _ColumnStore(names.stages, len(arrivals))  # what the summary reads, every request
-        self._pending: list = []  # requests whose summary columns are not yet packed
+        self._pending: list = []  # ended requests' rows, not yet stored (nor, with all, written): < rows_per_group
 
     # -- the model's side -----------------------------------------------------
 
@@ -129,13 +128,8 @@ class RequestSink:
         row = _Row.of(request)
         self._pending.append(row)
         if len(self._pending) >= self.rows_per_group:
-            self._pack()
-        if self.choice.kind == "all":
-            self._buffer.append(row)
-            if len(self._buffer) >= self.rows_per_group:
-                self._flush(self._buffer)
-                self._buffer = []
-        elif self.choice.kind == "sample":
+            self._store()
+        if self.choice.kind == "sample":
             self._seen += 1
             if len(self._sample) < self.choice.n:
                 self._sample.append(row)
@@ -146,12 +140,11 @@ class RequestSink:
 
     def close(self) -> SinkResult:
         """Write what is buffered, close the file and return the summary columns."""
-        self._pack()
-        if self.choice.kind == "all" and (self._buffer or self._writer is None):
-            self._flush(self._buffer)
-        elif self.choice.kind == "sample":
-            self._flush(sorted(self._sample, key=lambda row: row.id))
-        self._buffer, self._sample = [], []
+        if self._pending or (self.choice.kind == "all" and self._writer is None):
+            self._store()
+        if self.choice.kind == "sample":
+            self._flush(_Rows(sorted(self._sample, key=lambda row: row.id), len(self.names.stages)))
+        self._sample = []
         if self._writer is not None:
             self._writer.close()
         return SinkResult(self._columns.columns(self.arrivals), self._written, self.path)
@@ -166,14 +159,8 @@ class RequestSink:
 
     # -- internals --------------------------------------------------------------
 
-    def _frame(self, rows: Sequence["_Row"]) -> pd.DataFrame:
-        names, width = self.names, len(self.names.stages)
-
-        def matrix(attr: str, dtype=float, missing=math.nan) -> np.ndarray:
-            return _matrix(rows, attr, width, dtype, missing)
-
-        def each(attr: str, dtype) -> np.ndarray:
-            return _each(rows, attr, dtype)
+    def _frame(self, group: "_Rows") -> pd.DataFrame:
+        names, rows, matrix, each = self.names, group.rows, group.matrix, group.each
 
         frame = request_frame(
             replication=self.replication, ids=each("id", np.int64), source=each("source", np.int64),
@@ -194,24 +181,28 @@ class RequestSink:
             frame[column(stage, "batch_size")] = pd.arrays.IntegerArray(np.where(known, sizes[:, j], 0), ~known)
         return frame
 
-    def _flush(self, rows: Sequence["_Row"]) -> None:
+    def _flush(self, group: "_Rows") -> None:
         if self.path is None:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(self._frame(rows), preserve_index=False)
+        rows = group.rows
+        table = pa.Table.from_pandas(self._frame(group), preserve_index=False)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
         self._writer.write_table(table, row_group_size=max(len(rows), 1))
         self._written += len(rows)
 
-    def _pack(self) -> None:
-        """Move the pending requests' summary columns into the compact store."""
-        rows, self._pending = self._pending, []
-        if rows:
-            self._columns.put(rows)
+    def _store(self) -> None:
+        """The pending rows' summary columns into the compact store and, with ``all``, the rows into the
+        file as one row group: one set of arrays read from the rows serves both."""
+        group, self._pending = _Rows(self._pending, len(self.names.stages)), []
+        if group.rows:
+            self._columns.put(group)
+        if self.choice.kind == "all":
+            self._flush(group)
 
 
 class _ColumnStore:
@@ -245,20 +236,20 @@ class _ColumnStore:
         self.count = 0  # requests stored
         self.top = 0  # 1 + the highest id stored
 
-    def put(self, rows: Sequence["_Row"]) -> None:
-        n, width = len(rows), len(self.stages)
+    def put(self, group: "_Rows") -> None:
+        n, width = len(group.rows), len(self.stages)
         if not n:
             return
-        ids = _each(rows, "id", np.int64)
+        ids = group.each("id", np.int64)
         if int(ids.min()) < self._next * self.block or int(ids.max()) >= self.size:
             raise ValueError(f"request ids must be 0..{self.size - 1} (the run's arrivals), each stored once; "
                              f"got {int(ids.min())}..{int(ids.max())}")
-        arrival = _each(rows, "arrival", float)
-        self.latency[ids] = _each(rows, "done", float) - arrival  # as the table's done - arrival
-        self.outcome[ids] = _each(rows, "outcome", np.int8)
-        start = _matrix(rows, "start", width).T
-        wait = start - _matrix(rows, "enqueued", width).T
-        service = _matrix(rows, "end", width).T - start
+        arrival = group.each("arrival", float)
+        self.latency[ids] = group.each("done", float) - arrival  # as the table's done - arrival
+        self.outcome[ids] = group.each("outcome", np.int8)
+        start = group.matrix("start").T
+        wait = start - group.matrix("enqueued").T
+        service = group.matrix("end").T - start
         for j in range(width):
             self.started[j][ids] = ~np.isnan(start[j])
         blocks = ids // self.block
@@ -313,18 +304,36 @@ class _ColumnStore:
                               tuple(a[:c] for a, c in zip(self.service, self.packed)))
 
 
-def _matrix(rows: Sequence["_Row"], attr: str, width: int, dtype=float, missing=math.nan) -> np.ndarray:
-    """The per-stage field ``attr`` of every row, as an array (rows, width); a row without it: ``missing``."""
-    values = list(map(attrgetter(attr), rows))
-    if None in values:  # a field this row's model does not record
-        filler = (missing,) * width
-        values = [v if v is not None else filler for v in values]
-    return np.fromiter(chain.from_iterable(values), dtype=dtype, count=len(rows) * width).reshape(len(rows), width)
+class _Rows:
+    """A group of rows (one row group) and its fields as arrays, each read from the rows once
+    (``np.fromiter``) however many of the table and the summary columns ask for it."""
 
+    def __init__(self, rows: Sequence["_Row"], width: int):
+        self.rows, self.width = rows, width
+        self._arrays: dict[tuple, np.ndarray] = {}
 
-def _each(rows: Sequence["_Row"], attr: str, dtype) -> np.ndarray:
-    """The field ``attr`` of every row, as an array."""
-    return np.fromiter(map(attrgetter(attr), rows), dtype=dtype, count=len(rows))
+    def matrix(self, attr: str, dtype=float, missing=math.nan) -> np.ndarray:
+        """The per-stage field ``attr``, (rows, width); a row that does not record it: ``missing``."""
+        key = (attr, dtype, missing)
+        found = self._arrays.get(key)
+        if found is None:
+            values = list(map(attrgetter(attr), self.rows))
+            if None in values:
+                filler = (missing,) * self.width
+                values = [v if v is not None else filler for v in values]
+            n = len(self.rows)
+            found = self._arrays[key] = np.fromiter(chain.from_iterable(values), dtype=dtype,
+                                                    count=n * self.width).reshape(n, self.width)
+        return found
+
+    def each(self, attr: str, dtype) -> np.ndarray:
+        """The field ``attr`` of every row."""
+        key = (attr, dtype)
+        found = self._arrays.get(key)
+        if found is None:
+            found = self._arrays[key] = np.fromiter(map(attrgetter(attr), self.rows), dtype=dtype,
+                                                    count=len(self.rows))
+        return found
 
 
 class _Row(NamedTuple):
