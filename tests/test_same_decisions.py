@@ -36,7 +36,7 @@ from sim.model.request import Request
 from sim.policies.admission import ADMISSION
 from sim.policies.batching import BATCHING
 from sim.policies.queueing import DISCIPLINES
-from sim.scenario.schema import BatchingSpec, Policies
+from sim.scenario.schema import Policies
 from sim.station import Launch, ModelEstimates, Station
 
 STAGES = 2  # a two-stage pipeline on one device: stage 0 feeds stage 1
