@@ -631,3 +631,18 @@ def test_bad_options_exit_2():
     assert check("--max-replications", 0).exit_code == 2
     with pytest.raises(BaselineError):
         parse_tolerance("-1%")
+
+
+def test_the_table_gives_many_instances_of_a_node_pool_one_row_and_few_a_row_each_in_numeric_order():
+    from rich.console import Console
+
+    many = {f"utilisation.pool.srv[{i}].gpu": estimate([0.40 + i * 0.002] * 2) for i in range(20)}
+    few = {f"utilisation.pool.edge[{i}].dpu": estimate([0.5, 0.5]) for i in (10, 9, 2)}
+    console = Console(width=200, record=True)
+    console.print(estimates_table("t", {"v": {**many, **few}}))
+    text = console.export_text()
+    assert "srv[3].gpu" not in text
+    row = next(line for line in text.splitlines() if "srv[*].gpu (20)" in line)
+    assert "41.9 (40.0-43.8)" in row  # the mean of 40.0, 40.2 .. 43.8 %, and their range
+    assert text.index("edge[2].dpu") < text.index("edge[9].dpu") < text.index("edge[10].dpu")
+    assert "edge[*]" not in text and "summary.json has each" in text

@@ -6,19 +6,26 @@ milliseconds, rates and utilisation in percent). A budget column shows the
 scenario's SLO where it sets one for that metric. A percentile computed
 from fewer served requests than it needs (``sim.check.evidence``) is
 flagged with ``!`` and explained in a line under the table.
+
+A topology's nodes repeat the same pools and links (``srv[0].gpu``,
+``srv[1].gpu``, ...). Up to ``INSTANCE_ROWS_MAX`` instances of one get a row
+each, in numeric order; more (a city of 160 servers would print a thousand
+rows) share one row, ``srv[*].gpu``, showing the mean over the instances and
+their range; summary.json keeps each instance's figures.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+import re
+from typing import Mapping, Optional, Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from sim.check.evidence import samples_needed, served
-from sim.contract.metric_keys import ALL, LATENCY_STATISTICS, Kind, MetricKey, Namespace
+from sim.contract.metric_keys import ALL, LATENCY_STATISTICS, Kind, MetricKey, Namespace, Subject
 from sim.experiment import ExperimentResult
 from sim.metrics.summary import Estimate
 from sim.scenario.schema import Slo
@@ -30,6 +37,8 @@ _REQUEST_ROWS = (
 )
 _RESOURCE_KINDS = (Kind.UTILISATION, Kind.BATCH, Kind.QUEUE)
 _DIGITS = {"ms": 2, "%": 1, "/s": 1, "jobs": 2}
+INSTANCE_ROWS_MAX = 8  # more instances of one node's pool or link than this: one row for them all
+_INSTANCE = re.compile(r"\[\d+\]")  # a node instance's index in a name: srv[12].gpu
 
 
 def _cell(e: Estimate | None, key: MetricKey, flagged: bool) -> str:
@@ -66,8 +75,54 @@ def _rows(names: list[str]) -> list[MetricKey]:
             continue  # a name this version does not know (an older results folder): not shown
     order = {Namespace.POOL: 0, Namespace.LINK: 1, Namespace.STAGE: 2}
     resources = [k for kind in _RESOURCE_KINDS
-                 for k in sorted((k for k in keys if k.kind is kind), key=lambda k: (order[k.subject.namespace], k.subject.name))]
+                 for k in sorted((k for k in keys if k.kind is kind),
+                                 key=lambda k: (order[k.subject.namespace], _natural(k.subject.name)))]
     return [*_REQUEST_ROWS, *resources]
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: numbers in a name compare as numbers (srv[9] before srv[10])."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
+
+
+def _grouped(keys: Sequence[MetricKey]) -> list[tuple[MetricKey, list[MetricKey]]]:
+    """(the row's key, the metrics it shows): one metric each, but the instances of one node's pool or
+    link, when there are more than ``INSTANCE_ROWS_MAX``, share a row keyed ``<node>[*].<name>``."""
+    families: dict[MetricKey, list[MetricKey]] = {}
+    for key in keys:
+        families.setdefault(_family(key), []).append(key)
+    rows, shown = [], set()
+    for key in keys:
+        family = _family(key)
+        members = families[family]
+        if len(members) <= INSTANCE_ROWS_MAX:
+            rows.append((key, [key]))
+        elif family not in shown:
+            shown.add(family)
+            rows.append((family, members))
+    return rows
+
+
+def _family(key: MetricKey) -> MetricKey:
+    if key.subject.namespace not in (Namespace.POOL, Namespace.LINK) or not _INSTANCE.search(key.subject.name):
+        return key
+    return key.with_subject(Subject(key.subject.namespace, _INSTANCE.sub("[*]", key.subject.name)))
+
+
+def _shared_budget(slo: Slo, members: list[MetricKey]) -> str:
+    """The budget the instances share (none if theirs differ)."""
+    budgets = {_budget(slo, key) for key in members}
+    return budgets.pop() if len(budgets) == 1 else ""
+
+
+def _range_cell(found: list[Estimate], key: MetricKey) -> str:
+    """The mean over instances, and their range."""
+    means = [e.mean for e in found if not math.isnan(e.mean)]
+    if not means:
+        return "-"
+    scale, digits = key.unit.scale, _DIGITS.get(key.unit.symbol, 2)
+    return (f"{sum(means) / len(means) * scale:.{digits}f} "
+            f"({min(means) * scale:.{digits}f}-{max(means) * scale:.{digits}f})")
 
 
 def _budget(slo: Slo, key: MetricKey) -> str:
@@ -112,14 +167,20 @@ def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], 
         table.add_column(variant, justify="right")
     if slo is not None:
         table.add_column("budget", justify="right")
-    warnings = []
-    for key in _rows(names):
+    warnings, collapsed = [], 0
+    for key, members in _grouped(_rows(names)):
         metric = key.name
-        if not any(metric in m for m in variants.values()):
+        found = [m[k.name] for m in variants.values() for k in members if k.name in m]
+        if not found:
             continue
-        found = [m[metric] for m in variants.values() if metric in m]
         if key.kind is Kind.BATCH and all(e.mean <= 1.0 for e in found):
             continue  # a stage that never batched: nothing to see
+        if len(members) > 1:
+            collapsed += 1
+            table.add_row(f"{_label(key)} ({len(members)})",
+                          *(_range_cell([m[k.name] for k in members if k.name in m], key) for m in variants.values()),
+                          *([_shared_budget(slo, members)] if slo is not None else []))
+            continue
         if key == MetricKey(Kind.RATE, ALL, "fail") and all(not e.mean for e in found):
             continue  # only measured runs can fail
         cells = []
@@ -131,6 +192,9 @@ def estimates_table(title: str, variants: Mapping[str, Mapping[str, Estimate]], 
                                 f"replication; it needs at least {samples_needed(key)} to be bounded by the data "
                                 f"(lengthen run.duration)")
         table.add_row(_label(key), *cells, *([_budget(slo, key)] if slo is not None else []))
+    if collapsed:
+        warnings.append("[*] rows: the mean over that many instances (the count after the name) and, in "
+                        "brackets, the lowest and highest instance; summary.json has each")
     if warnings:
         return Group(table, *(Text(w) for w in warnings))
     return table
