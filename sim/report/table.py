@@ -88,12 +88,12 @@ def _natural(name: str) -> tuple:
 def _grouped(keys: Sequence[MetricKey]) -> list[tuple[MetricKey, list[MetricKey]]]:
     """(the row's key, the metrics it shows): one metric each, but the instances of one node's pool or
     link, when there are more than ``INSTANCE_ROWS_MAX``, share a row keyed ``<node>[*].<name>``."""
+    family_of = [_family(key) for key in keys]
     families: dict[MetricKey, list[MetricKey]] = {}
-    for key in keys:
-        families.setdefault(_family(key), []).append(key)
+    for key, family in zip(keys, family_of):
+        families.setdefault(family, []).append(key)
     rows, shown = [], set()
-    for key in keys:
-        family = _family(key)
+    for key, family in zip(keys, family_of):
         members = families[family]
         if len(members) <= INSTANCE_ROWS_MAX:
             rows.append((key, [key]))
@@ -104,8 +104,8 @@ def _grouped(keys: Sequence[MetricKey]) -> list[tuple[MetricKey, list[MetricKey]
 
 
 def _family(key: MetricKey) -> MetricKey:
-    if key.subject.namespace not in (Namespace.POOL, Namespace.LINK) or not _INSTANCE.search(key.subject.name):
-        return key
+    if key.subject.namespace not in (Namespace.POOL, Namespace.LINK):
+        return key  # (a name without an instance index is its own family)
     return key.with_subject(Subject(key.subject.namespace, _INSTANCE.sub("[*]", key.subject.name)))
 
 
