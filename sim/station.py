@@ -110,6 +110,9 @@ class Station(Generic[Job]):
         self.waiting = 0
         self._seq = 0
         self._admission_decides = not isinstance(admission, AdmitAll)  # no call per job when all are admitted
+        # stages whose job, offered to an empty station, is the next batch on its own (see ``take_alone``)
+        self._alone = frozenset() if self._admission_decides else frozenset(
+            stage for stage, batcher in self.batchers.items() if batcher.__class__ is NoBatching)
 
     def _service_time(self, stage: int):
         estimates = self.estimates
@@ -127,6 +130,21 @@ class Station(Generic[Job]):
         self._push[job.stage](job)
         self._last_stage = job.stage
         self.waiting += 1
+        return True
+
+    def take_alone(self, job: Job, now: float) -> bool:
+        """Call when a server is free: whether ``job`` starts now, alone, without passing through a queue.
+
+        True where nothing waits, every job is admitted and ``job``'s stage does not batch: then ``offer``
+        followed by ``next_batch`` would queue it and launch it at once as a batch of one. It is stamped
+        as ``offer`` stamps it and the caller launches it. False: nothing was done; ``offer`` it.
+        """
+        if self.waiting or job.stage not in self._alone:
+            return False
+        job.enqueued = now
+        self._seq = seq = self._seq + 1
+        job.seq = seq
+        self._last_stage = job.stage
         return True
 
     def queue_length(self, stage: int) -> int:

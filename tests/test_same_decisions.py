@@ -184,6 +184,30 @@ def test_batches_and_refusals_happen() -> None:
     assert any(not d[3] for d in decisions if d[0] == "offer")
 
 
+@pytest.mark.parametrize("batching,admission", list(itertools.product(BATCHING.kinds, ADMISSION.kinds)))
+def test_a_job_taken_alone_is_what_offer_and_next_batch_launch(batching: str, admission: str) -> None:
+    """The simulator's shortcut (``Station.take_alone``, a job straight into service on an empty device)
+    answers yes only where ``offer`` then ``next_batch`` would launch that job at once, alone."""
+    spec = policies(batching, "fifo", admission)
+
+    def station() -> Station:
+        means = {i: make_sampler(COSTS[i], np.random.default_rng(0)).mean for i in range(STAGES)}
+        return Station({i: spec.batching[f"s{i}"] for i in range(STAGES)}, DISCIPLINES["fifo"](),
+                       ADMISSION[admission](spec.admission), ModelEstimates(means, [0.0] * STAGES, [0.0] * STAGES))
+
+    for stage in range(STAGES):
+        shortcut, full = station(), station()
+        taken = shortcut.take_alone(SimJob(None, stage, 0, 0.0, 1.0, 0, None), 0.5)
+        job = SimJob(None, stage, 0, 0.0, 1.0, 0, None)
+        decision = full.next_batch(0.5) if full.offer(job, 0.5) else None
+        alone = isinstance(decision, Launch) and decision.stage == stage and decision.jobs == [job]
+        assert taken == (alone and admission == "none"), (stage, taken, decision)
+        assert shortcut.waiting == 0
+        if taken:  # a job waiting makes the answer no: it must queue behind
+            shortcut.offer(SimJob(None, stage, 0, 0.0, 1.0, 0, None), 0.6)
+            assert not shortcut.take_alone(SimJob(None, stage, 0, 0.0, 1.0, 0, None), 0.7)
+
+
 def test_no_module_under_sim_imports_hil() -> None:
     root = Path(__file__).resolve().parent.parent / "sim"
     offenders = []

@@ -108,6 +108,12 @@ class DeviceInstance:
         """Admission and queueing at the current time; False if the job is refused."""
         now = self.env.now
         station = self.station
+        if self.free and station.take_alone(job, now):  # (what offer and next_batch would do, in one call)
+            self._queue_changed = now  # nothing was waiting: the queue integral gains nothing
+            self._launch(now, job.stage, [job])
+            if self.on_load is not None:
+                self.on_load(self)
+            return True
         if not station.offer(job, now):
             return False
         waiting = station.waiting - 1  # up to now, the queue was one shorter
