@@ -90,7 +90,7 @@ def test_the_column_store_holds_a_fixed_number_of_bytes_per_request():
     stages = ("a", "b", "c")
     store = _ColumnStore(stages, 10_000, block=100)
     for n in (100, 1000, 10_000):
-        store.put(_Rows([_row(i, len(stages)) for i in range(store.top, n)], len(stages)))
+        store.put(_Rows.of([_row(i, len(stages)) for i in range(store.top, n)], len(stages)))
         started = 3 * n - n // 5
         assert store.nbytes == n * (8 + 1 + 3) + started * 16  # whole blocks: none left open
         assert store.packed == [n, n, n - n // 5]
@@ -98,12 +98,12 @@ def test_the_column_store_holds_a_fixed_number_of_bytes_per_request():
 
 def test_a_block_is_packed_once_every_request_before_its_end_has_ended():
     store = _ColumnStore(("a", "b"), 30, block=10)
-    store.put(_Rows([_row(i, 2) for i in range(1, 20)], 2))  # request 0 is still in flight: nothing packed
+    store.put(_Rows.of([_row(i, 2) for i in range(1, 20)], 2))  # request 0 is still in flight: nothing packed
     assert store.packed == [0, 0] and len(store._open) == 2
-    store.put(_Rows([_row(0, 2)], 2))  # both blocks pack, in id order
+    store.put(_Rows.of([_row(0, 2)], 2))  # both blocks pack, in id order
     assert store.packed == [20, 20 - 4] and not store._open
     with pytest.raises(ValueError, match="each stored once"):
-        store.put(_Rows([_row(5, 2)], 2))
+        store.put(_Rows.of([_row(5, 2)], 2))
 
 
 def _arrivals(rows) -> Arrivals:
@@ -119,7 +119,7 @@ def test_columns_come_out_in_id_order_whatever_order_requests_end_in():
     order = np.random.default_rng(3).permutation(50)
     store = _ColumnStore(("a", "b"), 50, block=8)
     for start in range(0, 50, 7):  # batches of 7, in a shuffled order, across blocks
-        store.put(_Rows([rows[i] for i in order[start:start + 7]], width))
+        store.put(_Rows.of([rows[i] for i in order[start:start + 7]], width))
     arrivals = _arrivals(rows)
     columns = store.columns(arrivals)
     assert list(columns.ids) == list(range(50))
@@ -147,7 +147,7 @@ def test_columns_come_out_in_id_order_whatever_order_requests_end_in():
 
 def test_a_missing_request_is_an_error_not_a_gap():
     store = _ColumnStore(("a",), 8)
-    store.put(_Rows([_row(i, 1) for i in (0, 1, 3)], 1))
+    store.put(_Rows.of([_row(i, 1) for i in (0, 1, 3)], 1))
     with pytest.raises(ValueError, match="missing"):
         store.columns(_arrivals([_row(i, 1) for i in range(8)]))
 
@@ -155,7 +155,7 @@ def test_a_missing_request_is_an_error_not_a_gap():
 def test_a_request_beyond_the_arrivals_is_an_error():
     store = _ColumnStore(("a",), 8)
     with pytest.raises(ValueError, match="0..7"):
-        store.put(_Rows([_row(8, 1)], 1))
+        store.put(_Rows.of([_row(8, 1)], 1))
 
 
 def test_summary_of_the_sink_columns_equals_the_summary_of_the_full_table(tmp_path):

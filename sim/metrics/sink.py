@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
@@ -119,31 +117,30 @@ class RequestSink:
         self._writer = None
         self._written = 0
         self._columns = _ColumnStore(names.stages, len(arrivals))  # what the summary reads, every request
-        self._pending: list = []  # ended requests' rows, not yet stored (nor, with all, written): < rows_per_group
+        self._pending = _Rows(len(names.stages))  # ended requests, not yet stored (nor, with all, written)
 
     # -- the model's side -----------------------------------------------------
 
     def add(self, request) -> None:
         """``request`` has ended (or the run stopped with it pending, already marked unfinished)."""
-        row = _Row.of(request)
-        self._pending.append(row)
-        if len(self._pending) >= self.rows_per_group:
+        self._pending.add(request)
+        if self._pending.count >= self.rows_per_group:
             self._store()
         if self.choice.kind == "sample":
             self._seen += 1
             if len(self._sample) < self.choice.n:
-                self._sample.append(row)
+                self._sample.append(_Row.of(request))
             else:
                 slot = int(self._rng.integers(0, self._seen))
                 if slot < self.choice.n:
-                    self._sample[slot] = row
+                    self._sample[slot] = _Row.of(request)
 
     def close(self) -> SinkResult:
         """Write what is buffered, close the file and return the summary columns."""
-        if self._pending or (self.choice.kind == "all" and self._writer is None):
+        if self._pending.count or (self.choice.kind == "all" and self._writer is None):
             self._store()
         if self.choice.kind == "sample":
-            self._flush(_Rows(sorted(self._sample, key=lambda row: row.id), len(self.names.stages)))
+            self._flush(_Rows.of(sorted(self._sample, key=lambda row: row.id), len(self.names.stages)))
         self._sample = []
         if self._writer is not None:
             self._writer.close()
@@ -160,22 +157,21 @@ class RequestSink:
     # -- internals --------------------------------------------------------------
 
     def _frame(self, group: "_Rows") -> pd.DataFrame:
-        names, rows, matrix, each = self.names, group.rows, group.matrix, group.each
-
+        names, matrix, each = self.names, group.matrix, group.each
         frame = request_frame(
             replication=self.replication, ids=each("id", np.int64), source=each("source", np.int64),
             klass=each("klass", np.int64), priority=each("priority", np.int32), arrival=each("arrival", float),
             deadline=each("deadline", float), size=each("size", float), done=each("done", float),
-            outcome=[_LABEL_OF[r.outcome] for r in rows],
+            outcome=[_LABEL_OF[o] for o in group.values["outcome"]],
             source_names=names.sources, class_names=names.classes, stage_names=names.stages,
             enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
-            device=matrix("instance", np.int64, -1), device_names=names.devices,
-            batch=matrix("batch", np.int64, -1) if any(r.batch is not None for r in rows) else None,
-            link=matrix("link", np.int64, -1) if any(r.link is not None for r in rows) else None,
+            device=matrix("instance", np.int64), device_names=names.devices,
+            batch=matrix("batch", np.int64) if group.recorded("batch") else None,
+            link=matrix("link", np.int64) if group.recorded("link") else None,
             reply_link=each("reply_link", np.int64), link_names=names.links,
             variant=self.variant,
         )
-        sizes = matrix("batch_size", np.int64, -1)
+        sizes = matrix("batch_size", np.int64)
         for j, stage in enumerate(names.stages):  # the model's own batch sizes, when it records them
             known = sizes[:, j] >= 0
             frame[column(stage, "batch_size")] = pd.arrays.IntegerArray(np.where(known, sizes[:, j], 0), ~known)
@@ -187,19 +183,18 @@ class RequestSink:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = group.rows
         table = pa.Table.from_pandas(self._frame(group), preserve_index=False)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
-        self._writer.write_table(table, row_group_size=max(len(rows), 1))
-        self._written += len(rows)
+        self._writer.write_table(table, row_group_size=max(group.count, 1))
+        self._written += group.count
 
     def _store(self) -> None:
         """The pending rows' summary columns into the compact store and, with ``all``, the rows into the
         file as one row group: one set of arrays read from the rows serves both."""
-        group, self._pending = _Rows(self._pending, len(self.names.stages)), []
-        if group.rows:
+        group, self._pending = self._pending, _Rows(len(self.names.stages))
+        if group.count:
             self._columns.put(group)
         if self.choice.kind == "all":
             self._flush(group)
@@ -237,7 +232,7 @@ class _ColumnStore:
         self.top = 0  # 1 + the highest id stored
 
     def put(self, group: "_Rows") -> None:
-        n, width = len(group.rows), len(self.stages)
+        n, width = group.count, len(self.stages)
         if not n:
             return
         ids = group.each("id", np.int64)
@@ -304,26 +299,85 @@ class _ColumnStore:
                               tuple(a[:c] for a, c in zip(self.service, self.packed)))
 
 
+_SCALARS = ("id", "source", "klass", "priority", "arrival", "deadline", "size", "done", "outcome", "reply_link")
+_PER_STAGE = {"enqueued": math.nan, "start": math.nan, "end": math.nan,  # field -> its value where not recorded
+              "instance": -1, "batch": -1, "batch_size": -1, "link": -1}
+
+
 class _Rows:
-    """A group of rows (one row group) and its fields as arrays, each read from the rows once
-    (``np.fromiter``) however many of the table and the summary columns ask for it."""
+    """Ended requests' fields, one flat list per field, appended to as each request ends (a per-stage
+    field holds each request's stages in turn), and read as arrays once per row group.
 
-    def __init__(self, rows: Sequence["_Row"], width: int):
-        self.rows, self.width = rows, width
+    Appending a request's values copies them (the model may still write into an ended request's
+    lists), and the lists hold plain numbers, which the garbage collector does not track: no object
+    per request is kept."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.count = 0
+        self.values: dict[str, list] = {name: [] for name in (*_SCALARS, *_PER_STAGE)}
+        self.unrecorded: dict[str, int] = dict.fromkeys(_PER_STAGE, 0)  # rows without the per-stage field
         self._arrays: dict[tuple, np.ndarray] = {}
+        v = self.values
+        self._id, self._source, self._klass, self._priority = v["id"].append, v["source"].append, \
+            v["klass"].append, v["priority"].append
+        self._arrival, self._deadline, self._size, self._done = v["arrival"].append, v["deadline"].append, \
+            v["size"].append, v["done"].append
+        self._outcome, self._reply_link = v["outcome"].append, v["reply_link"].append
+        self._enqueued, self._start, self._end, self._instance = v["enqueued"].extend, v["start"].extend, \
+            v["end"].extend, v["instance"].extend
+        self._batch, self._batch_size, self._link = v["batch"].extend, v["batch_size"].extend, v["link"].extend
 
-    def matrix(self, attr: str, dtype=float, missing=math.nan) -> np.ndarray:
-        """The per-stage field ``attr``, (rows, width); a row that does not record it: ``missing``."""
-        key = (attr, dtype, missing)
+    @classmethod
+    def of(cls, rows: Sequence["_Row"], width: int) -> "_Rows":
+        """A group of rows already copied (``_Row``)."""
+        group = cls(width)
+        for row in rows:
+            group.add(row)
+        return group
+
+    def add(self, r) -> None:
+        """Append request (or ``_Row``) ``r``'s fields."""
+        self.count += 1
+        self._id(r.id)
+        self._source(r.source)
+        self._klass(r.klass)
+        self._priority(r.priority)
+        self._arrival(r.arrival)
+        self._deadline(r.deadline)
+        self._size(r.size)
+        self._done(r.done)
+        self._outcome(int(r.outcome))
+        self._reply_link(int(getattr(r, "reply_link", -1)))
+        self._enqueued(r.enqueued)
+        self._start(r.start)
+        self._end(r.end)
+        self._instance(r.instance)
+        batch, batch_size, link = getattr(r, "batch", None), getattr(r, "batch_size", None), getattr(r, "link", None)
+        if batch is None or batch_size is None or link is None:  # optional: a row without one records none
+            self._without((("batch", batch), ("batch_size", batch_size), ("link", link)))
+            return
+        self._batch(batch)
+        self._batch_size(batch_size)
+        self._link(link)
+
+    def _without(self, fields) -> None:
+        for name, values in fields:
+            if values is None:
+                self.unrecorded[name] += 1
+                values = (-1,) * self.width
+            self.values[name].extend(values)
+
+    def recorded(self, name: str) -> bool:
+        """Whether some row has the per-stage field ``name``."""
+        return self.unrecorded[name] < self.count
+
+    def matrix(self, attr: str, dtype=float) -> np.ndarray:
+        """The per-stage field ``attr``, (rows, width)."""
+        key = (attr, dtype)
         found = self._arrays.get(key)
         if found is None:
-            values = list(map(attrgetter(attr), self.rows))
-            if None in values:
-                filler = (missing,) * self.width
-                values = [v if v is not None else filler for v in values]
-            n = len(self.rows)
-            found = self._arrays[key] = np.fromiter(chain.from_iterable(values), dtype=dtype,
-                                                    count=n * self.width).reshape(n, self.width)
+            found = self._arrays[key] = np.array(self.values[attr], dtype=dtype).reshape(self.count, self.width)
         return found
 
     def each(self, attr: str, dtype) -> np.ndarray:
@@ -331,8 +385,7 @@ class _Rows:
         key = (attr, dtype)
         found = self._arrays.get(key)
         if found is None:
-            found = self._arrays[key] = np.fromiter(map(attrgetter(attr), self.rows), dtype=dtype,
-                                                    count=len(self.rows))
+            found = self._arrays[key] = np.array(self.values[attr], dtype=dtype)
         return found
 
 

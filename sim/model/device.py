@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
+from simpy.events import NORMAL
+
 from sim.costs import Sampler
 from sim.model.engine import Engine
 from sim.model.request import Job, Outcome
@@ -85,6 +87,7 @@ class DeviceInstance:
         self._queue_changed = 0.0
         self._wake_at = math.inf
         self._batch_ids = batch_ids  # one counter shared by every device of the run
+        self._push_timer, self._timer_ids = env.push_timer, env.timer_ids
         self._columns = columns  # station stage -> the request's stage column (a fallback records as its stage)
         self.healthy = True
         self.on_load: Optional[Callable[["DeviceInstance"], None]] = None  # told when waiting + busy changes
@@ -192,8 +195,8 @@ class DeviceInstance:
                 request.instance[stage] = uid
                 request.batch[stage] = batch
                 request.batch_size[stage] = size
-        if self._running is None:
-            self.env.call_after(duration, self._finish_in, stage, jobs)
+        if self._running is None:  # (env.call_after(duration, self._finish_in, stage, jobs), without its call)
+            self._push_timer((finish, NORMAL, next(self._timer_ids), self._finish_in, (stage, jobs)))
             return
         tracked = _TrackedFinish(self, jobs, finish, stage)
         self._running[tracked] = None

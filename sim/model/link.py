@@ -32,6 +32,8 @@ from collections import deque
 from itertools import count
 from typing import Callable, Optional
 
+from simpy.events import NORMAL
+
 from sim.costs import Deterministic, Sampler
 from sim.model.device import Window
 from sim.model.engine import Engine
@@ -58,6 +60,7 @@ class Channel(ABC):
         self.latency = latency
         self.overhead = overhead
         self.window = window
+        self._push_timer, self._timer_ids = env.push_timer, env.timer_ids  # (Engine.push_timer: a timer per message)
         self.busy_time = 0.0
         self.bytes_moved = 0.0
         self._fixed_latency = _constant(latency)
@@ -81,7 +84,7 @@ class Channel(ABC):
         if delay is None:
             delay = self.latency.sample_bytes(size)
         if delay > 0 or later:
-            self.env.call_after(delay, deliver)
+            self._push_timer((now + delay, NORMAL, next(self._timer_ids), deliver, ()))
         else:
             deliver()
 
@@ -144,7 +147,7 @@ class SharedChannel(Channel):
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
-            self.env.call_after(self.overhead, self._join, size, deliver)
+            self._push_timer((self.env.now + self.overhead, NORMAL, next(self._timer_ids), self._join, (size, deliver)))
         else:
             self._join(size, deliver)
 
@@ -157,7 +160,8 @@ class SharedChannel(Channel):
         self._updated = now
         heapq.heappush(tags, (self._virtual + size / self.bandwidth, next(self._order), size, deliver))
         self._version = version = self._version + 1  # (_schedule, with a message certainly in flight)
-        self.env.call_after(max(0.0, tags[0][0] - self._virtual) * len(tags), self._complete, version)
+        self._push_timer((now + max(0.0, tags[0][0] - self._virtual) * len(tags), NORMAL, next(self._timer_ids),
+                          self._complete, (version,)))
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
