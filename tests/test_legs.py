@@ -21,11 +21,12 @@ from tests.test_topology import rack
 
 
 def _plain_leg(monkeypatch) -> None:
-    """Make every leg uncached: route only, links and channels looked up per message as before."""
+    """Make every leg uncached: route only, links and channels looked up per message as before (the links
+    chosen per size are remembered only as long as the leg, and a message's choice is the same either way)."""
     cached = system._State._leg
 
     def plain(self, source, target):
-        return cached(self, source, target)[0], None, None, -1
+        return cached(self, source, target)[0], None, None, -1, {}
 
     monkeypatch.setattr(system._State, "_leg", plain)
 
@@ -75,7 +76,7 @@ def test_each_cached_channel_is_the_one_channel_lookup_gives():
     legs = {key: leg for key, leg in state._legs.items() if leg[0]}
     assert len(legs) > 4  # client -> DPUs, DPU -> GPUs of both servers, back
     devices = state.devices
-    for (a, b), (route, chosen, channels, index) in legs.items():
+    for (a, b), (route, chosen, channels, index, _sizes) in legs.items():
         assert chosen == tuple(hop.links[0] for hop in route)
         assert index == state._link_index[chosen[-1].name]
         source = devices[a] if a >= 0 else None
@@ -99,3 +100,9 @@ def test_a_hop_with_several_links_asks_the_channel_policy_per_message():
     used = {name: sum(c.bytes_moved for c in channels) for name, channels in state.channels_by_link().items()}
     assert used[next(n for n in used if n.endswith("rdma"))] > 0  # detections back, by size
     assert used[next(n for n in used if n.endswith("slot"))] > 0  # frames in
+    for route, _chosen, _channels, _index, by_size in inside:  # what a leg remembers is what the policy says
+        assert by_size
+        for size, (chosen, index) in by_size.items():
+            assert [link.kind for link in chosen] == [
+                state.channel_policy.choose(size, [link.kind for link in hop.links]) for hop in route]
+            assert index == state._link_index[chosen[-1].name]

@@ -299,3 +299,14 @@ def test_every_arrival_ends_once_on_its_classs_path_and_one_branch(scenario):
     if "join" in ran:
         assert ran["join"][served & video].all()
     assert ran["solo"][served & api].all()
+
+
+_times = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False) | st.just(0.0) | st.just(1.0)
+
+
+@given(_times, _times, _times, st.one_of(_times, st.just(float("inf"))))
+def test_window_overlap_is_the_length_of_the_intersection(a: float, b: float, start: float, end: float) -> None:
+    """``Window.overlap`` (written without calls, for speed) gives the textbook formula's bits."""
+    from sim.model.device import Window
+
+    assert Window(start, end).overlap(a, b) == max(0.0, min(b, end) - max(a, start))

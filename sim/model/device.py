@@ -48,7 +48,10 @@ class Window:
     end: float
 
     def overlap(self, a: float, b: float) -> float:
-        return max(0.0, min(b, self.end) - max(a, self.start))
+        """How much of [a, b] lies in the window (``max(0, min(b, end) - max(a, start))``, without calls)."""
+        lo = a if a > self.start else self.start
+        hi = b if b < self.end else self.end
+        return hi - lo if hi > lo else 0.0
 
 
 @dataclass

@@ -90,6 +90,8 @@ class CopyJob(Job):
 
 _ARRIVAL_BLOCK = 4096  # arrivals read from the arrays at a time
 
+_SIZES_KEPT = 256  # a leg with a choice of links remembers the links chosen for this many message sizes
+
 _MERGING = -2  # a request's link column while its message waits to leave merged (sim.model.system._flush)
 
 
@@ -98,7 +100,7 @@ def _copied(job: CopyJob) -> None:
 
 
 def _copy_seconds(jobs: list) -> float:
-    return sum(job.cost for job in jobs)
+    return jobs[0].cost if len(jobs) == 1 else sum(job.cost for job in jobs)
 
 
 def _no_time(_batch: int) -> float:
@@ -991,22 +993,28 @@ class _State:
         leg = self._legs.get(key)
         if leg is None:
             leg = self._legs[key] = self._leg(source, target)
-        route, chosen, channels, index = leg
+        route, chosen, channels, index, by_size = leg
         if not route:
             deliver()
             return -1
         if chosen is None:  # a hop with several links: the channel policy picks one per message, by size
-            choose = self.channel_policy.choose  # (a pure function of size and kinds: asked once per hop)
-            chosen = [hop.links[0] if len(hop.links) == 1 else _link_of_kind(
-                hop.links, choose(size, [link.kind for link in hop.links])) for hop in route]
-            index = self._link_index[chosen[-1].name]
+            found = by_size.get(size)  # (a pure function of size and kinds: asked once per hop and size)
+            if found is None:
+                choose = self.channel_policy.choose
+                chosen = [hop.links[0] if len(hop.links) == 1 else _link_of_kind(
+                    hop.links, choose(size, [link.kind for link in hop.links])) for hop in route]
+                if len(by_size) >= _SIZES_KEPT:
+                    by_size.clear()
+                found = by_size[size] = (chosen, self._link_index[chosen[-1].name])
+            chosen, index = found
         self._cross(route, chosen, channels, 0, source, target, size, deliver, fail, request)
         return index
 
     def _leg(self, source: Optional[DeviceInstance], target: Optional[DeviceInstance]) -> tuple:
         """What a message between two endpoints (None: the client) goes over, found on the pair's first
         message: the route; when each hop has one link, those links, the hops' channels (each made when
-        a message first reaches it, as ``_channel`` would) and the last link's index; else None, None, -1."""
+        a message first reaches it, as ``_channel`` would), the last link's index and None; else None, None,
+        -1 and the links chosen for each message size (filled as sizes come)."""
         a = source.pool if source is not None else CLIENT
         b = target.pool if target is not None else CLIENT
         route = self._routes.get((a, b))
@@ -1018,8 +1026,8 @@ class _State:
             self._routes[a, b] = route
         if route and all(len(hop.links) == 1 for hop in route):
             chosen = tuple(hop.links[0] for hop in route)
-            return route, chosen, [None] * len(route), self._link_index[chosen[-1].name]
-        return route, None, None, -1
+            return route, chosen, [None] * len(route), self._link_index[chosen[-1].name], None
+        return route, None, None, -1, {}
 
     def _cross(self, route, chosen, channels: Optional[list], i: int, source, target, size: float, deliver, fail,
                request) -> None:
