@@ -377,7 +377,8 @@ class _Rows:
         key = (attr, dtype)
         found = self._arrays.get(key)
         if found is None:
-            found = self._arrays[key] = np.array(self.values[attr], dtype=dtype).reshape(self.count, self.width)
+            found = self._arrays[key] = np.fromiter(self.values[attr], dtype, self.count * self.width).reshape(
+                self.count, self.width)
         return found
 
     def each(self, attr: str, dtype) -> np.ndarray:
@@ -385,7 +386,7 @@ class _Rows:
         key = (attr, dtype)
         found = self._arrays.get(key)
         if found is None:
-            found = self._arrays[key] = np.array(self.values[attr], dtype=dtype)
+            found = self._arrays[key] = np.fromiter(self.values[attr], dtype, self.count)
         return found
 
 

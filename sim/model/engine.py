@@ -83,11 +83,11 @@ class Engine(simpy.Environment):
         stop_id = next(self._eid)
         queue = self._queue
         while queue:
-            head = queue[0]
+            head = heappop(queue)
             when = head[0]
             if when > stop or (when == stop and (head[1] > URGENT or head[2] > stop_id)):
+                heappush(queue, head)  # (keys are unique: the heap pops the same order as if it had stayed)
                 break
-            heappop(queue)
             self._now = self.now = when
             if head[-1].__class__ is tuple:  # a timer
                 head[3](*head[4])
