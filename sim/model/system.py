@@ -958,7 +958,7 @@ class _State:
             candidates = self.candidates[stage]
         device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
             else candidates[0].device
-        request.link[stage] = self._send(source, device, size, lambda: self._queue(job, device), None, request)
+        request.link[stage] = self._send(source, device, size, partial(self._queue, job, device), None, request)
 
     def _site_candidates(self, stage: int, request: Request) -> list[Candidate]:
         """The candidates of ``stage`` in the site instance ``request`` enters (its source's ``enters``)."""
@@ -1034,8 +1034,7 @@ class _State:
         hop, link = route[i], chosen[i]
         last = i == len(route) - 1
         if not last:
-            onward = lambda: self._cross(route, chosen, channels, i + 1, source, target, size, deliver, fail,  # noqa: E731
-                                         request)
+            onward = partial(self._cross, route, chosen, channels, i + 1, source, target, size, deliver, fail, request)
         elif target is not None and link.receive_cost is not None and self._pays[target.uid]:
             onward = partial(self._copy, target, link.receive_cost, size, deliver, request)
         else:
