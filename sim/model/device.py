@@ -81,7 +81,8 @@ class DeviceInstance:
         self.window = window
         self._start, self._end = window.start, window.end
         self.station = station
-        self._services = services  # every station stage, fallbacks included
+        # every station stage's service (fallbacks included), by stage index: a list, read once per batch
+        self._services: list[Optional[StageService]] = [services.get(i) for i in range(max(services, default=-1) + 1)]
         # the plan's own stages (what the usage reports); a fallback's stage records as another column
         self.services = services if columns is None else {i: v for i, v in services.items() if columns[i] == i}
         self.free = servers

@@ -324,16 +324,16 @@ class _State:
 
         self.candidates: list[list[Candidate]] = []
         self.routers = []
-        self.pass_draws: list[Optional[np.ndarray]] = []
+        # per stage with a prefilter: one byte per arrival, 1 if its draw passes (draw < pass probability)
+        self.passes: list[Optional[bytes]] = []
         for stage in stages:
             tiers = stage.tiers or range(len(stage.pools))
             self.candidates.append(
                 [Candidate(d, tier) for tier, p in zip(tiers, stage.pools) for d in pool_devices[p]]
             )
             self.routers.append(ROUTING[policies.routing.kind](policies.routing, rng(streams.routing(stage.name))))
-            self.pass_draws.append(
-                rng(streams.passes(stage.name)).random(len(arrivals)) if stage.pass_probability < 1 else None
-            )
+            self.passes.append((rng(streams.passes(stage.name)).random(len(arrivals)) < stage.pass_probability).tobytes()
+                               if stage.pass_probability < 1 else None)
         for stage, fallback in fallbacks:
             self.candidates.append(
                 [Candidate(d, tier) for tier, p in enumerate(fallback.pools) for d in pool_devices[p]])
@@ -459,8 +459,8 @@ class _State:
         if request.outcome is not _PENDING:
             return
         stage = self._stages[index]
-        draws = self.pass_draws[index]
-        if draws is not None and draws[request.id] >= stage.pass_probability:
+        passes = self.passes[index]
+        if passes is not None and not passes[request.id]:
             self._finish(request, Outcome.FILTERED)
             return
         out = output if output is not None else stage.output
@@ -562,8 +562,8 @@ class _State:
         if request.outcome != Outcome.PENDING:
             return
         stage = self.plan.stages[index]
-        draws = self.pass_draws[index]
-        if draws is not None and draws[request.id] >= stage.pass_probability:
+        passes = self.passes[index]
+        if passes is not None and not passes[request.id]:
             self._finish(request, Outcome.FILTERED)
             return
         if output is not None or stage.output is not None:
