@@ -118,3 +118,18 @@ def test_only_the_categorical_columns_are_dictionary_encoded(run, tmp_path):
     # names (outcome, devices, links) are; times and ids, nearly all distinct, are written plain
     assert {"outcome", column("pre", "device"), column("infer", "link")} <= dictionary
     assert not {"arrival", "done", "id", column("infer", "start"), column("infer", "batch")} & dictionary
+
+
+def test_outcome_values_and_labels_make_the_same_column():
+    """The sink hands ``request_frame`` the outcomes' values (no string per row); the column must be the
+    one their labels give, whatever order the outcomes are declared in."""
+    import numpy as np
+
+    from sim.contract.outcomes import ENDINGS
+    from sim.metrics.records import _outcomes
+
+    endings = list(ENDINGS) * 2
+    by_value = _outcomes(np.array([o.value for o in endings], dtype=np.int8))
+    by_label = _outcomes([o.label for o in endings])
+    assert list(by_value) == [o.label for o in endings]
+    pd.testing.assert_extension_array_equal(by_value, by_label)

@@ -19,7 +19,7 @@ downstream reads both alike.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ def request_frame(
     deadline: np.ndarray,
     size: np.ndarray,
     done: np.ndarray,
-    outcome: Sequence[str],
+    outcome: Union[Sequence[str], np.ndarray],
     source_names: Sequence[str],
     class_names: Sequence[str],
     stage_names: Sequence[str],
@@ -69,11 +69,15 @@ def request_frame(
     reply_link: Optional[np.ndarray] = None,
     link_names: Sequence[str] = (),
     variant: str = "",
+    batch_size: Optional[np.ndarray] = None,
 ) -> pd.DataFrame:
     """Assemble the table; the per-stage arrays are (requests, stages).
 
-    ``device``, ``batch`` and ``link`` use -1 for "none"; ``batch``,
-    ``link`` and ``reply_link`` may be omitted (the columns are then null).
+    ``outcome``: labels, or ``Outcome`` values as an integer array. ``device``,
+    ``batch``, ``batch_size`` and ``link`` use -1 for "none"; ``batch``,
+    ``link`` and ``reply_link`` may be omitted (the columns are then null);
+    without ``batch_size`` a request's batch size is the number of rows
+    with its batch id.
     """
     n, width = len(ids), len(stage_names)
     columns: dict[str, object] = {
@@ -88,7 +92,7 @@ def request_frame(
         "size": size,
         "done": done,
         "latency": done - arrival,
-        "outcome": pd.Categorical(list(outcome), categories=list(LABELS)),
+        "outcome": _outcomes(outcome),
         "reply_link": _named(reply_link if reply_link is not None else np.full(n, NO_LINK), link_names),
     }
     missing = np.full((n, width), -1, dtype=np.int64)
@@ -99,7 +103,8 @@ def request_frame(
         columns[column(name, "start")] = start[:, j]
         columns[column(name, "end")] = end[:, j]
         columns[column(name, "device")] = _named(device[:, j], device_names)
-        ids_j, sizes_j = _batches(batch[:, j])
+        ids_j, sizes_j = _batches(batch[:, j]) if batch_size is None else (
+            _masked(batch[:, j], batch[:, j] >= 0), _masked(batch_size[:, j], batch_size[:, j] >= 0))
         columns[column(name, "batch")] = ids_j
         columns[column(name, "batch_size")] = sizes_j
         columns[column(name, "link")] = _named(link[:, j], link_names)
@@ -123,6 +128,13 @@ def write_parquet(frame: pd.DataFrame, path) -> None:
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(table, path, **parquet_options(table.schema))
+
+
+def _outcomes(outcome: Union[Sequence[str], np.ndarray]) -> pd.Categorical:
+    """The outcome column from labels, or from ``Outcome`` values (value i is ``LABELS[i]``)."""
+    if isinstance(outcome, np.ndarray) and outcome.dtype.kind in "iu":
+        return pd.Categorical.from_codes(outcome.astype(np.int8), categories=list(LABELS))
+    return pd.Categorical(list(outcome), categories=list(LABELS))
 
 
 def _named(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:

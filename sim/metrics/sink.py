@@ -38,14 +38,12 @@ from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from sim.contract.outcomes import Outcome
 from sim.metrics.columns import RequestColumns
-from sim.metrics.records import column, parquet_options, request_frame
+from sim.metrics.records import parquet_options, request_frame
 
 if TYPE_CHECKING:
     from sim.workload import Arrivals
 
-_LABEL_OF = {o.value: o.label for o in Outcome}  # a row's outcome (its int value) -> its label
 
 DEFAULT_ROWS_PER_GROUP = 65_536
 
@@ -162,19 +160,15 @@ class RequestSink:
             replication=self.replication, ids=each("id", np.int64), source=each("source", np.int64),
             klass=each("klass", np.int64), priority=each("priority", np.int32), arrival=each("arrival", float),
             deadline=each("deadline", float), size=each("size", float), done=each("done", float),
-            outcome=[_LABEL_OF[o] for o in group.values["outcome"]],
+            outcome=each("outcome", np.int8),
             source_names=names.sources, class_names=names.classes, stage_names=names.stages,
             enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
             device=matrix("instance", np.int64), device_names=names.devices,
             batch=matrix("batch", np.int64) if group.recorded("batch") else None,
             link=matrix("link", np.int64) if group.recorded("link") else None,
             reply_link=each("reply_link", np.int64), link_names=names.links,
-            variant=self.variant,
+            variant=self.variant, batch_size=matrix("batch_size", np.int64),  # the model's own batch sizes
         )
-        sizes = matrix("batch_size", np.int64)
-        for j, stage in enumerate(names.stages):  # the model's own batch sizes, when it records them
-            known = sizes[:, j] >= 0
-            frame[column(stage, "batch_size")] = pd.arrays.IntegerArray(np.where(known, sizes[:, j], 0), ~known)
         return frame
 
     def _flush(self, group: "_Rows") -> None:
