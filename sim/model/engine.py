@@ -16,7 +16,8 @@ per-event overhead the model does not need, in the way SimPy's own
   function, args)``, where a SimPy event's is ``(time, priority, id, event)``
   (the id is unique, so entries never compare beyond it);
 - ``now`` is a plain attribute, set by the loop, instead of a property the
-  model reads a few times per event;
+  model reads a few times per event (SimPy's own ``_now``, which its
+  ``schedule`` reads, is a property over it: one clock, one store per event);
 - ``run(until=t)`` pops and dispatches events in one loop rather than one
   ``step()`` call per event; it stops where SimPy's would (before the
   first event after an urgent stop event at ``t``, whose id it takes from the
@@ -37,11 +38,18 @@ from simpy.events import NORMAL, URGENT
 class Engine(simpy.Environment):
     """A ``simpy.Environment`` whose clock is an attribute and whose timers are plain callbacks."""
 
-    now: float = 0.0  # shadows Environment.now (a property): an attribute the loop keeps equal to _now
+    now: float = 0.0  # shadows Environment.now (a property): an attribute, the one clock the loop sets
+
+    @property
+    def _now(self) -> float:  # what SimPy's own code (schedule, step) reads and writes: the same clock
+        return self.now
+
+    @_now.setter
+    def _now(self, value: float) -> None:
+        self.now = value
 
     def __init__(self, initial_time: float = 0.0):
-        super().__init__(initial_time)
-        self.now = self._now
+        super().__init__(initial_time)  # (sets _now, so now)
         # for a caller that sets a timer per job: ``push_timer((now + delay, NORMAL, next(timer_ids), function,
         # args))`` is ``call_after(delay, function, *args)`` without a Python call (a C partial of heappush)
         self.push_timer = partial(heappush, self._queue)
@@ -55,12 +63,12 @@ class Engine(simpy.Environment):
         heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), function, args))
 
     def step(self) -> None:
-        """SimPy's step, keeping ``now`` in step with ``_now``."""
+        """SimPy's step, for this engine's entries (timers and events)."""
         try:
             entry = heappop(self._queue)
         except IndexError:
             raise EmptySchedule from None
-        self._now = self.now = entry[0]
+        self.now = entry[0]
         if entry[-1].__class__ is tuple:  # a timer: its args last (an event's entry ends with the event)
             entry[3](*entry[4])
         else:
@@ -79,21 +87,21 @@ class Engine(simpy.Environment):
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         # SimPy schedules an urgent stop event at now + (at - now) (which may round off at) and stops
         # when it comes up: events before it in (time, priority, id) order run, the rest wait.
-        stop = self._now + (at - self._now)
+        stop = self.now + (at - self.now)
         stop_id = next(self._eid)
         queue = self._queue
         while queue:
             head = heappop(queue)
             when = head[0]
-            if when > stop or (when == stop and (head[1] > URGENT or head[2] > stop_id)):
+            if when >= stop and (when > stop or head[1] > URGENT or head[2] > stop_id):
                 heappush(queue, head)  # (keys are unique: the heap pops the same order as if it had stayed)
                 break
-            self._now = self.now = when
+            self.now = when
             if head[-1].__class__ is tuple:  # a timer
                 head[3](*head[4])
             else:
                 _dispatch(head[3])
-        self._now = self.now = stop
+        self.now = stop
 
 
 def _dispatch(event: simpy.Event) -> None:
