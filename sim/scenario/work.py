@@ -37,12 +37,12 @@ from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, Poisson
 # shipped video pipeline through and stops what would take more than about half an hour.
 DEFAULT_WORK_LIMIT = 50_000_000  # request-stages: ~1,700 CPU seconds (~28 min on one core)
 # Memory that grows with the run when records stream (`dgsim run`; reports/streamed-records.md,
-# "session 4"): arrivals as time + source (10 B), prefilter draws (8 B per filtering stage), the
+# "session 4"): arrivals as time + source (10 B), prefilter verdicts (1 B per filtering stage), the
 # summary's columns (id, outcome, latency: 9 B + 1 B per stage, and a stage's wait and service,
 # 16 B, for each request that started it; sim.metrics.columns). These constants give the upper
 # end (every stage started, a filtering stage). A fixed ~0.4 GB (interpreter, libraries, the
 # Parquet writer's buffers) comes on top.
-BYTES_PER_ARRIVAL = 27
+BYTES_PER_ARRIVAL = 20
 BYTES_PER_REQUEST_STAGE = 17
 
 
