@@ -125,6 +125,7 @@ def measured(spec: Policies, arrivals: list[Arrival]) -> list[tuple]:
     pending = list(arrivals)
     running: Launch | None = None
     busy_until = wake = math.inf
+    running_since = 0.0  # when the batch in service began (set with ``running``)
     while pending or station.waiting or running:
         now = min(pending[0].time if pending else math.inf, busy_until, wake)
         if running is not None and now == busy_until:
