@@ -30,12 +30,14 @@ from typing import Iterable
 
 from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, PoissonSource, Scenario, TraceSource
 
-# Measured (time.process_time around whole runs on the project's shared 2-core machine,
-# reports/streamed-records.md): an hour of video-analytics-64 dpu-offload (6.3e6 arrivals x 5
-# stages = 3.2e7 request-stages) costs ~1,000 CPU seconds, ~3e4 request-stages per CPU second.
-# The shipped scenarios ask for 3e5-6e5 request-stages per run; the limit lets an hour of the
-# shipped video pipeline through and stops what would take more than about half an hour.
-DEFAULT_WORK_LIMIT = 50_000_000  # request-stages: ~1,700 CPU seconds (~28 min on one core)
+# Measured (whole runs on the project's shared 2-core machine, reports/streamed-records.md): an
+# hour of video-analytics-64 dpu-offload (6.3e6 arrivals x 5 stages = 3.2e7 request-stages) cost
+# ~1,000 CPU seconds in session 3 (~3e4 request-stages per CPU second) and 240 in session 6
+# (~1.3e5; that VM ran faster, and the model's path per request is 0.7x as long). The city
+# (scenarios/city-10k.yaml) costs ~2.5x more per request-stage. The shipped scenarios ask for
+# 3e5-6e5 request-stages per run; the limit lets an hour of the shipped video pipeline through
+# and stops what would take more than a quarter of an hour to an hour, depending on the machine.
+DEFAULT_WORK_LIMIT = 50_000_000  # request-stages: ~6 CPU minutes (session 6) to ~28 (session 3)
 # Memory that grows with the run when records stream (`dgsim run`; reports/streamed-records.md,
 # "session 4"): arrivals as time + source (10 B), prefilter verdicts (1 B per filtering stage), the
 # summary's columns (id, outcome, latency: 9 B + 1 B per stage, and a stage's wait and service,
