@@ -34,7 +34,7 @@ from sim.scenario.schema import GammaSource, MmppSource, PeriodicSource, Poisson
 # hour of video-analytics-64 dpu-offload (6.3e6 arrivals x 5 stages = 3.2e7 request-stages) cost
 # ~1,000 CPU seconds in session 3 (~3e4 request-stages per CPU second) and 240 in session 6
 # (~1.3e5; that VM ran faster, and the model's path per request is 0.7x as long). The city
-# (scenarios/city-10k.yaml) costs ~2.5x more per request-stage. The shipped scenarios ask for
+# (scenarios/city-10k.yaml) costs ~1.7x more per request-stage. The shipped scenarios ask for
 # 3e5-6e5 request-stages per run; the limit lets an hour of the shipped video pipeline through
 # and stops what would take more than a quarter of an hour to an hour, depending on the machine.
 DEFAULT_WORK_LIMIT = 50_000_000  # request-stages: ~6 CPU minutes (session 6) to ~28 (session 3)
