@@ -14,7 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.model.engine import Engine
+from sim.model.heap import COMPILED
 
+# each engine test runs on both heaps: the compiled one (where it was built) and heapq's
+HEAPS = [pytest.param(True, id="compiled-heap",
+                      marks=pytest.mark.skipif(not COMPILED, reason="sim/model/_heap.pyx was not built here")),
+         pytest.param(False, id="python-heap")]
 # a delay drawn from few values, so many events share a time (ties are where order matters)
 delays = st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 1.5])
 
@@ -68,21 +73,24 @@ def _engine_timer(env, delay, callback):
        stops=st.lists(st.sampled_from([0.25, 0.5, 1.0, 1.2, 2.0, 2.5]), max_size=3).map(sorted))
 def test_events_come_in_simpys_order_and_runs_stop_where_simpys_do(plan, stops):
     expected = _trace(simpy.Environment(), plan, stops, _simpy_timer)
-    assert _trace(Engine(), plan, stops, _engine_timer) == expected
-    # SimPy timeouts on an Engine interleave with its timers exactly as well
-    assert _trace(Engine(), plan, stops, _simpy_timer) == expected
+    for compiled in [True, False] if COMPILED else [False]:
+        assert _trace(Engine(compiled=compiled), plan, stops, _engine_timer) == expected
+        # SimPy timeouts on an Engine interleave with its timers exactly as well
+        assert _trace(Engine(compiled=compiled), plan, stops, _simpy_timer) == expected
 
 
-def test_the_clock_after_run_until_is_simpys_even_where_now_plus_delay_rounds():
-    engine, reference = Engine(), simpy.Environment()
+@pytest.mark.parametrize("compiled", HEAPS)
+def test_the_clock_after_run_until_is_simpys_even_where_now_plus_delay_rounds(compiled):
+    engine, reference = Engine(compiled=compiled), simpy.Environment()
     for env in (engine, reference):
         env.run(until=0.2)
         env.run(until=0.7000000000000001)  # 0.2 + (0.7000000000000001 - 0.2) is 0.7
     assert engine.now == reference.now and engine.now != 0.7000000000000001
 
 
-def test_a_failed_event_still_crashes_the_run():
-    env = Engine()
+@pytest.mark.parametrize("compiled", HEAPS)
+def test_a_failed_event_still_crashes_the_run(compiled):
+    env = Engine(compiled=compiled)
 
     def broken():
         yield env.timeout(1.0)
@@ -98,15 +106,17 @@ def test_a_timer_cannot_be_set_in_the_past():
         Engine().call_after(-1e-9, print)
 
 
-def test_run_until_a_time_not_in_the_future_is_refused_as_simpy_refuses_it():
-    env = Engine()
+@pytest.mark.parametrize("compiled", HEAPS)
+def test_run_until_a_time_not_in_the_future_is_refused_as_simpy_refuses_it(compiled):
+    env = Engine(compiled=compiled)
     env.run(until=1.0)
     with pytest.raises(ValueError, match="must be greater"):
         env.run(until=1.0)
 
 
-def test_a_timer_calls_its_function_with_its_arguments_at_its_time():
-    env, calls = Engine(), []
+@pytest.mark.parametrize("compiled", HEAPS)
+def test_a_timer_calls_its_function_with_its_arguments_at_its_time(compiled):
+    env, calls = Engine(compiled=compiled), []
     env.call_after(2.0, lambda *args: calls.append((env.now, args)), "b", 2)
     env.call_after(1.0, lambda *args: calls.append((env.now, args)))
     env.run()

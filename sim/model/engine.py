@@ -21,18 +21,24 @@ per-event overhead the model does not need, in the way SimPy's own
 - ``run(until=t)`` pops and dispatches events in one loop rather than one
   ``step()`` call per event; it stops where SimPy's would (before the
   first event after an urgent stop event at ``t``, whose id it takes from the
-  same sequence), and leaves the clock at that stop event's time.
+  same sequence), and leaves the clock at that stop event's time;
+- the heap is ``sim.model.heap``'s: compiled where the package was built with
+  a C compiler (keys compared in C, the loop in C), else ``heapq`` on a list,
+  as SimPy's own; both pop the same entries in the same order, so a run's
+  results are the same bytes either way (``Engine(compiled=False)`` asks for
+  the pure-Python one). SimPy's ``schedule``, ``peek`` and ``step`` are
+  overridden to use it (SimPy's list, ``_queue``, stays empty).
 """
 
 from __future__ import annotations
 
-from functools import partial
-from heapq import heappop, heappush
 from typing import Callable, Optional
 
 import simpy
 from simpy.core import EmptySchedule
-from simpy.events import NORMAL, URGENT
+from simpy.events import NORMAL
+
+from sim.model.heap import new_heap
 
 
 class Engine(simpy.Environment):
@@ -48,24 +54,33 @@ class Engine(simpy.Environment):
     def _now(self, value: float) -> None:
         self.now = value
 
-    def __init__(self, initial_time: float = 0.0):
+    def __init__(self, initial_time: float = 0.0, compiled: Optional[bool] = None):
         super().__init__(initial_time)  # (sets _now, so now)
+        self._heap = new_heap(compiled)
         # for a caller that sets a timer per job: ``push_timer((now + delay, NORMAL, next(timer_ids), function,
-        # args))`` is ``call_after(delay, function, *args)`` without a Python call (a C partial of heappush)
-        self.push_timer = partial(heappush, self._queue)
+        # args))`` is ``call_after(delay, function, *args)`` without a Python frame of its own
+        self.push_timer = self._heap.push
         self.timer_ids = self._eid
+
+    def schedule(self, event: simpy.Event, priority: int = NORMAL, delay: float = 0) -> None:
+        """SimPy's ``schedule``, on this engine's heap."""
+        self._heap.push((self.now + delay, priority, next(self._eid), event))
+
+    def peek(self) -> float:
+        """SimPy's ``peek``: the next entry's time, or infinity."""
+        return self._heap.first_time()
 
     def call_after(self, delay: float, function: Callable[..., None], *args) -> None:
         """Call ``function(*args)`` ``delay`` seconds from now (``delay >= 0``), in the event order a
         ``Timeout`` of that delay would have."""
         if delay < 0:
             raise ValueError(f"negative delay {delay}")
-        heappush(self._queue, (self.now + delay, NORMAL, next(self._eid), function, args))
+        self._heap.push((self.now + delay, NORMAL, next(self._eid), function, args))
 
     def step(self) -> None:
         """SimPy's step, for this engine's entries (timers and events)."""
         try:
-            entry = heappop(self._queue)
+            entry = self._heap.pop()
         except IndexError:
             raise EmptySchedule from None
         self.now = entry[0]
@@ -77,7 +92,7 @@ class Engine(simpy.Environment):
     def run(self, until: Optional[float] = None) -> None:
         """Dispatch events until the clock reaches ``until`` (a number), or until none are left (None)."""
         if until is None:
-            while self._queue:
+            while len(self._heap):
                 self.step()
             return
         if isinstance(until, simpy.Event):
@@ -89,18 +104,7 @@ class Engine(simpy.Environment):
         # when it comes up: events before it in (time, priority, id) order run, the rest wait.
         stop = self.now + (at - self.now)
         stop_id = next(self._eid)
-        queue = self._queue
-        while queue:
-            head = heappop(queue)
-            when = head[0]
-            if when >= stop and (when > stop or head[1] > URGENT or head[2] > stop_id):
-                heappush(queue, head)  # (keys are unique: the heap pops the same order as if it had stayed)
-                break
-            self.now = when
-            if head[-1].__class__ is tuple:  # a timer
-                head[3](*head[4])
-            else:
-                _dispatch(head[3])
+        self._heap.run(self, stop, stop_id, _dispatch)
         self.now = stop
 
 
