@@ -3,7 +3,7 @@ compiled module, the engine's event heap (sim/model/_heap.pyx), built where a C 
 
 Without a compiler (or with DGSIM_PURE_PYTHON=1 set at install) the build leaves the heap out and
 says so; the engine then runs on ``heapq`` (sim/model/heap.py): the same results, byte for byte,
-more slowly at scale (docs/performance.md)."""
+more slowly at scale (docs/model.md, "The compiled event heap")."""
 
 import os
 

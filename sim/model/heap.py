@@ -3,9 +3,10 @@
 Both hold SimPy's heap entries, ``(time, priority, id, event)``, and the engine's timers,
 ``(time, priority, id, function, args)``, and pop them in (time, priority, id) order; ids are
 unique, so the order is total and both give the same sequence, entry for entry. The compiled
-heap (``sim/model/_heap.pyx``, built by ``pip install``; see docs/performance.md) compares keys in
-C and runs the dispatch loop in C; ``PythonHeap`` is the same heap in Python, used where the
-extension was not built (no C compiler) or when asked for (``Engine(compiled=False)``).
+heap (``sim/model/_heap.pyx``, built by ``pip install``; docs/model.md, "The compiled event
+heap") compares keys in C and runs the dispatch loop in C; ``PythonHeap`` is the same heap in
+Python, used where the extension was not built (no C compiler) or when asked for
+(``Engine(compiled=False)``).
 """
 
 from __future__ import annotations
