@@ -4,8 +4,10 @@
 An entry is the tuple SimPy's heap holds, ``(time, priority, id, event)``, or the engine's timer
 ``(time, priority, id, function, args)``. ``heapq`` orders them by comparing tuples in Python: at a
 city's width (thousands of pending timers) a pop makes ~25 such comparisons, each two rich
-comparisons of floats. Here each entry's key (time as a C double, priority, id) sits in a C array
-beside it and is compared in C. Ids are unique, so the keys are a total order and the pop sequence
+comparisons of floats, and each move of an entry touches its refcount (a cache miss at that width).
+Here the heap is a C array of keys (time as a C double, priority, id) and slot numbers: sifting
+compares and moves only those; the entries stay put in a list of slots (which the garbage collector
+sees), written once when pushed and once when popped. Ids are unique, so the keys are a total order and the pop sequence
 is the one ``heapq`` gives, entry for entry: runs stay byte-identical to the pure-Python heap
 (``sim.model.heap.PythonHeap``), which is what runs where this module was not compiled.
 
@@ -19,6 +21,7 @@ cdef struct Key:
     double time
     long long priority
     long long id
+    Py_ssize_t slot  # where the entry is in ``_slots``
 
 
 cdef inline bint _before(Key* a, Key* b) noexcept nogil:
@@ -32,21 +35,26 @@ cdef inline bint _before(Key* a, Key* b) noexcept nogil:
 cdef class CompiledHeap:
     """A binary min-heap of event entries keyed by (time, priority, id), compared in C."""
 
-    cdef Key* _keys
-    cdef list _entries  # the entries, in the same slots as their keys (a list: the collector sees them)
+    cdef Key* _keys  # the heap
+    cdef Py_ssize_t* _free  # slots of ``_slots`` that hold None, to reuse
+    cdef list _slots  # the entries (None in a free slot)
     cdef Py_ssize_t _size
-    cdef Py_ssize_t _capacity
+    cdef Py_ssize_t _free_count
+    cdef Py_ssize_t _capacity  # of ``_keys`` and ``_free``
 
     def __cinit__(self):
         self._capacity = 256
         self._keys = <Key*> malloc(self._capacity * sizeof(Key))
-        if self._keys is NULL:
+        self._free = <Py_ssize_t*> malloc(self._capacity * sizeof(Py_ssize_t))
+        if self._keys is NULL or self._free is NULL:
             raise MemoryError()
-        self._entries = []
+        self._slots = []
         self._size = 0
+        self._free_count = 0
 
     def __dealloc__(self):
         free(self._keys)
+        free(self._free)
 
     def __len__(self):
         return self._size
@@ -57,6 +65,10 @@ cdef class CompiledHeap:
         if keys is NULL:
             raise MemoryError()
         self._keys = keys
+        cdef Py_ssize_t* free_slots = <Py_ssize_t*> realloc(self._free, capacity * sizeof(Py_ssize_t))
+        if free_slots is NULL:
+            raise MemoryError()
+        self._free = free_slots
         self._capacity = capacity
         return 0
 
@@ -68,8 +80,13 @@ cdef class CompiledHeap:
         key.id = entry[2]
         if self._size == self._capacity:
             self._grow()
-        cdef list entries = self._entries
-        entries.append(entry)
+        if self._free_count:
+            self._free_count -= 1
+            key.slot = self._free[self._free_count]
+            self._slots[key.slot] = entry
+        else:
+            key.slot = len(self._slots)
+            self._slots.append(entry)
         cdef Key* keys = self._keys
         cdef Py_ssize_t pos = self._size
         cdef Py_ssize_t parent
@@ -78,29 +95,28 @@ cdef class CompiledHeap:
             if not _before(&key, &keys[parent]):
                 break
             keys[pos] = keys[parent]
-            entries[pos] = entries[parent]
             pos = parent
         keys[pos] = key
-        entries[pos] = entry
         self._size += 1
 
     cpdef tuple pop(self):
         """Remove and return the first entry (IndexError when empty, as ``heapq.heappop``)."""
         if self._size == 0:
             raise IndexError("pop from an empty heap")
-        cdef list entries = self._entries
         cdef Key* keys = self._keys
-        cdef tuple first = <tuple> entries[0]
+        cdef Py_ssize_t slot = keys[0].slot
+        cdef tuple first = <tuple> self._slots[slot]
+        self._slots[slot] = None
+        self._free[self._free_count] = slot
+        self._free_count += 1
         cdef Py_ssize_t last = self._size - 1
-        cdef Key key = keys[last]
-        cdef object moved = entries[last]
-        del entries[last]
         self._size = last
         if last == 0:
             return first
+        cdef Key key = keys[last]
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t child
-        while True:  # move the hole down to where the last entry belongs
+        while True:  # move the hole down to where the last key belongs
             child = 2 * pos + 1
             if child >= last:
                 break
@@ -109,19 +125,17 @@ cdef class CompiledHeap:
             if not _before(&keys[child], &key):
                 break
             keys[pos] = keys[child]
-            entries[pos] = entries[child]
             pos = child
         keys[pos] = key
-        entries[pos] = moved
         return first
 
     def first_time(self):
         """The first entry's time, or infinity when there is none (``simpy.Environment.peek``)."""
-        return self._entries[0][0] if self._size else float("inf")
+        return self._slots[self._keys[0].slot][0] if self._size else float("inf")
 
     def entries(self):
-        """The pending entries, in heap (not time) order."""
-        return list(self._entries)
+        """The pending entries, in no particular order."""
+        return [entry for entry in self._slots if entry is not None]
 
     def run(self, engine, double stop, long long stop_id, dispatch):
         """Pop and dispatch entries until the first one at or after the urgent stop ``(stop, URGENT=0,
