@@ -124,8 +124,8 @@ def main() -> None:
         "",
         "| seed design's claim | dgsim predicts | agrees? |",
         "|---|---|---|",
-        f"| 64 camera streams at 25-30 fps | input: 64 streams, rates drawn in [25, 30] fps | (input) |",
-        f"| 100 ms end-to-end budget | input: p99 <= 100 ms budget and a 100 ms deadline | (input) |",
+        "| 64 camera streams at 25-30 fps | input: 64 streams, rates drawn in [25, 30] fps | (input) |",
+        "| 100 ms end-to-end budget | input: p99 <= 100 ms budget and a 100 ms deadline | (input) |",
         f"| prefilter drops ~71% of frames | {pct(e[DPU]['rate.filter'].mean)} filtered at 64 streams "
         f"(input `pass_probability: 0.29`; the simulator draws it per frame) | yes, by construction |",
         f"| ~2.1x throughput with DPU offload | capacity {cap[CPU]['capacity']['value']:g} streams (cpu-path) vs "

@@ -147,8 +147,8 @@ def offered_loads(plan: Plan) -> list[Load]:
         if not directions:
             loads.append(Load("link", link.name, 0.0, _channels(plan, link, *link.ends)))
             continue
-        busiest = max(directions, key=lambda d: occupancy[link.name, *d] / _channels(plan, link, *d))
-        loads.append(Load("link", link.name, occupancy[link.name, *busiest], _channels(plan, link, *busiest)))
+        busiest = max(directions, key=lambda d: occupancy[(link.name, *d)] / _channels(plan, link, *d))
+        loads.append(Load("link", link.name, occupancy[(link.name, *busiest)], _channels(plan, link, *busiest)))
     return loads
 
 
@@ -161,7 +161,6 @@ def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request
     their capacity. A join's input is one message of its predecessors' outputs, sent (here) from its
     first predecessor's pool."""
     topology = plan.topology
-    stages = plan.stages
     busy = {name: 0.0 for name in plan.pools}
     count = {CLIENT: 1, **{name: pool.count for name, pool in plan.pools.items()}}
     client_links = any(CLIENT in link.ends for link in plan.links)
@@ -199,8 +198,8 @@ def _routed_loads(plan: Plan, parts, shares: list[dict[str, float]], per_request
             loads.append(Load("link", link.name, 0.0, 1.0 if link.sharing == "shared" else
                               _channels(plan, link, *link.ends)))
             continue
-        busiest = max(directions, key=lambda d: occupancy[link.name, *d] / channels[link.name, *d])
-        loads.append(Load("link", link.name, occupancy[link.name, *busiest], channels[link.name, *busiest]))
+        busiest = max(directions, key=lambda d: occupancy[(link.name, *d)] / channels[(link.name, *d)])
+        loads.append(Load("link", link.name, occupancy[(link.name, *busiest)], channels[(link.name, *busiest)]))
     return loads
 
 

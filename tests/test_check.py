@@ -24,7 +24,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from sim.check.baseline import BaselineError, parse_tolerance
-from sim.check.budgets import MAX, MIN, Budget, budget, budgets_of
+from sim.check.budgets import MAX, MIN, budget, budgets_of
 from sim.check.command import check_command
 from sim.check.evidence import TAIL_ALPHA, evidence, samples_needed
 from sim.check.verdict import Verdict, against, decide, judge, replicate

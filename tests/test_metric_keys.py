@@ -8,7 +8,6 @@ carries every metric name the simulator's carries for the same scenario.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

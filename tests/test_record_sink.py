@@ -95,7 +95,7 @@ def test_sample_keeps_n_distinct_requests_the_same_each_time_and_none_writes_not
     first = _feed(run, "sample:25", tmp_path / "a.parquet")
     second = _feed(run, "sample:25", tmp_path / "b.parquet", rows_per_group=1000)
     a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
-    assert first.written == 25 and a["id"].is_unique and list(a["id"]) == list(b["id"])
+    assert first.written == second.written == 25 and a["id"].is_unique and list(a["id"]) == list(b["id"])
     assert list(a["id"]) == sorted(a["id"]) and set(a["id"]) <= set(frame["id"])
     row = frame.set_index("id").loc[a["id"].iloc[0]]
     assert a[column("pre", "start")].iloc[0] == row[column("pre", "start")] or math.isnan(row[column("pre", "start")])

@@ -451,7 +451,7 @@ def test_a_model_split_across_two_gpus_sends_its_activations_over_nvlink_not_pci
     names = [link.name for link in plan.links]
     served = [r for r in out.requests if r.outcome is Outcome.COMPLETED and out.window.start <= r.arrival]
     assert len(served) > 300
-    head, tail = 1, 2
+    tail = 2  # the stages: preprocess, head (first half of the detector), tail (second half)
     assert {names[r.link[tail]] for r in served} == {"nvlink"}  # every activation crossed NVLink ...
     # ... and only NVLink: its 13 MB per request, while the slots carry the tensor in and the result out
     assert moved["nvlink"] == pytest.approx(13e6 * len(served), rel=0.05)

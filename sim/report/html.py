@@ -263,8 +263,8 @@ def report_html(folder: Path) -> str:
                         f"<td>{escape(_estimate('throughput', v.estimates.get('throughput')))}</td></tr>")
     intro = (f"<p>Scenario <b>{escape(summary.scenario)}</b>, {escape(summary.source)}, seed {summary.seed}, "
              f"folder <code>{escape(str(folder))}</code>.</p>{nav}"
-             + (f"<p class='note'>Measured results (<code>dgsim hil run</code>): times are real timestamps; "
-                f"no time series were recorded.</p>" if measured else "")
+             + ("<p class='note'>Measured results (<code>dgsim hil run</code>): times are real timestamps; "
+                "no time series were recorded.</p>" if measured else "")
              + "<table class='overview'><thead><tr><th>variant</th><th>budgets</th><th>latency p99</th>"
                f"<th>throughput</th></tr></thead><tbody>{''.join(verdicts)}</tbody></table>")
     budgets = next((v.latency_budgets for v in variants if v.latency_budgets), {})
