@@ -12,14 +12,21 @@ from setuptools.command.build_ext import build_ext
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that warns instead of failing: the compiled heap is an optimisation, not a need."""
+    """build_ext that warns instead of failing: the compiled heap is an optimisation, not a need. An
+    extension that does not build is dropped from the outputs (an editable install would otherwise
+    look for its file)."""
 
-    def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
-        except Exception as error:  # a missing compiler or headers: fall back to the pure-Python heap
-            print(f"dgsim: not compiling {ext.name} ({error}); the engine will use the pure-Python heap "
-                  "(same results, slower)")
+    def build_extensions(self):
+        self.check_extensions_list(self.extensions)
+        built = []
+        for ext in self.extensions:
+            try:
+                self.build_extension(ext)
+                built.append(ext)
+            except Exception as error:  # a missing compiler or headers: fall back to the pure-Python heap
+                print(f"dgsim: not compiling {ext.name} ({error}); the engine will use the pure-Python heap "
+                      "(same results, slower)")
+        self.extensions = built
 
 
 def _extensions():
