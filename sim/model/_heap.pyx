@@ -133,10 +133,6 @@ cdef class CompiledHeap:
         """The first entry's time, or infinity when there is none (``simpy.Environment.peek``)."""
         return self._slots[self._keys[0].slot][0] if self._size else float("inf")
 
-    def entries(self):
-        """The pending entries, in no particular order."""
-        return [entry for entry in self._slots if entry is not None]
-
     def run(self, engine, double stop, long long stop_id, dispatch):
         """Pop and dispatch entries until the first one at or after the urgent stop ``(stop, URGENT=0,
         stop_id)``: a timer's ``function(*args)``, an event's ``dispatch(event)``; ``engine.now`` is

@@ -34,8 +34,6 @@ class EventHeap(Protocol):
 
     def first_time(self) -> float: ...
 
-    def entries(self) -> list[tuple]: ...
-
     def run(self, engine, stop: float, stop_id: int, dispatch: Callable) -> None: ...
 
 
@@ -52,9 +50,6 @@ class PythonHeap:
 
     def first_time(self) -> float:
         return self._entries[0][0] if self._entries else float("inf")
-
-    def entries(self) -> list[tuple]:
-        return list(self._entries)
 
     def run(self, engine, stop: float, stop_id: int, dispatch: Callable) -> None:
         queue = self._entries
