@@ -45,11 +45,18 @@ def _time(compiled: bool, first: list[tuple], later: list[tuple]) -> tuple[float
     return (time.perf_counter() - start) / len(later), popped
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[150, 5000, 50000])
-    parser.add_argument("--operations", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", type=_positive, nargs="+", default=[150, 5000, 50000])
+    parser.add_argument("--operations", type=_positive, default=200_000)
+    parser.add_argument("--repeat", type=_positive, default=5)
     args = parser.parse_args(argv)
     if not COMPILED:
         print("the compiled heap was not built in this installation (sim/model/_heap.pyx): nothing to compare",
