@@ -23,7 +23,8 @@ operations = st.lists(st.one_of(st.tuples(st.just("push"), times, st.sampled_fro
 
 
 def _replay(target, ops) -> list:
-    """Apply ``ops`` to a heap (push: an event entry or a timer entry, ids in push order); the popped ids."""
+    """Apply ``ops`` to a heap (push: an event entry or a timer entry, ids in push order, as the engine's
+    counter gives them); the popped entries, then the rest popped in turn."""
     popped, ids = [], 0
     for op in ops:
         if op[0] == "push":
