@@ -7,9 +7,10 @@ city's width (thousands of pending timers) a pop makes ~25 such comparisons, eac
 comparisons of floats, and each move of an entry touches its refcount (a cache miss at that width).
 Here the heap is a C array of keys (time as a C double, priority, id) and slot numbers: sifting
 compares and moves only those; the entries stay put in a list of slots (which the garbage collector
-sees), written once when pushed and once when popped. Ids are unique, so the keys are a total order and the pop sequence
-is the one ``heapq`` gives, entry for entry: runs stay byte-identical to the pure-Python heap
-(``sim.model.heap.PythonHeap``), which is what runs where this module was not compiled.
+sees), written once when pushed and once when popped. Ids are unique, so the keys are a total order
+and the pop sequence is the one ``heapq`` gives, entry for entry: runs stay byte-identical to the
+pure-Python heap (``sim.model.heap.PythonHeap``), which is what runs where this module was not
+compiled.
 
 ``run`` is the engine's dispatch loop, here so that a pop, the stop test and the call of a timer's
 function cost no Python bytecode of their own.
