@@ -40,6 +40,13 @@ import pandas as pd
 from sim.metrics.columns import RequestColumns
 from sim.metrics.records import parquet_options, request_frame
 
+try:
+    from sim.metrics._rows import CompiledRows
+except ImportError:  # not built (no C compiler): ``_Rows`` below does the same in Python
+    CompiledRows = None
+
+COMPILED = CompiledRows is not None  # whether this installation has the compiled row buffer
+
 if TYPE_CHECKING:
     from sim.workload import Arrivals
 
@@ -102,8 +109,9 @@ class RequestSink:
 
     def __init__(self, names: TableNames, arrivals: "Arrivals", replication: int, variant: str,
                  choice: RecordsChoice, path: Optional[Path], seed: int = 0,
-                 rows_per_group: int = DEFAULT_ROWS_PER_GROUP):
-        """``arrivals``: the run's (``sim.workload.Arrivals``); request ids index them."""
+                 rows_per_group: int = DEFAULT_ROWS_PER_GROUP, compiled: Optional[bool] = None):
+        """``arrivals``: the run's (``sim.workload.Arrivals``); request ids index them. ``compiled``: buffer
+        rows in ``sim.metrics._rows.CompiledRows`` (None: where built; the same rows either way)."""
         self.names, self.replication, self.variant, self.choice = names, replication, variant, choice
         self.arrivals = arrivals
         self.path = path if choice.kind != "none" else None
@@ -114,7 +122,8 @@ class RequestSink:
         self._writer = None
         self._written = 0
         self._columns = _ColumnStore(names.stages, len(arrivals))  # what the summary reads, every request
-        self._pending = _Rows(len(names.stages))  # ended requests, not yet stored (nor, with all, written)
+        self._rows = _row_buffer(compiled)
+        self._pending = self._new_group()  # ended requests, not yet stored (nor, with all, written)
 
     # -- the model's side -----------------------------------------------------
 
@@ -137,7 +146,7 @@ class RequestSink:
         if self._pending.count or (self.choice.kind == "all" and self._writer is None):
             self._store()
         if self.choice.kind == "sample":
-            self._flush(_Rows.of(sorted(self._sample, key=lambda row: row.id), len(self.names.stages)))
+            self._flush(self._rows.of(sorted(self._sample, key=lambda row: row.id), len(self.names.stages)))
         self._sample = []
         if self._writer is not None:
             self._writer.close()
@@ -152,6 +161,9 @@ class RequestSink:
             self.path.unlink(missing_ok=True)
 
     # -- internals --------------------------------------------------------------
+
+    def _new_group(self):
+        return self._rows(len(self.names.stages), min(self.rows_per_group, len(self.arrivals) + 1))
 
     def _frame(self, group: "_Rows") -> pd.DataFrame:
         names, matrix, each = self.names, group.matrix, group.each
@@ -186,11 +198,24 @@ class RequestSink:
     def _store(self) -> None:
         """The pending rows' summary columns into the compact store and, with ``all``, the rows into the
         file as one row group: one set of arrays read from the rows serves both."""
-        group, self._pending = self._pending, _Rows(len(self.names.stages))
+        group, self._pending = self._pending, self._new_group()
         if group.count:
             self._columns.put(group)
         if self.choice.kind == "all":
             self._flush(group)
+
+
+def _row_buffer(compiled: Optional[bool]) -> type:
+    """The compiled row buffer where built (``compiled=None`` or True), else (or with False) ``_Rows``;
+    ``compiled=True`` where it was not built is an error."""
+    if compiled is None:
+        compiled = COMPILED
+    if not compiled:
+        return _Rows
+    if CompiledRows is None:
+        raise RuntimeError("the compiled row buffer (sim/metrics/_rows.pyx) was not built in this installation; "
+                           "reinstall with a C compiler (pip install -e .) or use the Python one")
+    return CompiledRows
 
 
 class _ColumnStore:
@@ -304,7 +329,8 @@ class _Rows:
     lists), and the lists hold plain numbers, which the garbage collector does not track: no object
     per request is kept."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, capacity: int = 0):
+        """``capacity``: rows expected (the compiled buffer's first allocation; lists need none)."""
         self.width = width
         self.count = 0
         self.values: dict[str, list] = {name: [] for name in (*_SCALARS, *_PER_STAGE)}
