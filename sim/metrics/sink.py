@@ -26,6 +26,11 @@ unfinished), then ``close()``. Rows are in the order requests ended; sort by
 ``sim.model.request.Request``; ``batch_size`` (per stage) is used when the
 request carries it, otherwise the column is null: a batch's size is known
 when it is dispatched, not when its members' rows are written.
+
+Until a row group is full its rows wait in a buffer: compiled
+(``sim/metrics/_rows.pyx``, typed arrays written in place) where the
+installation built it, else ``_Rows`` (lists); both give the same arrays,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -323,7 +328,9 @@ _PER_STAGE = ("enqueued", "start", "end", "instance", "batch", "batch_size", "li
 
 class _Rows:
     """Ended requests' fields, one flat list per field, appended to as each request ends (a per-stage
-    field holds each request's stages in turn), and read as arrays once per row group.
+    field holds each request's stages in turn), and read as arrays once per row group. The Python twin
+    of ``sim.metrics._rows.CompiledRows`` (the same arrays, written in place as each request ends),
+    used where that was not built or with ``RequestSink(compiled=False)``.
 
     Appending a request's values copies them (the model may still write into an ended request's
     lists), and the lists hold plain numbers, which the garbage collector does not track: no object
