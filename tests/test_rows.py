@@ -16,6 +16,7 @@ from sim.metrics import sink as sink_module
 from sim.metrics.sink import COMPILED, RecordsChoice, RequestSink, TableNames, _Row, _Rows, _row_buffer
 from sim.model.request import Outcome
 from sim.model.system import System
+from sim.scenario.builtin import scenario_path
 from sim.scenario.load import load_scenario_file
 from sim.workload import generate_arrivals
 
@@ -99,39 +100,16 @@ def test_asking_for_the_compiled_buffer_where_it_was_not_built_is_an_error(monke
     assert _row_buffer(False) is _Rows
 
 
-SCENARIO = """\
-name: rows
-hardware:
-  pools:
-    cpu: {profile: host-cpu, servers: 2}
-    gpu: {profile: a100}
-  links:
-    - {name: pcie, between: [cpu, gpu], profile: pcie-gen4-x16}
-workload:
-  sources:
-    - {name: reqs, kind: poisson, rate: 300/s, payload: 10 KB, deadline: 20 ms}
-pipeline:
-  stages:
-    - {name: pre, pass_probability: 0.8, costs: {cpu: {kind: exponential, mean: 2 ms}}}
-    - {name: infer, costs: {gpu: {kind: deterministic, value: 3 ms}}}
-policies:
-  placement: {strategy: cpu-path}
-  batching: {infer: {kind: dynamic, max_batch: 4, max_delay: 2 ms}}
-run: {duration: 1 s, warmup: 0.2 s, drain: 0.2 s, seed: 11, replications: 1}
-"""
-
-
 @needs_compiled
 @pytest.mark.parametrize("choice", ["all", "sample:50"])
 def test_a_sink_writes_the_same_bytes_with_either_buffer(tmp_path, choice):
-    path = tmp_path / "rows.yaml"
-    path.write_text(SCENARIO)
-    plan = load_scenario_file(path).plan("base")
+    """The seed scenario's DPU variant (prefilter, batching, links) for two simulated seconds."""
+    plan = load_scenario_file(scenario_path("video-analytics-64"), ["run.duration=2 s"]).plan("dpu-offload")
     run = plan.scenario.run
     arrivals = generate_arrivals(plan.scenario.workload, run.duration, run.seed, 0, plan.base_dir)
     results = {}
     for compiled in (False, True):
-        sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "base", RecordsChoice.parse(choice),
+        sink = RequestSink(TableNames.of(plan, arrivals), arrivals, 0, "dpu-offload", RecordsChoice.parse(choice),
                            tmp_path / f"{compiled}.parquet", seed=11, rows_per_group=37, compiled=compiled)
         System(plan, arrivals, run.seed, 0, sink=sink).run()
         results[compiled] = sink.close()

@@ -59,7 +59,7 @@ cdef class CompiledRows:
 
     def add(self, r):
         """Append request (or ``_Row``) ``r``'s fields."""
-        cdef Py_ssize_t i = self.count, j, width = self.width
+        cdef Py_ssize_t i = self.count
         if i == self.capacity:
             self._allocate(2 * self.capacity)
         self._ints[0, i] = r.id
@@ -72,24 +72,23 @@ cdef class CompiledRows:
         self._reals[1, i] = r.deadline
         self._reals[2, i] = r.size
         self._reals[3, i] = r.done
-        values = r.enqueued
-        for j in range(width):
-            self._times[0, i, j] = values[j]
-        values = r.start
-        for j in range(width):
-            self._times[1, i, j] = values[j]
-        values = r.end
-        for j in range(width):
-            self._times[2, i, j] = values[j]
-        values = r.instance
-        for j in range(width):
-            self._codes[0, i, j] = values[j]
+        self._stage_times(0, i, r.enqueued)
+        self._stage_times(1, i, r.start)
+        self._stage_times(2, i, r.end)
+        self._optional_codes(0, i, r.instance, False)
         batch, batch_size, link = getattr(r, "batch", None), getattr(r, "batch_size", None), getattr(r, "link", None)
         optional = batch is None or batch_size is None or link is None  # a row without one records none
         self._optional_codes(1, i, batch, optional)
         self._optional_codes(2, i, batch_size, optional)
         self._optional_codes(3, i, link, optional)
         self.count = i + 1
+
+    cdef int _stage_times(self, Py_ssize_t k, Py_ssize_t i, values) except -1:
+        """Per-stage time field ``k`` of row ``i``."""
+        cdef Py_ssize_t j
+        for j in range(self.width):
+            self._times[k, i, j] = values[j]
+        return 0
 
     cdef int _optional_codes(self, Py_ssize_t k, Py_ssize_t i, values, bint optional) except -1:
         """Per-stage integer field ``k`` of row ``i``; -1 in each stage (and counted) if the row lacks it."""
