@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from sim.metrics.sink import COMPILED, _row_buffer
+from sim.metrics.sink import COMPILED, row_buffer
 from sim.model.system import System
 from sim.scenario.builtin import scenario_path
 from sim.scenario.errors import ScenarioError
@@ -44,7 +44,7 @@ def _requests(scenario: str, variant: str, duration: float) -> tuple[list, int]:
 
 def _time(compiled: bool, requests: list, width: int) -> tuple[float, list[bytes]]:
     start = time.perf_counter()
-    group = _row_buffer(compiled)(width, len(requests))
+    group = row_buffer(compiled)(width, len(requests))
     add = group.add
     for request in requests:
         add(request)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.metrics import sink as sink_module
-from sim.metrics.sink import COMPILED, RecordsChoice, RequestSink, TableNames, _Row, _Rows, _row_buffer
+from sim.metrics.sink import COMPILED, RecordsChoice, RequestSink, TableNames, _Row, _Rows, row_buffer
 from sim.model.request import Outcome
 from sim.model.system import System
 from sim.scenario.builtin import scenario_path
@@ -75,12 +75,12 @@ def _same(a: dict, b: dict) -> None:
 @given(rows())
 def test_the_compiled_buffer_gives_the_python_buffers_arrays(case):
     width, made, capacity = case
-    python, compiled = _Rows(width), _row_buffer(True)(width, capacity)
+    python, compiled = _Rows(width), row_buffer(True)(width, capacity)
     for row in made:
         python.add(row)
         compiled.add(row)
     _same(_arrays(compiled), _arrays(python))
-    _same(_arrays(_row_buffer(True).of(made, width)), _arrays(_Rows.of(made, width)))
+    _same(_arrays(row_buffer(True).of(made, width)), _arrays(_Rows.of(made, width)))
 
 
 def test_the_python_buffer_keeps_each_rows_values():
@@ -96,8 +96,8 @@ def test_the_python_buffer_keeps_each_rows_values():
 def test_asking_for_the_compiled_buffer_where_it_was_not_built_is_an_error(monkeypatch):
     monkeypatch.setattr(sink_module, "CompiledRows", None)
     with pytest.raises(RuntimeError, match=r"_rows\.pyx\) was not built"):
-        _row_buffer(True)
-    assert _row_buffer(False) is _Rows
+        row_buffer(True)
+    assert row_buffer(False) is _Rows
 
 
 @needs_compiled

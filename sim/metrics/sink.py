@@ -127,7 +127,7 @@ class RequestSink:
         self._writer = None
         self._written = 0
         self._columns = _ColumnStore(names.stages, len(arrivals))  # what the summary reads, every request
-        self._rows = _row_buffer(compiled)
+        self._rows = row_buffer(compiled)
         self._pending = self._new_group()  # ended requests, not yet stored (nor, with all, written)
 
     # -- the model's side -----------------------------------------------------
@@ -170,30 +170,14 @@ class RequestSink:
     def _new_group(self):
         return self._rows(len(self.names.stages), min(self.rows_per_group, len(self.arrivals) + 1))
 
-    def _frame(self, group: "_Rows") -> pd.DataFrame:
-        names, matrix, each = self.names, group.matrix, group.each
-        frame = request_frame(
-            replication=self.replication, ids=each("id", np.int64), source=each("source", np.int64),
-            klass=each("klass", np.int64), priority=each("priority", np.int32), arrival=each("arrival", float),
-            deadline=each("deadline", float), size=each("size", float), done=each("done", float),
-            outcome=each("outcome", np.int8),
-            source_names=names.sources, class_names=names.classes, stage_names=names.stages,
-            enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
-            device=matrix("instance", np.int64), device_names=names.devices,
-            batch=matrix("batch", np.int64) if group.recorded("batch") else None,
-            link=matrix("link", np.int64) if group.recorded("link") else None,
-            reply_link=each("reply_link", np.int64), link_names=names.links,
-            variant=self.variant, batch_size=matrix("batch_size", np.int64),  # the model's own batch sizes
-        )
-        return frame
-
     def _flush(self, group: "_Rows") -> None:
         if self.path is None:
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(self._frame(group), preserve_index=False)
+        table = pa.Table.from_pandas(rows_frame(group, self.names, self.replication, self.variant),
+                                     preserve_index=False)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
@@ -210,9 +194,29 @@ class RequestSink:
             self._flush(group)
 
 
-def _row_buffer(compiled: Optional[bool]) -> type:
-    """The compiled row buffer where built (``compiled=None`` or True), else (or with False) ``_Rows``;
-    ``compiled=True`` where it was not built is an error."""
+def rows_frame(group, names: TableNames, replication: int, variant: str) -> pd.DataFrame:
+    """The request table of the rows in ``group`` (a ``row_buffer``), labelled by ``names``: the frame a
+    row group of the Parquet file holds, and ``sim.model.collect``'s in-memory table."""
+    matrix, each = group.matrix, group.each
+    return request_frame(
+        replication=replication, ids=each("id", np.int64), source=each("source", np.int64),
+        klass=each("klass", np.int64), priority=each("priority", np.int32), arrival=each("arrival", float),
+        deadline=each("deadline", float), size=each("size", float), done=each("done", float),
+        outcome=each("outcome", np.int8),
+        source_names=names.sources, class_names=names.classes, stage_names=names.stages,
+        enqueued=matrix("enqueued"), start=matrix("start"), end=matrix("end"),
+        device=matrix("instance", np.int64), device_names=names.devices,
+        batch=matrix("batch", np.int64) if group.recorded("batch") else None,
+        link=matrix("link", np.int64) if group.recorded("link") else None,
+        reply_link=each("reply_link", np.int64), link_names=names.links,
+        variant=variant, batch_size=matrix("batch_size", np.int64),  # the model's own batch sizes
+    )
+
+
+def row_buffer(compiled: Optional[bool] = None) -> type:
+    """The row buffer: ``sim.metrics._rows.CompiledRows`` where built (``compiled=None`` or True), else (or
+    with False) ``_Rows``; ``compiled=True`` where it was not built is an error. Either is made with
+    ``(stages, capacity)``, takes ended requests with ``add`` and gives their fields as arrays."""
     if compiled is None:
         compiled = COMPILED
     if not compiled:

@@ -6,60 +6,24 @@ devices, links and batchers into a ``ResourceUsage``.
 
 from __future__ import annotations
 
-from itertools import chain
-from operator import attrgetter
-
-import numpy as np
 import pandas as pd
 
-from sim.contract.outcomes import Outcome
-from sim.metrics.records import request_frame
+from sim.metrics.sink import TableNames, row_buffer, rows_frame
 from sim.metrics.usage import ResourceUsage
 from sim.model.system import RunOutput
 
 
 def collect(output: RunOutput, replication: int) -> tuple[pd.DataFrame, ResourceUsage]:
+    """The run's request table (in id order) and its resource usage. The requests pass through the
+    sink's row buffer (``sim.metrics.sink.row_buffer``) into the frame a streamed run writes, so the
+    in-memory table and the streamed file are built by the same code."""
     requests = output.requests
-    stages = [s.name for s in output.plan.stages]
-    width = len(stages)
-
-    def matrix(attr: str, dtype=float) -> np.ndarray:
-        values = chain.from_iterable(map(attrgetter(attr), requests))  # no list per request
-        return np.fromiter(values, dtype=dtype, count=len(requests) * width).reshape(len(requests), width)
-
-    arrivals = output.arrivals
-    n = len(requests)
-    label = {o: o.label for o in Outcome}
-
-    def optional(attr: str) -> np.ndarray | None:  # fields the model may not record
-        return matrix(attr, dtype=np.int64) if hasattr(requests[0] if requests else None, attr) else None
-
-    frame = request_frame(
-        replication=replication,
-        ids=np.arange(n),
-        source=arrivals.source[:n],
-        klass=arrivals.klass[:n],
-        priority=arrivals.priority[:n],
-        arrival=arrivals.time[:n],
-        deadline=arrivals.deadline[:n],
-        size=arrivals.size[:n],
-        done=np.array([r.done for r in requests], dtype=float),
-        outcome=[label[r.outcome] for r in requests],
-        source_names=arrivals.source_names,
-        class_names=arrivals.class_names,
-        stage_names=stages,
-        enqueued=matrix("enqueued"),
-        start=matrix("start"),
-        end=matrix("end"),
-        device=matrix("instance", dtype=np.int64),
-        device_names=[d.name for d in output.devices],
-        batch=optional("batch"),
-        link=optional("link"),
-        reply_link=(np.array([r.reply_link for r in requests], dtype=np.int64)
-                    if requests and hasattr(requests[0], "reply_link") else None),
-        link_names=[link.name for link in output.plan.links],
-    )
-    return frame, usage_of(output)
+    group = row_buffer()(len(output.plan.stages), len(requests))
+    add = group.add
+    for request in requests:
+        add(request)
+    names = TableNames.of(output.plan, output.arrivals)
+    return rows_frame(group, names, replication, variant=""), usage_of(output)
 
 
 def usage_of(output: RunOutput) -> ResourceUsage:
