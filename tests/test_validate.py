@@ -201,28 +201,42 @@ def test_bad_input_exits_2_with_one_line_per_problem(tmp_path):
 # --- the real thing, short --------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_a_short_real_calibrate_and_validate_run(tmp_path):
-    pytest.importorskip("onnxruntime")
+def _calibrate_and_validate(folder: Path):
+    """A quick real calibration of the seed scenario's DPU variant, then ``dgsim hil validate`` at 40%
+    load against it: (the command's result, its results folder, its report)."""
     from hil.calibrate.measure import Settings
     from hil.calibrate.scenario import CalibrateOptions, calibrate_scenario
 
-    calibration = tmp_path / "calib.yaml"
+    calibration = folder / "calib.yaml"
     quick = CalibrateOptions(quick=True, transports=("shm",), sizes=(64, 1 << 20), settings=Settings(
         warmup_s=0.1, warmup_runs=1, window_samples=15, window_s=0.2, min_window_samples=2, max_windows=4))
     calibrate_scenario(SCENARIO, "dpu-offload", calibration, quick, SMALL)
-    out, report = tmp_path / "out", tmp_path / "reports" / "validation-test.md"
+    out, report = folder / "out", folder / "reports" / "validation-test.md"
     result = cli("validate", SCENARIO, "--calibration", calibration, "--loads", "0.4", "--replications", "1",
                  "--min-served", "100", "--probe", "3 s", "--out", out,
                  "--report", report, *(w for s in SMALL for w in ("--set", s)))
-    assert result.exit_code == 0, result.output
+    return result, out, report
+
+
+@pytest.mark.slow
+def test_a_short_real_calibrate_and_validate_run(tmp_path):
+    """Calibration and validation are two real measurements a minute apart on a machine that may be
+    shared: when its load changes between them, the measured latency moves away from the calibrated
+    prediction although nothing is wrong. The pair is then measured once more and the second must
+    agree; a model or a calibration that is wrong fails both times."""
+    pytest.importorskip("onnxruntime")
+    for attempt in (1, 2):
+        result, out, report = _calibrate_and_validate(tmp_path / f"attempt-{attempt}")
+        assert result.exit_code == 0, result.output
+        rows = {r["metric"]: r for r in json.loads((out / "validation.json").read_text())["rows"]}
+        if abs(rows["latency.p50"]["error"]) < 0.35:
+            break
     assert "latency.p99" in result.output and report.is_file()
     for png in ("validation-test-cdf.png", "validation-test-error.png"):
         assert 0 < (report.parent / png).stat().st_size < 200_000
     for side in ("measured", "simulated"):  # standard results folders
         summary = read_summary(out / "load-0.40" / side)
         assert summary.source == ("measurement" if side == "measured" else "simulation")
-    rows = {r["metric"]: r for r in json.loads((out / "validation.json").read_text())["rows"]}
     assert abs(rows["throughput"]["error"]) < 0.15
     assert abs(rows["latency.p50"]["error"]) < 0.35
     text = report.read_text()
