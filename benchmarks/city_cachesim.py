@@ -85,8 +85,12 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         print("city_cachesim: valgrind is not installed (Debian: apt install valgrind)", file=sys.stderr)
         sys.exit(2)
-    if any(n <= 0 for n in args.streams) or args.requests <= 0 or args.ll_kib <= 0:
-        print("city_cachesim: --streams, --requests and --ll-kib take positive numbers", file=sys.stderr)
+    if any(n <= 0 for n in args.streams) or args.requests <= 0:
+        print("city_cachesim: --streams and --requests take positive numbers", file=sys.stderr)
+        sys.exit(2)
+    sets = args.ll_kib * 1024 // (16 * 64)  # valgrind's cache: 16 ways of 64-byte lines, a power of two of sets
+    if args.ll_kib < 64 or sets & (sets - 1):  # (below 64 KiB it would be smaller than the D1 cache)
+        print(f"city_cachesim: --ll-kib {args.ll_kib}: expected a power of two, at least 64 (KiB)", file=sys.stderr)
         sys.exit(2)
     print(f"before: {context()}")
     print(f"\nper request added (the longer run minus the shorter); LL: a simulated {args.ll_kib:,} KiB last level\n")
