@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,23 @@ def test_plan_key_changes_exactly_when_the_plan_would() -> None:
 # -- CPU backend: threads and cores, seen from a child process ---------------
 
 
+def _thread_cpus(wait_for_a_pinned_worker: bool) -> dict[int, str]:
+    """Each thread's allowed CPUs (``Cpus_allowed_list``). An ORT worker pins itself when it first
+    runs, which on a busy machine can come after an inference has returned: with
+    ``wait_for_a_pinned_worker`` this reads again, for up to 30 s, until some thread's CPUs differ
+    from the others' (and returns what it read last either way)."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        per_thread = {}
+        for tid in os.listdir("/proc/self/task"):
+            status = Path(f"/proc/self/task/{tid}/status").read_text()
+            line = next(ln for ln in status.splitlines() if ln.startswith("Cpus_allowed_list"))
+            per_thread[int(tid)] = line.split(":")[1].strip()
+        if not wait_for_a_pinned_worker or len(set(per_thread.values())) > 1 or time.monotonic() > deadline:
+            return per_thread
+        time.sleep(0.05)
+
+
 def _child_report(
     model_path: str, threads: int, cores: tuple[int, ...], pin: bool, queue: multiprocessing.Queue
 ) -> None:
@@ -202,11 +220,7 @@ def _child_report(
     with OrtCpuBackend(model_path, BackendOptions(threads=threads, cores=cores, pin_process=pin)) as backend:
         backend.run(np.zeros((4, C_IN, HW, HW), np.float32))
         so = backend._session.get_session_options()
-        per_thread = {}
-        for tid in os.listdir("/proc/self/task"):
-            status = Path(f"/proc/self/task/{tid}/status").read_text()
-            line = next(ln for ln in status.splitlines() if ln.startswith("Cpus_allowed_list"))
-            per_thread[int(tid)] = line.split(":")[1].strip()
+        per_thread = _thread_cpus(wait_for_a_pinned_worker=not pin)
         queue.put(
             {
                 "affinity": sorted(os.sched_getaffinity(0)),
