@@ -31,9 +31,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from city_scale import PER_SERVER
 from memory_scale import REPO, context
 
-PER_SERVER = 62.5  # streams per server, as scenarios/city-10k.yaml
 FRAMES_PER_STREAM_S = 27.5  # the scenario's mean frame rate (25-30 fps), to size the longer run
 BASE_S = 0.25  # the short run's simulated seconds (after a 0.2 s warm-up; 0.2 s drain)
 EVENTS = ("Ir", "D1mr", "D1mw", "DLmr", "DLmw")
@@ -45,9 +45,9 @@ class Counted:
     arrived: float  # requests that arrived in the measurement window
 
 
-def _start(streams: int, duration: float, ll_bytes: int, folder: Path) -> tuple[subprocess.Popen, Path, Path]:
+def _start(streams: int, servers: int, duration: float, ll_bytes: int,
+           folder: Path) -> tuple[subprocess.Popen, Path, Path]:
     """valgrind running one city run; its callgrind file and results folder."""
-    servers = max(1, round(streams / PER_SERVER))
     counts, out = folder / f"callgrind-{streams}-{duration:g}.out", folder / f"out-{streams}-{duration:g}"
     command = [shutil.which("valgrind"), "--tool=callgrind", "--cache-sim=yes", "--D1=49152,12,64",
                f"--LL={ll_bytes},16,64", f"--callgrind-out-file={counts}",
@@ -98,13 +98,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for streams in args.streams:
+            servers = max(1, round(streams / PER_SERVER))
             longer = BASE_S + args.requests / (streams * FRAMES_PER_STREAM_S)
-            started = [_start(streams, duration, args.ll_kib * 1024, Path(folder)) for duration in (BASE_S, longer)]
+            started = [_start(streams, servers, duration, args.ll_kib * 1024, Path(folder))
+                       for duration in (BASE_S, longer)]
             short, long_ = (_finish(*run) for run in started)
             added = long_.arrived - short.arrived
             per = {name: (long_.events.get(name, 0) - short.events.get(name, 0)) / added for name in EVENTS}
             d1, ll = per["D1mr"] + per["D1mw"], per["DLmr"] + per["DLmw"]
-            print(f"| {streams:,} | {max(1, round(streams / PER_SERVER))} | {added:,.0f} | {per['Ir']:,.0f} | "
+            print(f"| {streams:,} | {servers} | {added:,.0f} | {per['Ir']:,.0f} | "
                   f"{d1:,.0f} | {ll:,.0f} | {1000 * ll / per['Ir']:.2f} |", flush=True)
     print(f"\nafter: {context()}")
 
