@@ -96,6 +96,8 @@ class DeviceInstance:
         self.healthy = True
         self.on_load: Optional[Callable[["DeviceInstance"], None]] = None  # told when waiting + busy changes
         self._running: Optional[dict[_TrackedFinish, None]] = None
+        # the callback every batch's completion timer holds: bound once, not one method object per batch
+        self._batch_done = self._finish_in
         if track:  # the device may fail: batches in service are kept, to cancel
             self._running = {}
 
@@ -200,7 +202,7 @@ class DeviceInstance:
                 request.batch[stage] = batch
                 request.batch_size[stage] = size
         if self._running is None:  # (env.call_after(duration, self._finish_in, stage, jobs), without its call)
-            self._push_timer((finish, NORMAL, next(self._timer_ids), self._finish_in, (stage, jobs)))
+            self._push_timer((finish, NORMAL, next(self._timer_ids), self._batch_done, (stage, jobs)))
             return
         tracked = _TrackedFinish(self, jobs, finish, stage)
         self._running[tracked] = None

@@ -96,6 +96,7 @@ class FifoChannel(Channel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._queue: deque[tuple[float, Delivery]] = deque()
+        self._hold_done = self._done  # what each message's timer calls: bound once, not per message
 
     def passes_through(self, size: float) -> bool:
         if self._queue or self._fixed_latency != 0 or self.overhead + size / self.bandwidth != 0:
@@ -117,7 +118,7 @@ class FifoChannel(Channel):
         now = self.env.now
         hold = self.overhead + self._queue[0][0] / self.bandwidth
         self.busy_time += self.window.overlap(now, now + hold)
-        self.env.call_after(hold, self._done)
+        self._push_timer((now + hold, NORMAL, next(self._timer_ids), self._hold_done, ()))
 
     def _done(self) -> None:
         size, deliver = self._queue.popleft()
@@ -144,10 +145,11 @@ class SharedChannel(Channel):
         self._virtual = 0.0
         self._updated = 0.0
         self._version = 0
+        self._joining, self._completing = self._join, self._complete  # what timers call: bound once
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
-            self._push_timer((self.env.now + self.overhead, NORMAL, next(self._timer_ids), self._join, (size, deliver)))
+            self._push_timer((self.env.now + self.overhead, NORMAL, next(self._timer_ids), self._joining, (size, deliver)))
         else:
             self._join(size, deliver)
 
@@ -161,7 +163,7 @@ class SharedChannel(Channel):
         heapq.heappush(tags, (self._virtual + size / self.bandwidth, next(self._order), size, deliver))
         self._version = version = self._version + 1  # (_schedule, with a message certainly in flight)
         self._push_timer((now + max(0.0, tags[0][0] - self._virtual) * len(tags), NORMAL, next(self._timer_ids),
-                          self._complete, (version,)))
+                          self._completing, (version,)))
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
@@ -171,7 +173,7 @@ class SharedChannel(Channel):
             self._virtual = 0.0
             return
         delay = max(0.0, tags[0][0] - self._virtual) * len(tags)
-        self.env.call_after(delay, self._complete, self._version)
+        self._push_timer((self.env.now + delay, NORMAL, next(self._timer_ids), self._completing, (self._version,)))
 
     def _complete(self, version: int) -> None:
         if version != self._version:

@@ -376,6 +376,10 @@ class _State:
         # messages take the plain ``_send`` (no failures, routes, host costs or merging): ``_enter`` and
         # ``_reply`` look the hop up themselves and deliver at once where no link or an ideal one is crossed
         self._plain_send = getattr(self._send, "__func__", None) is _State._send
+        # the callbacks that every request's timers, jobs and messages hold: bound once here, rather than
+        # a method object made (and later freed) at each use
+        self._on_arrival, self._stage_done, self._queue, self._answer, self._cross = (
+            self._on_arrival, self._stage_done, self._queue, self._answer, self._cross)
         for device in self.devices:
             background = plan.pools[device.pool].background
             if background is not None:
