@@ -215,6 +215,7 @@ def _run_parallel(plans: Mapping[str, Plan], tasks: list[tuple[str, int]], worke
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and terminate the workers now (not after their replication)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # (shutdown forgets it)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
@@ -224,6 +225,11 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         if process.is_alive():
             process.kill()
             process.join(timeout=5)
+    # The pool's manager thread sees its workers gone and closes its wake-up pipe; joined here, it cannot
+    # do so while Python's exit hook writes to that pipe (a race that prints "Bad file descriptor" with
+    # a traceback at exit: CPython issues 84176 and 132969)
+    if manager is not None and manager.is_alive():
+        manager.join(timeout=5)
 
 
 def run_variants(

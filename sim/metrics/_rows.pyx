@@ -15,6 +15,8 @@ built.
 
 import numpy as np
 
+from sim.model.request import FIELDS, ENQUEUED, START, END, INSTANCE, BATCH, BATCH_SIZE, LINK
+
 SCALARS = ("id", "source", "klass", "priority", "outcome", "reply_link", "arrival", "deadline", "size", "done")
 PER_STAGE = ("enqueued", "start", "end", "instance", "batch", "batch_size", "link")
 _INTS = 6  # SCALARS[:6] are integers, the rest doubles; PER_STAGE[:3] are doubles, the rest integers
@@ -72,6 +74,11 @@ cdef class CompiledRows:
         self._reals[1, i] = r.deadline
         self._reals[2, i] = r.size
         self._reals[3, i] = r.done
+        stamps = getattr(r, "stamps", None)
+        if stamps is not None:  # a request: its per-stage fields, stage after stage in one list
+            self._stamped(i, stamps)
+            self.count = i + 1
+            return
         self._stage_times(0, i, r.enqueued)
         self._stage_times(1, i, r.start)
         self._stage_times(2, i, r.end)
@@ -82,6 +89,23 @@ cdef class CompiledRows:
         self._optional_codes(2, i, batch_size, optional)
         self._optional_codes(3, i, link, optional)
         self.count = i + 1
+
+    cdef int _stamped(self, Py_ssize_t i, list stamps) except -1:
+        """Row ``i``'s per-stage fields from a request's ``stamps`` (``sim.model.request``)."""
+        cdef Py_ssize_t j, at
+        cdef Py_ssize_t fields = FIELDS
+        cdef Py_ssize_t enqueued = ENQUEUED, start = START, end = END, instance = INSTANCE
+        cdef Py_ssize_t batch = BATCH, batch_size = BATCH_SIZE, link = LINK
+        for j in range(self.width):
+            at = j * fields
+            self._times[0, i, j] = stamps[at + enqueued]
+            self._times[1, i, j] = stamps[at + start]
+            self._times[2, i, j] = stamps[at + end]
+            self._codes[0, i, j] = stamps[at + instance]
+            self._codes[1, i, j] = stamps[at + batch]
+            self._codes[2, i, j] = stamps[at + batch_size]
+            self._codes[3, i, j] = stamps[at + link]
+        return 0
 
     cdef int _stage_times(self, Py_ssize_t k, Py_ssize_t i, values) except -1:
         """Per-stage time field ``k`` of row ``i``."""

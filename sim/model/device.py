@@ -34,7 +34,7 @@ from simpy.events import NORMAL
 
 from sim.costs import Sampler
 from sim.model.engine import Engine
-from sim.model.request import Job, Outcome
+from sim.model.request import BATCH, BATCH_SIZE, END, FIELDS, INSTANCE, START, Job, Outcome
 from sim.station import Launch, Station
 
 _PENDING = Outcome.PENDING
@@ -194,13 +194,15 @@ class DeviceInstance:
         uid = self.uid
         if self._columns is not None:
             stage = self._columns[stage]
+        at = stage * FIELDS  # the stage's fields in each request's stamps
         for job in jobs:
             request = job.request
             if request.outcome is _PENDING:  # an ended request's row is final (a client that gave up)
-                request.start[stage] = now
-                request.instance[stage] = uid
-                request.batch[stage] = batch
-                request.batch_size[stage] = size
+                stamps = request.stamps
+                stamps[at + START] = now
+                stamps[at + INSTANCE] = uid
+                stamps[at + BATCH] = batch
+                stamps[at + BATCH_SIZE] = size
         if self._running is None:  # (env.call_after(duration, self._finish_in, stage, jobs), without its call)
             self._push_timer((finish, NORMAL, next(self._timer_ids), self._batch_done, (stage, jobs)))
             return
@@ -214,10 +216,11 @@ class DeviceInstance:
         if self.on_load is not None:
             self.on_load(self)
         now = self.env.now
+        end = stage * FIELDS + END
         for job in jobs:
             request = job.request
             if request.outcome is _PENDING:
-                request.end[stage] = now
+                request.stamps[end] = now
             job.on_done(job)
         if self.station.waiting and self.free:
             self._dispatch()
