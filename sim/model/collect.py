@@ -33,6 +33,9 @@ def usage_of(output: RunOutput) -> ResourceUsage:
     queue: dict[str, float] = {}
     capacity: dict[str, float] = {}
     batches: dict[int, list[int]] = {}
+    for channels in output.channels.values():
+        for channel in channels:
+            channel.account()
     for device in output.devices:
         device.account()
         busy[device.pool] = busy.get(device.pool, 0.0) + device.busy_time

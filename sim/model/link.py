@@ -21,7 +21,16 @@ too small to move the clock: every completion event removes at least one
 message, at any simulated time.
 
 Busy time (any message on the wire) and bytes moved are counted inside the
-measurement window.
+measurement window; ``account()`` brings them up to now before they are read.
+
+A message that joins an empty ``shared`` channel with a fixed latency takes
+one event, not two: one timer delivers it at the end of its transfer plus
+the latency, and the channel's counters are settled, as the end of the
+transfer would have settled them, when something next touches the channel
+(a message joining, ``account``) or when that timer fires. A message that
+joins while it is still on the wire turns it into a message in flight like
+any other, and its timer into a stale one. The arithmetic is the same as
+the two events', so the times, busy time and bytes are the same numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
 from itertools import count
 from typing import Callable, Optional
 
@@ -68,6 +78,9 @@ class Channel(ABC):
     @abstractmethod
     def send(self, size: float, deliver: Delivery) -> None:
         """Carry ``size`` bytes; call ``deliver`` when they have arrived."""
+
+    def account(self) -> None:
+        """Bring ``busy_time`` and ``bytes_moved`` up to now (before reading them)."""
 
     def passes_through(self, size: float) -> bool:
         """Whether ``size`` bytes would arrive the instant they are sent, waiting for nothing; if so they
@@ -145,7 +158,10 @@ class SharedChannel(Channel):
         self._virtual = 0.0
         self._updated = 0.0
         self._version = 0
-        self._joining, self._completing = self._join, self._complete  # what timers call: bound once
+        self._joining, self._completing, self._alone_arrives = self._join, self._complete, self._solo_arrives
+        # a message alone on the wire, delivered by one timer (only where the latency is fixed and not zero)
+        self._solo: Optional[_Solo] = None
+        self._solo_latency = self._fixed_latency if self._fixed_latency else None
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
@@ -153,9 +169,30 @@ class SharedChannel(Channel):
         else:
             self._join(size, deliver)
 
+    def in_flight(self) -> int:
+        """Messages on the wire now."""
+        solo = self._solo
+        return len(self._tags) + (solo is not None and self.env.now < solo.end)
+
+    def account(self) -> None:
+        solo = self._solo
+        if solo is not None and self.env.now >= solo.end:
+            self._settle(self.env.now)
+
     def _join(self, size: float, deliver: Delivery) -> None:
         now = self.env.now
         tags = self._tags
+        if self._solo is not None:
+            self._settle(now)
+        if not tags and self._solo_latency is not None:  # alone on the wire (the virtual clock is at 0)
+            tag = self._virtual + size / self.bandwidth
+            # (what the timer below and _complete's _arrive compute: the same end and delivery times)
+            solo = self._solo = _Solo(now + max(0.0, tag - self._virtual) * 1, tag, next(self._order), size, deliver)
+            self._updated = now
+            self._version += 1
+            self._push_timer((solo.end + self._solo_latency, NORMAL, next(self._timer_ids), self._alone_arrives,
+                              (solo,)))
+            return
         if tags:  # move the virtual clock (and the busy time) up to now
             self.busy_time += self.window.overlap(self._updated, now)
             self._virtual += (now - self._updated) / len(tags)
@@ -164,6 +201,29 @@ class SharedChannel(Channel):
         self._version = version = self._version + 1  # (_schedule, with a message certainly in flight)
         self._push_timer((now + max(0.0, tags[0][0] - self._virtual) * len(tags), NORMAL, next(self._timer_ids),
                           self._completing, (version,)))
+
+    def _settle(self, now: float) -> None:
+        """The message that joined alone, at ``now``: if its transfer has ended, count it as ``_complete``
+        would have at its end (the channel is empty since); else it shares the wire from now on."""
+        solo, self._solo = self._solo, None
+        if now >= solo.end:
+            self.busy_time += self.window.overlap(self._updated, solo.end)
+            self._updated = solo.end
+            self._virtual = 0.0
+            self._version += 1
+            if self.window.start <= solo.end < self.window.end:
+                self.bytes_moved += solo.size
+        else:
+            solo.shared = True
+            self._tags.append((solo.tag, solo.order, solo.size, solo.deliver))
+
+    def _solo_arrives(self, solo: "_Solo") -> None:
+        """A message that joined alone arrives, unless another joined while it was on the wire."""
+        if solo.shared:
+            return
+        if self._solo is solo:
+            self._settle(solo.end)
+        solo.deliver()
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
@@ -198,6 +258,19 @@ class SharedChannel(Channel):
             return
         self._schedule()
         self._arrive(size, deliver)
+
+
+@dataclass(slots=True, eq=False)
+class _Solo:
+    """A message that joined an empty shared channel: when its transfer ends, and its tag (see
+    ``SharedChannel``), order of joining, size and delivery; ``shared`` once another joined before its end."""
+
+    end: float
+    tag: float
+    order: int
+    size: float
+    deliver: Delivery
+    shared: bool = False
 
 
 CONTENTION: Registry[type[Channel]] = Registry("link contention")

@@ -80,7 +80,7 @@ class Sampler:
         self._device_rows: list[list[int]] = []  # per sample: free per device, then waiting per queue
         self._channel_rows: list[tuple[int, str, int, float]] = []  # (sample, link, in flight, bytes moved)
         self._link_names: dict[str, None] = {}
-        self._readers: dict[int, tuple] = {}  # id(channel) -> (in-flight reader, channel kept alive)
+        self._readers: dict[int, tuple] = {}  # id(channel) -> (in-flight reader, account, channel kept alive)
 
     def start(self) -> "Sampler":
         self.env.call_after(0, self._tick)
@@ -104,7 +104,10 @@ class Sampler:
             for channel in channels:
                 reader = readers.get(id(channel))
                 if reader is None:
-                    reader = readers[id(channel)] = (in_flight_reader(channel), channel)
+                    reader = readers[id(channel)] = (in_flight_reader(channel), getattr(channel, "account", None),
+                                                     channel)
+                if reader[1] is not None:
+                    reader[1]()  # its counters up to now
                 rows.append((sample, name, reader[0](), channel.bytes_moved))
         following = now + self.interval
         if self.until is None or following <= self.until:
