@@ -13,6 +13,8 @@ to a double, an int to an int64), so the two buffers give the same arrays, bit f
 built.
 """
 
+from cpython cimport array
+
 import numpy as np
 
 from sim.model.request import FIELDS, ENQUEUED, START, END, INSTANCE, BATCH, BATCH_SIZE, LINK
@@ -74,9 +76,9 @@ cdef class CompiledRows:
         self._reals[1, i] = r.deadline
         self._reals[2, i] = r.size
         self._reals[3, i] = r.done
-        stamps = getattr(r, "stamps", None)
-        if stamps is not None:  # a request: its per-stage fields, stage after stage in one list
-            self._stamped(i, stamps)
+        reals = getattr(r, "reals", None)
+        if reals is not None:  # a request: its per-stage fields in two typed arrays (sim.model.request)
+            self._from_arrays(i, reals, r.ints)
             self.count = i + 1
             return
         self._stage_times(0, i, r.enqueued)
@@ -90,21 +92,27 @@ cdef class CompiledRows:
         self._optional_codes(3, i, link, optional)
         self.count = i + 1
 
-    cdef int _stamped(self, Py_ssize_t i, list stamps) except -1:
-        """Row ``i``'s per-stage fields from a request's ``stamps`` (``sim.model.request``)."""
+    cdef int _from_arrays(self, Py_ssize_t i, array.array reals, array.array ints) except -1:
+        """Row ``i``'s per-stage fields from a request's ``reals`` and ``ints`` (read in place)."""
         cdef Py_ssize_t j, at
         cdef Py_ssize_t fields = FIELDS
         cdef Py_ssize_t enqueued = ENQUEUED, start = START, end = END, instance = INSTANCE
         cdef Py_ssize_t batch = BATCH, batch_size = BATCH_SIZE, link = LINK
+        if len(reals) < self.width * fields or len(ints) < self.width * fields:
+            raise ValueError(f"a request of {self.width} stages has {len(reals)} reals and {len(ints)} ints")
+        if reals.ob_descr.typecode != b"d" or ints.ob_descr.typecode != b"q":
+            raise TypeError("a request's reals are doubles ('d') and its ints 64-bit integers ('q')")
+        cdef double* r = reals.data.as_doubles
+        cdef long long* n = ints.data.as_longlongs
         for j in range(self.width):
             at = j * fields
-            self._times[0, i, j] = stamps[at + enqueued]
-            self._times[1, i, j] = stamps[at + start]
-            self._times[2, i, j] = stamps[at + end]
-            self._codes[0, i, j] = stamps[at + instance]
-            self._codes[1, i, j] = stamps[at + batch]
-            self._codes[2, i, j] = stamps[at + batch_size]
-            self._codes[3, i, j] = stamps[at + link]
+            self._times[0, i, j] = r[at + enqueued]
+            self._times[1, i, j] = r[at + start]
+            self._times[2, i, j] = r[at + end]
+            self._codes[0, i, j] = n[at + instance]
+            self._codes[1, i, j] = n[at + batch]
+            self._codes[2, i, j] = n[at + batch_size]
+            self._codes[3, i, j] = n[at + link]
         return 0
 
     cdef int _stage_times(self, Py_ssize_t k, Py_ssize_t i, values) except -1:

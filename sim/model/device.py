@@ -194,15 +194,15 @@ class DeviceInstance:
         uid = self.uid
         if self._columns is not None:
             stage = self._columns[stage]
-        at = stage * FIELDS  # the stage's fields in each request's stamps
+        at = stage * FIELDS  # the stage's fields in each request's per-stage numbers
         for job in jobs:
             request = job.request
             if request.outcome is _PENDING:  # an ended request's row is final (a client that gave up)
-                stamps = request.stamps
-                stamps[at + START] = now
-                stamps[at + INSTANCE] = uid
-                stamps[at + BATCH] = batch
-                stamps[at + BATCH_SIZE] = size
+                request.reals[at + START] = now
+                ints = request.ints
+                ints[at + INSTANCE] = uid
+                ints[at + BATCH] = batch
+                ints[at + BATCH_SIZE] = size
         if self._running is None:  # (env.call_after(duration, self._finish_in, stage, jobs), without its call)
             self._push_timer((finish, NORMAL, next(self._timer_ids), self._batch_done, (stage, jobs)))
             return
@@ -220,7 +220,7 @@ class DeviceInstance:
         for job in jobs:
             request = job.request
             if request.outcome is _PENDING:
-                request.stamps[end] = now
+                request.reals[end] = now
             job.on_done(job)
         if self.station.waiting and self.free:
             self._dispatch()

@@ -15,42 +15,53 @@ code; 0 if it did not), whether a degraded fallback answered it, and its
 failed attempts per stage. A job is one *attempt* at a stage: it ends once
 (``ended``), by finishing, failing with its device or link, or timing out.
 
-The per-stage fields live in one list, ``stamps``, stage after stage:
-stage ``s``'s field ``f`` (``ENQUEUED`` ... ``WAITING``) is
-``stamps[s * FIELDS + f]``. Each event of a stage writes or reads a few
-fields of that stage, so it touches one or two cache lines of one list
-rather than one line in each of nine lists: at a city's width (thousands of
+The per-stage fields live in two typed arrays, stage after stage: the real
+numbers in ``reals`` (doubles: ``ENQUEUED``, ``START``, ``END``,
+``OUT_BYTES``) and the integers in ``ints`` (64-bit: ``INSTANCE``,
+``BATCH``, ``BATCH_SIZE``, ``LINK``, ``WAITING``); stage ``s``'s field is
+at ``s * FIELDS + field`` in its array. At a city's width (thousands of
 requests in flight) a request is out of the cache whenever it is touched
-again, and each line is a miss (reports/sim-speed.md, issue 11). The model
-writes ``stamps``; other readers use the per-field views (``start``,
-``end``, ...: tuples, one value per stage).
+again and every cache line it spans is a miss (reports/sim-speed.md, issue
+11): an event of a stage touches a line or two of each array, rather than
+a line of each of nine lists and the float objects they point to, and the
+numbers are stored, not objects kept alive until the request is written
+out. The model writes the arrays; other readers use the per-field views
+(``start``, ``end``, ...: tuples of Python numbers, one per stage).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from sim.contract.outcomes import Outcome
 
-__all__ = ["Job", "Outcome", "Request", "blank_stamps", "FIELDS", "ENQUEUED", "START", "END", "INSTANCE", "BATCH",
-           "BATCH_SIZE", "LINK", "OUT_BYTES", "WAITING"]
+__all__ = ["Job", "Outcome", "Request", "blank_reals", "blank_ints", "FIELDS", "ENQUEUED", "START", "END",
+           "OUT_BYTES", "INSTANCE", "BATCH", "BATCH_SIZE", "LINK", "WAITING"]
 
-# A stage's fields in ``Request.stamps``: when the job reached the device's queue, when its batch started
-# and ended, the device instance's uid (-1: none), the batch's id and size (-1: none), the link it
-# arrived over (-1: none), the bytes the stage put out, and how many predecessors it still waits for.
-ENQUEUED, START, END, INSTANCE, BATCH, BATCH_SIZE, LINK, OUT_BYTES, WAITING = range(9)
-FIELDS = 9
+# A stage's real numbers in ``Request.reals``: when the job reached the device's queue, when its batch
+# started and ended (NaN: not yet, or never), and the bytes the stage put out.
+ENQUEUED, START, END, OUT_BYTES = range(4)
+# A stage's integers in ``Request.ints``: the device instance's uid, the batch's id and size, the link it
+# arrived over (-1: none), and how many predecessors it still waits for.
+INSTANCE, BATCH, BATCH_SIZE, LINK, WAITING = range(5)
+FIELDS = 5
+"""The stride of both arrays: stage ``s``'s fields start at ``s * FIELDS`` (``reals`` leaves one unused)."""
 
 
-def blank_stamps(preds: Sequence[int]) -> list:
-    """A new request's ``stamps`` for stages waiting for ``preds[s]`` predecessors each."""
-    nan = math.nan
-    stamps: list = []
+def blank_reals(stages: int) -> array:
+    """A new request's ``reals``: nothing happened yet (its output bytes 0)."""
+    return array("d", (math.nan, math.nan, math.nan, 0.0, 0.0) * stages)
+
+
+def blank_ints(preds: Sequence[int]) -> array:
+    """A new request's ``ints`` for stages waiting for ``preds[s]`` predecessors each."""
+    ints = array("q")
     for waiting in preds:
-        stamps += (nan, nan, nan, -1, -1, -1, -1, 0.0, waiting)
-    return stamps
+        ints.extend((-1, -1, -1, -1, waiting))
+    return ints
 
 
 @dataclass(slots=True, eq=False)
@@ -62,7 +73,8 @@ class Request:
     arrival: float
     deadline: float
     size: float
-    stamps: list  # the per-stage fields, stage after stage (see the module's docstring)
+    reals: array  # the per-stage real numbers, stage after stage (see the module's docstring)
+    ints: array  # the per-stage integers
     sinks_left: int
     outcome: Outcome = Outcome.PENDING
     done: float = math.nan
@@ -76,44 +88,45 @@ class Request:
     @classmethod
     def blank(cls, id: int, source: int, klass: int, priority: int, arrival: float,
               deadline: float, size: float, preds: list[int], sinks: int) -> "Request":
-        return cls(id, source, klass, priority, arrival, deadline, size, blank_stamps(preds), sinks)
+        return cls(id, source, klass, priority, arrival, deadline, size, blank_reals(len(preds)), blank_ints(preds),
+                   sinks)
 
-    # the per-stage fields as tuples, one value per stage (to read; the model writes ``stamps``)
+    # the per-stage fields as tuples, one value per stage (to read; the model writes ``reals`` and ``ints``)
     @property
     def enqueued(self) -> tuple[float, ...]:
-        return tuple(self.stamps[ENQUEUED::FIELDS])
+        return tuple(self.reals[ENQUEUED::FIELDS])
 
     @property
     def start(self) -> tuple[float, ...]:
-        return tuple(self.stamps[START::FIELDS])
+        return tuple(self.reals[START::FIELDS])
 
     @property
     def end(self) -> tuple[float, ...]:
-        return tuple(self.stamps[END::FIELDS])
+        return tuple(self.reals[END::FIELDS])
 
     @property
     def instance(self) -> tuple[int, ...]:
-        return tuple(self.stamps[INSTANCE::FIELDS])
+        return tuple(self.ints[INSTANCE::FIELDS])
 
     @property
     def batch(self) -> tuple[int, ...]:
-        return tuple(self.stamps[BATCH::FIELDS])
+        return tuple(self.ints[BATCH::FIELDS])
 
     @property
     def batch_size(self) -> tuple[int, ...]:
-        return tuple(self.stamps[BATCH_SIZE::FIELDS])
+        return tuple(self.ints[BATCH_SIZE::FIELDS])
 
     @property
     def link(self) -> tuple[int, ...]:
-        return tuple(self.stamps[LINK::FIELDS])
+        return tuple(self.ints[LINK::FIELDS])
 
     @property
     def out_bytes(self) -> tuple[float, ...]:
-        return tuple(self.stamps[OUT_BYTES::FIELDS])
+        return tuple(self.reals[OUT_BYTES::FIELDS])
 
     @property
     def waiting_preds(self) -> tuple[int, ...]:
-        return tuple(self.stamps[WAITING::FIELDS])
+        return tuple(self.ints[WAITING::FIELDS])
 
 
 @dataclass(slots=True, eq=False)

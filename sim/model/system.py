@@ -63,7 +63,8 @@ from sim.model.engine import Engine
 from sim.model.failures import Failures
 from sim.model.garbage import fewer_collections
 from sim.model.link import Channel, make_channel
-from sim.model.request import ENQUEUED, FIELDS, INSTANCE, LINK, OUT_BYTES, WAITING, Job, Request, blank_stamps
+from sim.model.request import (ENQUEUED, FIELDS, INSTANCE, LINK, OUT_BYTES, WAITING, Job, Request, blank_ints,
+                               blank_reals)
 from sim.plan import FailurePlan, LinkPlan, Plan
 from sim.topology import Hop
 from sim.policies.resilience import Fallback, GiveUp, HealthAware, Reason, Retry, build_reactions
@@ -118,10 +119,10 @@ def _received(request: Request, preds: tuple[int, ...]) -> float:
     """The bytes a stage receives: its predecessors' outputs, or the request's payload at a root."""
     if not preds:
         return request.size
-    stamps = request.stamps
+    reals = request.reals
     if len(preds) == 1:
-        return stamps[preds[0] * FIELDS + OUT_BYTES]
-    return sum(stamps[p * FIELDS + OUT_BYTES] for p in preds)
+        return reals[preds[0] * FIELDS + OUT_BYTES]
+    return sum(reals[p * FIELDS + OUT_BYTES] for p in preds)
 
 
 def _refresh_all(entries: tuple, _device) -> None:
@@ -356,7 +357,8 @@ class _State:
             link.name: make_sampler(link.latency, rng(streams.latency(link.name))) for link in plan.links
         }
         self._preds = [len(s.preds) for s in stages]
-        self._blank_stamps = blank_stamps(self._preds)  # what a new request's stamps start as (copied)
+        # what a new request's per-stage numbers start as (copied)
+        self._blank_reals, self._blank_ints = blank_reals(len(stages)), blank_ints(self._preds)
         self._sole_pred = [s.preds[0] if len(s.preds) == 1 else -1 for s in stages]  # -1: none or several
         self._sinks = len(plan.sinks)
         self.failures: Optional[Failures] = None
@@ -412,7 +414,7 @@ class _State:
     def _on_arrival(self) -> None:
         i = self.next_arrival
         self.next_arrival += 1
-        request = Request(i, *self._fields(i), self._blank_stamps.copy(), self._sinks)
+        request = Request(i, *self._fields(i), self._blank_reals[:], self._blank_ints[:], self._sinks)
         self.latest = request
         if self.sink is None:
             self.requests.append(request)
@@ -442,13 +444,13 @@ class _State:
                 self._queue(job, device)
                 return
             if hop.ideal and self._channel(hop.link, source, device, a).passes_through(size):
-                request.stamps[stage * FIELDS + LINK] = hop.index
+                request.ints[stage * FIELDS + LINK] = hop.index
                 self._queue(job, device)
                 return
-            request.stamps[stage * FIELDS + LINK] = self._send_over(hop, a, source, device, size,
+            request.ints[stage * FIELDS + LINK] = self._send_over(hop, a, source, device, size,
                                                                     partial(self._queue, job, device))
             return
-        request.stamps[stage * FIELDS + LINK] = self._send(source, device, size, partial(self._queue, job, device),
+        request.ints[stage * FIELDS + LINK] = self._send(source, device, size, partial(self._queue, job, device),
                                                            None, request)
 
     def _queue(self, job: Job, device: DeviceInstance) -> None:
@@ -456,7 +458,7 @@ class _State:
         if request.outcome is not _PENDING:
             return
         admitted = device.offer(job)
-        request.stamps[job.stage * FIELDS + ENQUEUED] = job.enqueued
+        request.reals[job.stage * FIELDS + ENQUEUED] = job.enqueued
         if not admitted:
             self._finish(request, Outcome.DROPPED)
 
@@ -473,18 +475,19 @@ class _State:
             return
         out = output if output is not None else stage.output
         sole = self._sole_pred
-        stamps = request.stamps
+        reals = request.reals
         at = index * FIELDS
         if out is None:  # passes on what it received
-            out = stamps[sole[index] * FIELDS + OUT_BYTES] if sole[index] >= 0 else _received(request, stage.preds)
-        stamps[at + OUT_BYTES] = out
-        device = self.devices[stamps[at + INSTANCE]]
+            out = reals[sole[index] * FIELDS + OUT_BYTES] if sole[index] >= 0 else _received(request, stage.preds)
+        reals[at + OUT_BYTES] = out
+        ints = request.ints
+        device = self.devices[ints[at + INSTANCE]]
         succs = stage.succs
         if succs:
             for succ in succs:
                 waiting = succ * FIELDS + WAITING
-                stamps[waiting] -= 1
-                if stamps[waiting] == 0:  # what it receives: this stage's output, when it has no other input
+                ints[waiting] -= 1
+                if ints[waiting] == 0:  # what it receives: this stage's output, when it has no other input
                     self._enter(request, succ, device,
                                 out if sole[succ] == index else _received(request, self._stages[succ].preds))
             return
@@ -522,10 +525,10 @@ class _State:
         """With a sink: hand over a request that has its outcome, and forget it."""
         del self.live[request.id]
         if self._merge:  # ended (a client timeout) while its message waits to leave: no link in its row
-            stamps = request.stamps
-            for k in range(LINK, len(stamps), FIELDS):
-                if stamps[k] == _MERGING:
-                    stamps[k] = -1
+            ints = request.ints
+            for k in range(LINK, len(ints), FIELDS):
+                if ints[k] == _MERGING:
+                    ints[k] = -1
         if self.plan.resilience is not None:
             self._retries[request.id] = request.retries
             self._fallbacks[request.id] = request.fallback
@@ -547,7 +550,7 @@ class _State:
             self._class_roots.append(entries)
             self._class_preds.append([sum(p in reach for p in s.preds) for s in stages])
             self._class_sinks.append(tuple(s.index for s in stages if s.index in reach and not s.succs))
-        self._class_stamps = [blank_stamps(preds) for preds in self._class_preds]
+        self._class_ints = [blank_ints(preds) for preds in self._class_preds]
         self._branching = [None if s.branch is None else (
             build_branching(s.branch.kind, s.branch.branches), s.branch.targets,
             rng(streams.branches(s.name)).random(len(self.arrivals))) for s in stages]  # 8 bytes a request
@@ -559,7 +562,7 @@ class _State:
         self.next_arrival += 1
         fields = self._fields(i)
         klass = fields[1]
-        request = Request(i, *fields, self._class_stamps[klass].copy(), len(self._class_sinks[klass]))
+        request = Request(i, *fields, self._blank_reals[:], self._class_ints[klass][:], len(self._class_sinks[klass]))
         request.reached = [False] * len(self.plan.stages)
         self.latest = request
         if self.sink is None:
@@ -585,11 +588,11 @@ class _State:
         elif self._class_preds[request.klass][index] == 0:  # fed by the client
             out = request.size
         elif self._sole_pred[index] >= 0:
-            out = request.stamps[self._sole_pred[index] * FIELDS + OUT_BYTES]
+            out = request.reals[self._sole_pred[index] * FIELDS + OUT_BYTES]
         else:
-            out = sum(request.stamps[p * FIELDS + OUT_BYTES] for p in self._fed(request, stage.preds))
-        request.stamps[index * FIELDS + OUT_BYTES] = out
-        device = self.devices[request.stamps[index * FIELDS + INSTANCE]]
+            out = sum(request.reals[p * FIELDS + OUT_BYTES] for p in self._fed(request, stage.preds))
+        request.reals[index * FIELDS + OUT_BYTES] = out
+        device = self.devices[request.ints[index * FIELDS + INSTANCE]]
         branching = self._branching[index]
         if branching is None:
             for succ in stage.succs:
@@ -606,19 +609,19 @@ class _State:
         """A predecessor of stage ``index`` is done: it sent the request on (``sent``) or was passed by."""
         if sent:
             request.reached[index] = True
-        stamps = request.stamps
-        stamps[index * FIELDS + WAITING] -= 1
-        if stamps[index * FIELDS + WAITING]:
+        ints, reals = request.ints, request.reals
+        ints[index * FIELDS + WAITING] -= 1
+        if ints[index * FIELDS + WAITING]:
             return
         if request.reached[index]:
             only = self._sole_pred[index]
             if only >= 0:
-                self._enter(request, index, device, stamps[only * FIELDS + OUT_BYTES])
+                self._enter(request, index, device, reals[only * FIELDS + OUT_BYTES])
                 return
             fed = self._fed(request, self.plan.stages[index].preds)
             if not sent:  # the last to resolve sent nothing: the data are where the last sender ran
                 device = self._last_device(request, fed)
-            self._enter(request, index, device, sum(stamps[p * FIELDS + OUT_BYTES] for p in fed))
+            self._enter(request, index, device, sum(reals[p * FIELDS + OUT_BYTES] for p in fed))
             return
         stage = self.plan.stages[index]
         for succ in stage.succs:  # nothing comes here: nothing goes on from here either
@@ -632,14 +635,13 @@ class _State:
         if request.sinks_left:
             return
         sinks = self._class_sinks[request.klass]
-        stamps = request.stamps
         if len(sinks) == 1:
             last = sinks[0]
         else:
             end = request.end
             last = max((s for s in sinks if end[s] == end[s]), key=end.__getitem__)
-        reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else stamps[last * FIELDS + OUT_BYTES]
-        self._reply(request, self.devices[stamps[last * FIELDS + INSTANCE]], reply)
+        reply = self.plan.reply_bytes if self.plan.reply_bytes is not None else request.reals[last * FIELDS + OUT_BYTES]
+        self._reply(request, self.devices[request.ints[last * FIELDS + INSTANCE]], reply)
 
     @staticmethod
     def _fed(request: Request, preds: Sequence[int]) -> list[int]:
@@ -650,7 +652,7 @@ class _State:
     def _last_device(self, request: Request, stages: list[int]) -> DeviceInstance:
         """The device of the stage among ``stages`` that ended last."""
         end = request.end
-        return self.devices[request.stamps[max(stages, key=end.__getitem__) * FIELDS + INSTANCE]]
+        return self.devices[request.ints[max(stages, key=end.__getitem__) * FIELDS + INSTANCE]]
 
     # --- failures and reactions (installed only when the scenario declares them) ---
 
@@ -747,7 +749,7 @@ class _State:
         if device is source:
             self._queue(job, device)
             return
-        job.request.stamps[column * FIELDS + LINK] = self._send(
+        job.request.ints[column * FIELDS + LINK] = self._send(
             source, device, size, lambda: self._queue(job, device), partial(self._attempt_failed, job, Reason.FAILED, -1),
             job.request)
 
@@ -760,7 +762,7 @@ class _State:
             return
         request = job.request
         admitted = device.offer(job)
-        request.stamps[self._origin[job.stage] * FIELDS + ENQUEUED] = job.enqueued
+        request.reals[self._origin[job.stage] * FIELDS + ENQUEUED] = job.enqueued
         if not admitted:
             self._finish(request, Outcome.DROPPED)
 
@@ -839,14 +841,14 @@ class _State:
     def _input_of(self, request: Request, stage: int) -> tuple[Optional[DeviceInstance], float]:
         """Where ``stage``'s input comes from (None: the client) and how many bytes it is."""
         preds = self.plan.stages[stage].preds
-        stamps = request.stamps
+        reals = request.reals
         if self._paths:
             preds = self._fed(request, preds)
             return (self._last_device(request, preds) if preds else None,
-                    sum(stamps[p * FIELDS + OUT_BYTES] for p in preds) if preds else request.size)
+                    sum(reals[p * FIELDS + OUT_BYTES] for p in preds) if preds else request.size)
         if not preds:
             return None, request.size
-        return self.devices[stamps[preds[-1] * FIELDS + INSTANCE]], sum(stamps[p * FIELDS + OUT_BYTES] for p in preds)
+        return self.devices[request.ints[preds[-1] * FIELDS + INSTANCE]], sum(reals[p * FIELDS + OUT_BYTES] for p in preds)
 
     def _reply_checked(self, request: Request, device: DeviceInstance, size: float) -> None:
         request.reply_link = self._send(device, None, size, lambda: self._answer(request),
@@ -959,7 +961,7 @@ class _State:
     def _local_candidates(self, stage: int, pool: str, request: Request) -> list[Candidate]:
         """The candidates of ``stage`` that locality allows for ``request`` on ``pool``."""
         roots = self._class_roots  # (``_ingress_of``, inline: this runs at every hop)
-        uid = request.stamps[(self._ingress_stage if roots is None else roots[request.klass][0]) * FIELDS + INSTANCE]
+        uid = request.ints[(self._ingress_stage if roots is None else roots[request.klass][0]) * FIELDS + INSTANCE]
         home = self.devices[uid].pool if uid >= 0 else ""
         key = (stage, pool, home)
         found = self._local.get(key)
@@ -983,7 +985,7 @@ class _State:
             candidates = self.candidates[stage]
         device = candidates[self.routers[stage].choose(candidates, job)].device if len(candidates) > 1 \
             else candidates[0].device
-        request.stamps[stage * FIELDS + LINK] = self._send(source, device, size, partial(self._queue, job, device),
+        request.ints[stage * FIELDS + LINK] = self._send(source, device, size, partial(self._queue, job, device),
                                                            None, request)
 
     def _site_candidates(self, stage: int, request: Request) -> list[Candidate]:
@@ -1001,7 +1003,7 @@ class _State:
 
     def _reply_via_ingress(self, reply, request: Request, device: DeviceInstance, size: float) -> None:
         """The reply goes back to the device the request entered, and leaves from there."""
-        uid = request.stamps[self._ingress_of(request) * FIELDS + INSTANCE]
+        uid = request.ints[self._ingress_of(request) * FIELDS + INSTANCE]
         ingress = self.devices[uid] if uid >= 0 else device
         if ingress is device:
             reply(request, device, size)
@@ -1109,18 +1111,18 @@ class _State:
     def _flush(self, send, source: DeviceInstance, target: DeviceInstance, key: tuple[int, int]) -> None:
         size, delivers, fails, request, senders = self._pending.pop(key)
         # a request may end inside send (a down link fails the message at once): no marker in its row then
-        marked = [(sender.stamps, k) for sender in senders for k in range(LINK, len(sender.stamps), FIELDS)
-                  if sender.stamps[k] == _MERGING]
-        for stamps, k in marked:
-            stamps[k] = -1
+        marked = [(sender.ints, k) for sender in senders for k in range(LINK, len(sender.ints), FIELDS)
+                  if sender.ints[k] == _MERGING]
+        for ints, k in marked:
+            ints[k] = -1
         if len(delivers) == 1:
             index = send(source, target, size, delivers[0], fails[0], request)
         else:
             index = send(source, target, size, lambda: [deliver() for deliver in delivers],
                          (lambda: [f() for f in fails if f is not None]) if any(fails) else None, request)
-        for stamps, k in marked:  # the hop's link, in each request's record, is the merged message's
-            if stamps[k] == -1:  # (not a retry's, sent meanwhile)
-                stamps[k] = index
+        for ints, k in marked:  # the hop's link, in each request's record, is the merged message's
+            if ints[k] == -1:  # (not a retry's, sent meanwhile)
+                ints[k] = index
 
     # --- other work on a device: host costs of moving data, background load ---
 
