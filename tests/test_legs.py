@@ -1,4 +1,5 @@
-"""Routed sends look their route, links and channels up once per pair of endpoints (``_State._leg``).
+"""Routed sends look their route, links and channels up once per pair of endpoints (``_State._leg``); a
+one-hop leg without host costs sends straight on its channel.
 
 The cache must change nothing: the same channel for every hop as ``_channel`` gives, the channel
 policy still asked per message where a hop has several links, and whole runs identical to the
@@ -26,7 +27,7 @@ def _plain_leg(monkeypatch) -> None:
     cached = system._State._leg
 
     def plain(self, source, target):
-        return cached(self, source, target)[0], None, None, -1, {}
+        return cached(self, source, target)[0], None, None, -1, {}, False
 
     monkeypatch.setattr(system._State, "_leg", plain)
 
@@ -76,8 +77,11 @@ def test_each_cached_channel_is_the_one_channel_lookup_gives():
     legs = {key: leg for key, leg in state._legs.items() if leg[0]}
     assert len(legs) > 4  # client -> DPUs, DPU -> GPUs of both servers, back
     devices = state.devices
-    for (a, b), (route, chosen, channels, index, _sizes) in legs.items():
+    assert any(leg[5] for leg in legs.values()) and not all(leg[5] for leg in legs.values())
+    for (a, b), (route, chosen, channels, index, _sizes, direct) in legs.items():
         assert chosen == tuple(hop.links[0] for hop in route)
+        # sent straight on its channel: a one-hop leg whose link has no host costs (and links do not fail)
+        assert direct == (len(route) == 1 and chosen[0].send_cost is None and chosen[0].receive_cost is None)
         assert index == state._link_index[chosen[-1].name]
         source = devices[a] if a >= 0 else None
         target = devices[b] if b >= 0 else None
@@ -100,7 +104,8 @@ def test_a_hop_with_several_links_asks_the_channel_policy_per_message():
     used = {name: sum(c.bytes_moved for c in channels) for name, channels in state.channels_by_link().items()}
     assert used[next(n for n in used if n.endswith("rdma"))] > 0  # detections back, by size
     assert used[next(n for n in used if n.endswith("slot"))] > 0  # frames in
-    for route, _chosen, _channels, _index, by_size in inside:  # what a leg remembers is what the policy says
+    for route, _chosen, _channels, _index, by_size, direct in inside:  # what a leg remembers is what the policy says
+        assert not direct  # a link chosen per message is not sent straight
         assert by_size
         for size, (chosen, index) in by_size.items():
             assert [link.kind for link in chosen] == [

@@ -38,7 +38,6 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
 from itertools import count
 from typing import Callable, Optional
 
@@ -159,9 +158,13 @@ class SharedChannel(Channel):
         self._updated = 0.0
         self._version = 0
         self._joining, self._completing, self._alone_arrives = self._join, self._complete, self._solo_arrives
-        # a message alone on the wire, delivered by one timer (only where the latency is fixed and not zero)
-        self._solo: Optional[_Solo] = None
+        # a message alone on the wire, delivered by one timer (only where the latency is fixed and not zero):
+        # (end of its transfer, finish tag, order of joining, size, delivery)
+        self._solo: Optional[tuple[float, float, int, float, Delivery]] = None
         self._solo_latency = self._fixed_latency if self._fixed_latency else None
+        self._shared_solos: set[int] = set()  # the orders of those that another joined before they ended
+        if self.overhead <= 0:
+            self.send = self._join  # (what send does without an overhead, without its call)
 
     def send(self, size: float, deliver: Delivery) -> None:
         if self.overhead > 0:
@@ -172,11 +175,11 @@ class SharedChannel(Channel):
     def in_flight(self) -> int:
         """Messages on the wire now."""
         solo = self._solo
-        return len(self._tags) + (solo is not None and self.env.now < solo.end)
+        return len(self._tags) + (solo is not None and self.env.now < solo[0])
 
     def account(self) -> None:
         solo = self._solo
-        if solo is not None and self.env.now >= solo.end:
+        if solo is not None and self.env.now >= solo[0]:
             self._settle(self.env.now)
 
     def _join(self, size: float, deliver: Delivery) -> None:
@@ -187,11 +190,11 @@ class SharedChannel(Channel):
         if not tags and self._solo_latency is not None:  # alone on the wire (the virtual clock is at 0)
             tag = self._virtual + size / self.bandwidth
             # (what the timer below and _complete's _arrive compute: the same end and delivery times)
-            solo = self._solo = _Solo(now + max(0.0, tag - self._virtual) * 1, tag, next(self._order), size, deliver)
+            end = now + max(0.0, tag - self._virtual) * 1
+            solo = self._solo = (end, tag, next(self._order), size, deliver)
             self._updated = now
             self._version += 1
-            self._push_timer((solo.end + self._solo_latency, NORMAL, next(self._timer_ids), self._alone_arrives,
-                              (solo,)))
+            self._push_timer((end + self._solo_latency, NORMAL, next(self._timer_ids), self._alone_arrives, (solo,)))
             return
         if tags:  # move the virtual clock (and the busy time) up to now
             self.busy_time += self.window.overlap(self._updated, now)
@@ -206,24 +209,29 @@ class SharedChannel(Channel):
         """The message that joined alone, at ``now``: if its transfer has ended, count it as ``_complete``
         would have at its end (the channel is empty since); else it shares the wire from now on."""
         solo, self._solo = self._solo, None
-        if now >= solo.end:
-            self.busy_time += self.window.overlap(self._updated, solo.end)
-            self._updated = solo.end
+        end = solo[0]
+        if now >= end:
+            start, stop = self.window.start, self.window.end  # (busy time: Window.overlap, inlined)
+            lo, hi = (self._updated if self._updated > start else start), (end if end < stop else stop)
+            if hi > lo:
+                self.busy_time += hi - lo
+            self._updated = end
             self._virtual = 0.0
             self._version += 1
-            if self.window.start <= solo.end < self.window.end:
-                self.bytes_moved += solo.size
+            if start <= end < stop:
+                self.bytes_moved += solo[3]
         else:
-            solo.shared = True
-            self._tags.append((solo.tag, solo.order, solo.size, solo.deliver))
+            self._shared_solos.add(solo[2])
+            self._tags.append(solo[1:])
 
-    def _solo_arrives(self, solo: "_Solo") -> None:
+    def _solo_arrives(self, solo: tuple) -> None:
         """A message that joined alone arrives, unless another joined while it was on the wire."""
-        if solo.shared:
+        if self._shared_solos and solo[2] in self._shared_solos:  # it arrives as any message in flight
+            self._shared_solos.remove(solo[2])
             return
         if self._solo is solo:
-            self._settle(solo.end)
-        solo.deliver()
+            self._settle(solo[0])
+        solo[4]()
 
     def _schedule(self) -> None:
         """Wake up when the smallest tag is reached; a later join cancels this."""
@@ -258,19 +266,6 @@ class SharedChannel(Channel):
             return
         self._schedule()
         self._arrive(size, deliver)
-
-
-@dataclass(slots=True, eq=False)
-class _Solo:
-    """A message that joined an empty shared channel: when its transfer ends, and its tag (see
-    ``SharedChannel``), order of joining, size and delivery; ``shared`` once another joined before its end."""
-
-    end: float
-    tag: float
-    order: int
-    size: float
-    deliver: Delivery
-    shared: bool = False
 
 
 CONTENTION: Registry[type[Channel]] = Registry("link contention")

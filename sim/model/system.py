@@ -51,6 +51,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from simpy.events import NORMAL
 
 from sim.contract import streams
 from sim.contract.outcomes import Outcome
@@ -229,6 +230,7 @@ class _State:
         self.plan = plan
         self.arrivals = arrivals
         self.env = env
+        self._push_timer, self._timer_ids = env.push_timer, env.timer_ids
         self.window = window
         self.sink = sink
         self.requests: list[Request] = []  # every request (no sink) ...
@@ -400,8 +402,10 @@ class _State:
                 # Python floats: a numpy scalar would make the clock, and every time computed from it, one
                 self._block_times = self.arrivals.time[i:i + _ARRIVAL_BLOCK].tolist()
                 self._block_sources = self.arrivals.source[i:i + _ARRIVAL_BLOCK].tolist()
-            delay = self._block_times[k] - self.env.now
-            self.env.call_after(delay if delay > 0.0 else 0.0, self._on_arrival)
+            now = self.env.now
+            delay = self._block_times[k] - now
+            # (env.call_after(delay, self._on_arrival), without its call)
+            self._push_timer((now + (delay if delay > 0.0 else 0.0), NORMAL, next(self._timer_ids), self._on_arrival, ()))
 
     def _fields(self, i: int) -> tuple[int, int, int, float, float, float]:
         """Arrival ``i`` (the next one, in its block): ``Arrivals.request(i)``, from Python numbers."""
@@ -1021,7 +1025,10 @@ class _State:
         leg = self._legs.get(key)
         if leg is None:
             leg = self._legs[key] = self._leg(source, target)
-        route, chosen, channels, index, by_size = leg
+        route, chosen, channels, index, by_size, direct = leg
+        if direct and channels[0] is not None:  # one hop, no host costs, links that do not fail: its channel
+            channels[0].send(size, deliver)
+            return index
         if not route:
             deliver()
             return -1
@@ -1042,7 +1049,9 @@ class _State:
         """What a message between two endpoints (None: the client) goes over, found on the pair's first
         message: the route; when each hop has one link, those links, the hops' channels (each made when
         a message first reaches it, as ``_channel`` would), the last link's index and None; else None, None,
-        -1 and the links chosen for each message size (filled as sizes come)."""
+        -1 and the links chosen for each message size (filled as sizes come); last, whether a message is
+        only sent on the channel of its one hop (no host costs, links that do not fail: what ``_cross``
+        would do)."""
         a = source.pool if source is not None else CLIENT
         b = target.pool if target is not None else CLIENT
         route = self._routes.get((a, b))
@@ -1054,8 +1063,10 @@ class _State:
             self._routes[a, b] = route
         if route and all(len(hop.links) == 1 for hop in route):
             chosen = tuple(hop.links[0] for hop in route)
-            return route, chosen, [None] * len(route), self._link_index[chosen[-1].name], None
-        return route, None, None, -1, {}
+            link = chosen[0]
+            direct = len(route) == 1 and not self._links_fail and link.send_cost is None and link.receive_cost is None
+            return route, chosen, [None] * len(route), self._link_index[chosen[-1].name], None, direct
+        return route, None, None, -1, {}, False
 
     def _cross(self, route, chosen, channels: Optional[list], i: int, source, target, size: float, deliver, fail,
                request) -> None:
