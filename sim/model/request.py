@@ -64,6 +64,19 @@ def blank_ints(preds: Sequence[int]) -> array:
     return ints
 
 
+class _PerStage:
+    """One per-stage field of a request, read as a tuple with a value per stage (a copy: writes go to the
+    request's ``reals`` or ``ints``)."""
+
+    def __init__(self, field: int, ints: bool = False):
+        self.field, self.ints = field, ints
+
+    def __get__(self, request: Optional["Request"], owner: type) -> tuple:
+        if request is None:
+            return self
+        return tuple((request.ints if self.ints else request.reals)[self.field::FIELDS])
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     id: int
@@ -92,41 +105,15 @@ class Request:
                    sinks)
 
     # the per-stage fields as tuples, one value per stage (to read; the model writes ``reals`` and ``ints``)
-    @property
-    def enqueued(self) -> tuple[float, ...]:
-        return tuple(self.reals[ENQUEUED::FIELDS])
-
-    @property
-    def start(self) -> tuple[float, ...]:
-        return tuple(self.reals[START::FIELDS])
-
-    @property
-    def end(self) -> tuple[float, ...]:
-        return tuple(self.reals[END::FIELDS])
-
-    @property
-    def instance(self) -> tuple[int, ...]:
-        return tuple(self.ints[INSTANCE::FIELDS])
-
-    @property
-    def batch(self) -> tuple[int, ...]:
-        return tuple(self.ints[BATCH::FIELDS])
-
-    @property
-    def batch_size(self) -> tuple[int, ...]:
-        return tuple(self.ints[BATCH_SIZE::FIELDS])
-
-    @property
-    def link(self) -> tuple[int, ...]:
-        return tuple(self.ints[LINK::FIELDS])
-
-    @property
-    def out_bytes(self) -> tuple[float, ...]:
-        return tuple(self.reals[OUT_BYTES::FIELDS])
-
-    @property
-    def waiting_preds(self) -> tuple[int, ...]:
-        return tuple(self.ints[WAITING::FIELDS])
+    enqueued = _PerStage(ENQUEUED)
+    start = _PerStage(START)
+    end = _PerStage(END)
+    out_bytes = _PerStage(OUT_BYTES)
+    instance = _PerStage(INSTANCE, ints=True)
+    batch = _PerStage(BATCH, ints=True)
+    batch_size = _PerStage(BATCH_SIZE, ints=True)
+    link = _PerStage(LINK, ints=True)
+    waiting_preds = _PerStage(WAITING, ints=True)
 
 
 @dataclass(slots=True, eq=False)
