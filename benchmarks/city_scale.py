@@ -11,7 +11,10 @@ smallest N's (linear cost in width: that ratio follows N / N_smallest).
 With two durations per N (``--duration 1 2``) it also reports the marginal cost of one more
 simulated second (the difference of the two runs, free of the fixed cost of a run: imports,
 building the devices, writing results) and extrapolates a run of ``--extrapolate`` simulated
-seconds (default 60) from it. Prints a markdown table with the commit and the load
+seconds (default 60) from it. Short runs have not reached a long run's request population and
+heap, so the extrapolation reads low (at 10,000 cameras, 1 s and 2 s runs gave 7 CPU-min for 60 s
+where the run itself took 11.7-12.7; reports/sim-speed.md, session 12): time the long run to know it.
+Prints a markdown table with the commit and the load
 (``uptime``); figures are in reports/streamed-records.md ("city scale").
 """
 
@@ -62,8 +65,12 @@ def main() -> None:
         print(f"\n| streams | CPU s per further simulated s | CPU minutes for {args.extrapolate:g} simulated s |")
         print("|---|---|---|")
         for streams, runs, per_second in marginal:
+            if per_second <= 0:  # the longer run cost no more: the difference is within the noise
+                print(f"| {streams:,} | below the noise ({per_second:.1f}) | - |")
+                continue
             total = runs[0].cpu_s + (args.extrapolate - durations[0]) * per_second
             print(f"| {streams:,} | {per_second:.1f} | {total / 60:.0f} |")
+        print("\n(extrapolated from short runs, which read low: time the long run to know it)")
     print(f"\nafter: {context()}")
 
 
