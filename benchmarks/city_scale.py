@@ -11,9 +11,10 @@ smallest N's (linear cost in width: that ratio follows N / N_smallest).
 With two durations per N (``--duration 1 2``) it also reports the marginal cost of one more
 simulated second (the difference of the two runs, free of the fixed cost of a run: imports,
 building the devices, writing results) and extrapolates a run of ``--extrapolate`` simulated
-seconds (default 60) from it. The extrapolation reads low (likely: short runs have not reached a
-long run's request population and heap; not isolated): at 10,000 cameras, 1 s and 2 s runs gave 7 CPU-min for 60 s
-where the run itself took 11.7-12.7; reports/sim-speed.md, session 12): time the long run to know it.
+seconds (default 60) from it. The extrapolation reads low: at 10,000 cameras, 1 s and 2 s runs
+gave 7 CPU-min for 60 s where the run itself took 11.7-12.7 (reports/sim-speed.md, session 12;
+likely because short runs have not reached a long run's request population and heap, not
+isolated). Time the long run to know it.
 Prints a markdown table with the commit and the load
 (``uptime``); figures are in reports/streamed-records.md ("city scale").
 """
